@@ -1,0 +1,1 @@
+//! The ext2/3/4 filesystem.

@@ -1,0 +1,3 @@
+//! Filesystems read and written in place through a [`crate::image::volume::Volume`].
+
+pub mod ext;

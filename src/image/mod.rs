@@ -1,0 +1,3 @@
+//! The disk image file: its partition table and byte windows onto its partitions.
+
+pub mod volume;

@@ -1,0 +1,289 @@
+//! Byte-addressed storage that a filesystem lives on, and a staging layer that keeps every write
+//! in memory until the whole modification has been planned.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Read access to the bytes of one filesystem: a partition of an image file, or a whole file.
+pub trait Volume {
+    /// Length of the volume in bytes.
+    fn len(&self) -> u64;
+
+    /// Fills `buf` from `offset`; reading past the end is an `UnexpectedEof` error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Returns true for a volume of zero bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Write access to a volume. Writes past the end are `UnexpectedEof` errors: a volume never grows.
+pub trait VolumeMut: Volume {
+    /// Writes all of `data` at `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+}
+
+/// Checks that `len` bytes at `offset` lie inside a volume of `volume_len` bytes.
+fn check_range(offset: u64, len: usize, volume_len: u64) -> io::Result<()> {
+    let end = offset.checked_add(len as u64);
+    match end {
+        Some(end) if end <= volume_len => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("range of {len} bytes at offset {offset} is past the end of the volume ({volume_len} bytes)"),
+        )),
+    }
+}
+
+/// A window of `len` bytes starting at `start` inside a file: one partition of a disk image, or
+/// the whole file for a bare filesystem image.
+#[derive(Debug)]
+pub struct FileVolume<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    bytes_read: AtomicU64,
+}
+
+impl<'a> FileVolume<'a> {
+    /// Creates a window over `file`; the caller has checked that the window lies inside the file.
+    pub fn new(file: &'a File, start: u64, len: u64) -> Self {
+        FileVolume { file, start, len, bytes_read: AtomicU64::new(0) }
+    }
+
+    /// Offset of the window's first byte in the file.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Number of bytes read through this window so far, for the benchmark's read budget.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
+
+impl Volume for FileVolume<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), self.len)?;
+        self.file.read_exact_at(buf, self.start + offset)?;
+        self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl VolumeMut for FileVolume<'_> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(offset, data.len(), self.len)?;
+        self.file.write_all_at(data, self.start + offset)
+    }
+}
+
+/// A volume held in memory, for tests and for filesystems built from scratch.
+impl Volume for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), Volume::len(self))?;
+        let start = offset as usize;
+        buf.copy_from_slice(&self[start..start + buf.len()]);
+        Ok(())
+    }
+}
+
+impl VolumeMut for Vec<u8> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(offset, data.len(), Volume::len(self))?;
+        let start = offset as usize;
+        self[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Keeps every write to a volume in memory, so that a modification can be planned in full,
+/// with reads seeing the planned writes, and then either committed or dropped. Dropping a
+/// `Staged` without calling `commit` leaves the underlying volume untouched.
+#[derive(Debug)]
+pub struct Staged<V> {
+    base: V,
+    /// Pending writes keyed by their offset; ranges never overlap and never touch.
+    pending: BTreeMap<u64, Vec<u8>>,
+}
+
+impl<V: Volume> Staged<V> {
+    /// Wraps `base` with no pending writes.
+    pub fn new(base: V) -> Self {
+        Staged { base, pending: BTreeMap::new() }
+    }
+
+    /// The underlying volume, without the pending writes.
+    pub fn base(&self) -> &V {
+        &self.base
+    }
+
+    /// Total number of bytes waiting to be written.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending.values().map(|data| data.len() as u64).sum()
+    }
+
+    /// The pending writes in offset order, as (offset, bytes).
+    pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.pending.iter().map(|(offset, data)| (*offset, data.as_slice()))
+    }
+
+    /// Drops every pending write.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Returns the underlying volume and the pending writes, leaving the caller to apply them.
+    pub fn into_parts(self) -> (V, BTreeMap<u64, Vec<u8>>) {
+        (self.base, self.pending)
+    }
+}
+
+impl<V: VolumeMut> Staged<V> {
+    /// Writes every pending range to the underlying volume in offset order and returns it.
+    pub fn commit(mut self) -> io::Result<V> {
+        for (offset, data) in std::mem::take(&mut self.pending) {
+            self.base.write_at(offset, &data)?;
+        }
+        Ok(self.base)
+    }
+}
+
+impl<V: Volume> Volume for Staged<V> {
+    fn len(&self) -> u64 {
+        self.base.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buf.len(), self.base.len())?;
+        self.base.read_at(offset, buf)?;
+
+        let end = offset + buf.len() as u64;
+        let first = self.pending.range(..=offset).next_back().map(|(start, _)| *start).unwrap_or(offset);
+        for (&start, data) in self.pending.range(first..end) {
+            let data_end = start + data.len() as u64;
+            if data_end <= offset {
+                continue;
+            }
+            let from = start.max(offset);
+            let to = data_end.min(end);
+            let src = &data[(from - start) as usize..(to - start) as usize];
+            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+        Ok(())
+    }
+}
+
+impl<V: Volume> VolumeMut for Staged<V> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        check_range(offset, data.len(), self.base.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+
+        // Merge the new range with every pending range it overlaps or touches, so that the map
+        // keeps one entry per contiguous run of pending bytes.
+        let end = offset + data.len() as u64;
+        let mut merged_start = offset;
+        let mut merged_end = end;
+        let touching: Vec<u64> = self
+            .pending
+            .range(..=end)
+            .rev()
+            .take_while(|(start, pending)| *start + pending.len() as u64 >= offset)
+            .map(|(start, _)| *start)
+            .collect();
+        let mut pieces = Vec::with_capacity(touching.len());
+        for start in touching {
+            let pending = self.pending.remove(&start).unwrap_or_default();
+            merged_start = merged_start.min(start);
+            merged_end = merged_end.max(start + pending.len() as u64);
+            pieces.push((start, pending));
+        }
+
+        let mut merged = vec![0u8; (merged_end - merged_start) as usize];
+        for (start, pending) in pieces {
+            let at = (start - merged_start) as usize;
+            merged[at..at + pending.len()].copy_from_slice(&pending);
+        }
+        let at = (offset - merged_start) as usize;
+        merged[at..at + data.len()].copy_from_slice(data);
+        self.pending.insert(merged_start, merged);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(volume: &impl Volume, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        volume.read_at(offset, &mut buf).unwrap();
+        buf
+    }
+
+    #[test]
+    fn staged_reads_see_pending_writes() {
+        let mut staged = Staged::new(vec![1u8; 64]);
+        staged.write_at(10, &[7, 7, 7]).unwrap();
+        staged.write_at(12, &[9, 9]).unwrap();
+
+        assert_eq!(read(&staged, 8, 8), vec![1, 1, 7, 7, 9, 9, 1, 1]);
+        assert_eq!(read(staged.base(), 8, 8), vec![1; 8]);
+    }
+
+    #[test]
+    fn staged_merges_touching_ranges() {
+        let mut staged = Staged::new(vec![0u8; 64]);
+        staged.write_at(20, &[2; 4]).unwrap();
+        staged.write_at(10, &[1; 4]).unwrap();
+        staged.write_at(14, &[3; 6]).unwrap();
+
+        let writes: Vec<(u64, usize)> = staged.pending_writes().map(|(o, d)| (o, d.len())).collect();
+        assert_eq!(writes, vec![(10, 14)]);
+        assert_eq!(staged.pending_bytes(), 14);
+    }
+
+    #[test]
+    fn staged_later_write_wins_over_earlier() {
+        let mut staged = Staged::new(vec![0u8; 32]);
+        staged.write_at(0, &[5; 16]).unwrap();
+        staged.write_at(4, &[6; 4]).unwrap();
+
+        assert_eq!(read(&staged, 0, 10), vec![5, 5, 5, 5, 6, 6, 6, 6, 5, 5]);
+    }
+
+    #[test]
+    fn staged_commit_applies_and_drop_discards() {
+        let mut staged = Staged::new(vec![0u8; 16]);
+        staged.write_at(3, &[4, 4]).unwrap();
+        let base = staged.commit().unwrap();
+        assert_eq!(&base[2..6], &[0, 4, 4, 0]);
+
+        let mut staged = Staged::new(base.clone());
+        staged.write_at(0, &[9; 16]).unwrap();
+        drop(staged);
+        assert_eq!(&base[2..6], &[0, 4, 4, 0]);
+    }
+
+    #[test]
+    fn writes_past_end_are_rejected() {
+        let mut staged = Staged::new(vec![0u8; 16]);
+        assert!(staged.write_at(10, &[0; 7]).is_err());
+        assert!(staged.write_at(u64::MAX, &[0; 1]).is_err());
+        assert_eq!(staged.pending_bytes(), 0);
+    }
+}

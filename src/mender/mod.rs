@@ -1,0 +1,1 @@
+//! The Mender client's data: device key, mender-store and the target's binary layout.

@@ -1,0 +1,1 @@
+//! Identity data and the request bodies of the preauthorization API.
