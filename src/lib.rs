@@ -15,3 +15,6 @@ pub mod fs;
 pub mod image;
 pub mod mender;
 pub mod preauth;
+
+#[doc(hidden)]
+pub mod test_support;
