@@ -34,7 +34,9 @@ fn check_range(offset: u64, len: usize, volume_len: u64) -> io::Result<()> {
         Some(end) if end <= volume_len => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("range of {len} bytes at offset {offset} is past the end of the volume ({volume_len} bytes)"),
+            format!(
+                "range of {len} bytes at offset {offset} is past the end of the volume ({volume_len} bytes)"
+            ),
         )),
     }
 }
