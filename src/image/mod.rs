@@ -1,3 +1,5 @@
 //! The disk image file: its partition table and byte windows onto its partitions.
 
+pub mod partition_table;
+pub mod sparse_copy;
 pub mod volume;
