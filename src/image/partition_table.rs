@@ -10,8 +10,8 @@ use std::os::unix::fs::FileExt;
 pub const SECTOR_SIZE: u64 = 512;
 
 /// Offset of the ext2/3/4 superblock magic: superblock at 1024, magic field at 0x38 inside it.
-const EXT_MAGIC_OFFSET: u64 = 1024 + 0x38;
-const EXT_MAGIC: [u8; 2] = [0x53, 0xEF];
+pub(crate) const EXT_MAGIC_OFFSET: u64 = 1024 + 0x38;
+pub(crate) const EXT_MAGIC: [u8; 2] = [0x53, 0xEF];
 
 /// Offset of the two-byte boot signature that ends an MBR.
 const MBR_SIGNATURE_OFFSET: u64 = 510;

@@ -1,0 +1,223 @@
+//! An open disk image file: its partition table, a lock against concurrent modification, and
+//! the final step of a modification, applying planned writes to this file or to a copy of it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError};
+use crate::image::sparse_copy::{CopyMethod, copy_sparse};
+use crate::image::volume::FileVolume;
+
+/// How an image is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only, with a shared lock: other readers may run, a modifying run may not.
+    ReadOnly,
+    /// Read and write in place, with an exclusive lock.
+    ReadWrite,
+}
+
+/// Why an image could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Table { path: PathBuf, source: PartitionTableError },
+    #[error("{path}: image is in use by another process (it holds a lock on the file); try again when it has finished")]
+    InUse { path: PathBuf },
+    #[error("{path}: is a directory, not an image file")]
+    IsDirectory { path: PathBuf },
+}
+
+/// A disk image opened for reading or for modification in place.
+#[derive(Debug)]
+pub struct DiskImage {
+    path: PathBuf,
+    file: File,
+    table: PartitionTable,
+    access: Access,
+}
+
+impl DiskImage {
+    /// Opens the image at `path`, takes the lock that `access` calls for and reads its partition table.
+    pub fn open(path: &Path, access: Access) -> Result<Self, ImageError> {
+        let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
+        if path.is_dir() {
+            return Err(ImageError::IsDirectory { path: path.to_path_buf() });
+        }
+        let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(io_error)?;
+
+        let locked = match access {
+            Access::ReadOnly => file.try_lock_shared(),
+            Access::ReadWrite => file.try_lock(),
+        };
+        match locked {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(ImageError::InUse { path: path.to_path_buf() }),
+            Err(TryLockError::Error(source)) => return Err(io_error(source)),
+        }
+
+        let table = PartitionTable::read(&file)
+            .map_err(|source| ImageError::Table { path: path.to_path_buf(), source })?;
+        Ok(DiskImage { path: path.to_path_buf(), file, table, access })
+    }
+
+    /// Path the image was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The partition table read when the image was opened.
+    pub fn table(&self) -> &PartitionTable {
+        &self.table
+    }
+
+    /// The open file, for layers that read whole partitions.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Size of the image file in bytes.
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// A read window onto `partition`.
+    pub fn volume(&self, partition: &Partition) -> FileVolume<'_> {
+        FileVolume::new(&self.file, partition.start, partition.len)
+    }
+
+    /// Writes `writes` (offsets relative to `partition`) into this image and syncs it.
+    /// Requires [`Access::ReadWrite`].
+    pub fn apply(&self, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> Result<(), ImageError> {
+        let io_error = |source| ImageError::Io { path: self.path.clone(), source };
+        if self.access != Access::ReadWrite {
+            return Err(io_error(io::Error::new(io::ErrorKind::PermissionDenied, "image was opened read-only")));
+        }
+        write_ranges(&self.file, partition, writes).map_err(io_error)?;
+        self.file.sync_data().map_err(io_error)
+    }
+
+    /// Writes a copy of this image with `writes` applied to `destination`, keeping holes as
+    /// holes. The copy is built under a temporary name in the destination's directory and
+    /// renamed over `destination` only when complete, so a failure leaves no partial file.
+    pub fn apply_to_copy(
+        &self,
+        partition: &Partition,
+        writes: &BTreeMap<u64, Vec<u8>>,
+        destination: &Path,
+    ) -> Result<CopyMethod, ImageError> {
+        let io_error = |source| ImageError::Io { path: destination.to_path_buf(), source };
+        let directory = match destination.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let temporary = tempfile::Builder::new()
+            .prefix(".mender-preauth-")
+            .suffix(".tmp")
+            .tempfile_in(directory)
+            .map_err(io_error)?;
+
+        let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
+        write_ranges(temporary.as_file(), partition, writes).map_err(io_error)?;
+        temporary.as_file().sync_data().map_err(io_error)?;
+        let permissions = self.file.metadata().map_err(io_error)?.permissions();
+        temporary.as_file().set_permissions(permissions).map_err(io_error)?;
+        temporary.persist(destination).map_err(|error| io_error(error.error))?;
+        Ok(method)
+    }
+}
+
+/// Writes every range after checking that all of them lie inside `partition`.
+fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
+    let inside = |(offset, data): (&u64, &Vec<u8>)| {
+        offset.checked_add(data.len() as u64).is_some_and(|end| end <= partition.len)
+    };
+    if !writes.iter().all(inside) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "planned write lies outside its partition"));
+    }
+    for (offset, data) in writes {
+        file.write_all_at(data, partition.start + offset)?;
+    }
+    Ok(())
+}
+
+/// Returns true when `first` and `second` name the same file (same device and inode).
+pub fn same_file(first: &Path, second: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (first.metadata(), second.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bare_image(dir: &Path) -> PathBuf {
+        let path = dir.join("bare.ext4");
+        let mut start = vec![0u8; 4096];
+        start[1024 + 0x38] = 0x53;
+        start[1024 + 0x39] = 0xEF;
+        std::fs::write(&path, &start).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(1 << 20).unwrap();
+        path
+    }
+
+    #[test]
+    fn second_writer_gets_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let _first = DiskImage::open(&path, Access::ReadWrite).unwrap();
+
+        let second = DiskImage::open(&path, Access::ReadWrite);
+
+        assert!(matches!(second, Err(ImageError::InUse { .. })), "{second:?}");
+        assert!(matches!(DiskImage::open(&path, Access::ReadOnly), Err(ImageError::InUse { .. })));
+    }
+
+    #[test]
+    fn readers_share_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let _first = DiskImage::open(&path, Access::ReadOnly).unwrap();
+
+        assert!(DiskImage::open(&path, Access::ReadOnly).is_ok());
+        assert!(matches!(DiskImage::open(&path, Access::ReadWrite), Err(ImageError::InUse { .. })));
+    }
+
+    #[test]
+    fn copy_gets_writes_and_source_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let original = std::fs::read(&path).unwrap();
+        let image = DiskImage::open(&path, Access::ReadOnly).unwrap();
+        let whole = image.table().partitions[0];
+        let writes = BTreeMap::from([(8192u64, b"written".to_vec())]);
+
+        let destination = dir.path().join("out.ext4");
+        image.apply_to_copy(&whole, &writes, &destination).unwrap();
+
+        let copy = std::fs::read(&destination).unwrap();
+        assert_eq!(&copy[8192..8199], b"written");
+        assert_eq!(copy.len(), original.len());
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+    }
+
+    #[test]
+    fn write_outside_partition_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let whole = image.table().partitions[0];
+        let writes = BTreeMap::from([(whole.len - 2, vec![1u8; 4])]);
+
+        assert!(image.apply(&whole, &writes).is_err());
+    }
+}

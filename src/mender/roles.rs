@@ -1,0 +1,349 @@
+//! Which partition plays which part in a Mender image, decided by content rather than by number:
+//! the boot partition, rootfs A and B, and the data partition that holds `/mender`.
+
+use std::fs::File;
+
+use crate::fs::ext::{Ext, FileKind};
+use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable, TableKind};
+use crate::image::volume::{FileVolume, Volume};
+
+/// Bytes read from the start of a partition to tell an unformatted one from unknown content.
+const EMPTY_PROBE_LEN: usize = 64 * 1024;
+
+/// Offsets in a FAT boot sector of the filesystem type strings for FAT12/16 and for FAT32.
+const FAT16_TYPE_OFFSET: usize = 0x36;
+const FAT32_TYPE_OFFSET: usize = 0x52;
+/// Offsets of the 11-byte volume label for FAT12/16 and for FAT32.
+const FAT16_LABEL_OFFSET: usize = 0x2B;
+const FAT32_LABEL_OFFSET: usize = 0x47;
+
+/// What a partition holds, as far as this tool can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filesystem {
+    /// ext2, ext3 or ext4; the name is the most specific of the three its features allow.
+    Ext { kind: &'static str, label: String },
+    /// FAT12/16/32 (the boot partition); not opened further yet.
+    Vfat { label: String },
+    /// The first 64 KiB are zeros: an unformatted partition, usually the inactive rootfs.
+    Empty,
+    /// Something else, or an ext filesystem this tool could not open (the reason is kept).
+    Unknown { reason: Option<String> },
+}
+
+impl Filesystem {
+    /// Short name for listings: `ext4`, `vfat`, `none`, `unknown`.
+    pub fn name(&self) -> &str {
+        match self {
+            Filesystem::Ext { kind, .. } => kind,
+            Filesystem::Vfat { .. } => "vfat",
+            Filesystem::Empty => "none",
+            Filesystem::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// The filesystem label, empty when there is none.
+    pub fn label(&self) -> &str {
+        match self {
+            Filesystem::Ext { label, .. } | Filesystem::Vfat { label } => label,
+            Filesystem::Empty | Filesystem::Unknown { .. } => "",
+        }
+    }
+}
+
+/// The part a partition plays in a Mender image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Boot,
+    RootfsA,
+    RootfsB,
+    Data,
+}
+
+impl Role {
+    /// Name used in listings and JSON: `boot`, `rootfs-a`, `rootfs-b`, `data`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Boot => "boot",
+            Role::RootfsA => "rootfs-a",
+            Role::RootfsB => "rootfs-b",
+            Role::Data => "data",
+        }
+    }
+}
+
+/// Facts found in an ext filesystem's root that decide its role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ExtMarkers {
+    has_mender_dir: bool,
+    has_etc_mender: bool,
+    has_mender_binary: bool,
+}
+
+/// One partition with what it holds and the role it was given, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifiedPartition {
+    pub partition: Partition,
+    pub filesystem: Filesystem,
+    pub role: Option<Role>,
+    /// Why the role was chosen, for `inspect` (e.g. "has /mender", "label is data").
+    pub reason: String,
+    markers: ExtMarkers,
+}
+
+/// Why no single data partition could be chosen.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DataPartitionError {
+    #[error("no data partition found (an ext2/3/4 partition whose root holds mender/, or one labelled data); found: {0}")]
+    NotFound(String),
+    #[error("several partitions could be the data partition ({candidates}); choose one with --data-partition")]
+    Ambiguous { candidates: String },
+    #[error("partition {number} does not exist; partitions: {found}")]
+    NoSuchPartition { number: u32, found: String },
+    #[error("partition {number} holds {filesystem}, not an ext2/3/4 filesystem")]
+    NotExt { number: u32, filesystem: String },
+}
+
+/// Classifies every partition of `table` in `file`. Reading errors inside one partition make
+/// that partition `Unknown` rather than failing the whole image.
+pub fn classify(file: &File, table: &PartitionTable) -> std::io::Result<Vec<ClassifiedPartition>> {
+    let mut classified = Vec::with_capacity(table.partitions.len());
+    for partition in &table.partitions {
+        let volume = FileVolume::new(file, partition.start, partition.len);
+        let (filesystem, markers) = probe(&volume)?;
+        classified.push(ClassifiedPartition {
+            partition: *partition,
+            filesystem,
+            role: None,
+            reason: String::new(),
+            markers,
+        });
+    }
+    assign_roles(&mut classified, table.kind);
+    Ok(classified)
+}
+
+fn probe(volume: &FileVolume) -> std::io::Result<(Filesystem, ExtMarkers)> {
+    if has_ext_magic(volume)? {
+        return Ok(match Ext::open(volume) {
+            Ok(ext) => (Filesystem::Ext { kind: ext_kind(&ext), label: ext.label() }, read_markers(&ext)),
+            Err(error) => {
+                let reason = Some(format!("ext filesystem could not be opened: {error}"));
+                (Filesystem::Unknown { reason }, ExtMarkers::default())
+            }
+        });
+    }
+
+    let probe_len = usize::try_from(volume.len()).unwrap_or(usize::MAX).min(EMPTY_PROBE_LEN);
+    let mut start = vec![0u8; probe_len];
+    volume.read_at(0, &mut start)?;
+    if let Some(label) = fat_label(&start) {
+        return Ok((Filesystem::Vfat { label }, ExtMarkers::default()));
+    }
+    if start.iter().all(|&byte| byte == 0) {
+        return Ok((Filesystem::Empty, ExtMarkers::default()));
+    }
+    Ok((Filesystem::Unknown { reason: None }, ExtMarkers::default()))
+}
+
+/// Names the filesystem after its features, as `blkid` does.
+fn ext_kind<V: Volume>(ext: &Ext<V>) -> &'static str {
+    let features = ext.features();
+    let has = |name: &str| features.iter().any(|feature| *feature == name);
+    if has("extent") || has("64bit") || has("flex_bg") || has("metadata_csum") || has("huge_file") {
+        "ext4"
+    } else if has("has_journal") {
+        "ext3"
+    } else {
+        "ext2"
+    }
+}
+
+fn read_markers<V: Volume>(ext: &Ext<V>) -> ExtMarkers {
+    let is_dir = |path: &str| {
+        matches!(ext.lookup(path), Ok(Some(ino)) if matches!(ext.metadata(ino), Ok(meta) if meta.kind == FileKind::Directory))
+    };
+    let has_mender_binary = match ext.lookup("/usr/bin") {
+        Ok(Some(ino)) => ext
+            .read_dir(ino)
+            .map(|entries| entries.iter().any(|entry| entry.name.starts_with(b"mender")))
+            .unwrap_or(false),
+        _ => false,
+    };
+    ExtMarkers { has_mender_dir: is_dir("/mender"), has_etc_mender: is_dir("/etc/mender"), has_mender_binary }
+}
+
+fn has_ext_magic(volume: &FileVolume) -> std::io::Result<bool> {
+    let mut magic = [0u8; 2];
+    if volume.len() < EXT_MAGIC_OFFSET + 2 {
+        return Ok(false);
+    }
+    volume.read_at(EXT_MAGIC_OFFSET, &mut magic)?;
+    Ok(magic == EXT_MAGIC)
+}
+
+/// Returns the volume label of a FAT boot sector, or `None` when `sector` is not one.
+fn fat_label(sector: &[u8]) -> Option<String> {
+    let signature = sector.get(510..512)?;
+    if signature != [0x55, 0xAA] {
+        return None;
+    }
+    let label_offset = if sector.get(FAT32_TYPE_OFFSET..FAT32_TYPE_OFFSET + 5)? == b"FAT32" {
+        FAT32_LABEL_OFFSET
+    } else if sector.get(FAT16_TYPE_OFFSET..FAT16_TYPE_OFFSET + 3)? == b"FAT" {
+        FAT16_LABEL_OFFSET
+    } else {
+        return None;
+    };
+    let label = sector.get(label_offset..label_offset + 11)?;
+    let label = String::from_utf8_lossy(label).trim_end().to_string();
+    Some(if label == "NO NAME" { String::new() } else { label })
+}
+
+fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
+    for partition in partitions.iter_mut() {
+        let is_ext = matches!(partition.filesystem, Filesystem::Ext { .. });
+        let markers = partition.markers;
+        if is_ext && markers.has_mender_dir {
+            partition.role = Some(Role::Data);
+            partition.reason = "its root holds mender/".into();
+        } else if is_ext && (markers.has_etc_mender || markers.has_mender_binary) {
+            partition.role = Some(Role::RootfsA);
+            partition.reason =
+                if markers.has_etc_mender { "holds /etc/mender" } else { "holds /usr/bin/mender*" }.into();
+        }
+    }
+
+    let has_data = partitions.iter().any(|partition| partition.role == Some(Role::Data));
+    if !has_data {
+        for partition in partitions.iter_mut() {
+            if partition.role.is_none() && partition.filesystem.label() == "data" {
+                if let Filesystem::Ext { .. } = partition.filesystem {
+                    partition.role = Some(Role::Data);
+                    partition.reason = "labelled data".into();
+                }
+            }
+        }
+    }
+
+    // The first rootfs found is A, a second one B. An unformatted partition right after
+    // rootfs A is the inactive rootfs B that the first update will fill.
+    let mut rootfs_seen = 0;
+    let mut after_rootfs_a = false;
+    for partition in partitions.iter_mut() {
+        if partition.role == Some(Role::RootfsA) {
+            rootfs_seen += 1;
+            if rootfs_seen == 2 {
+                partition.role = Some(Role::RootfsB);
+            }
+            after_rootfs_a = rootfs_seen == 1;
+            continue;
+        }
+        if after_rootfs_a && rootfs_seen == 1 && partition.filesystem == Filesystem::Empty {
+            partition.role = Some(Role::RootfsB);
+            partition.reason = "unformatted, after rootfs A (the inactive rootfs)".into();
+            rootfs_seen += 1;
+        }
+        after_rootfs_a = false;
+    }
+
+    if kind == TableKind::Mbr {
+        if let Some(boot) = partitions
+            .iter_mut()
+            .find(|partition| partition.role.is_none() && matches!(partition.filesystem, Filesystem::Vfat { .. }))
+        {
+            boot.role = Some(Role::Boot);
+            boot.reason = "FAT filesystem".into();
+        }
+    }
+}
+
+/// Describes each partition in one phrase, for error messages that list what was found.
+pub fn describe_found(partitions: &[ClassifiedPartition]) -> String {
+    if partitions.is_empty() {
+        return "no partitions".into();
+    }
+    partitions
+        .iter()
+        .map(|classified| {
+            let mut text = format!("{} {}", partition_name(&classified.partition), classified.filesystem.name());
+            let label = classified.filesystem.label();
+            if !label.is_empty() {
+                text.push_str(&format!(" labelled {label:?}"));
+            }
+            if let Some(role) = classified.role {
+                text.push_str(&format!(" ({})", role.name()));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Names a partition as listings do: `partition 4`, or `whole image` for a bare filesystem.
+pub fn partition_name(partition: &Partition) -> String {
+    if partition.number == 0 { "whole image".into() } else { format!("partition {}", partition.number) }
+}
+
+/// Chooses the data partition: `requested` when given, else the single partition that
+/// [`classify`] gave the data role.
+pub fn find_data_partition(
+    partitions: &[ClassifiedPartition],
+    requested: Option<u32>,
+) -> Result<&ClassifiedPartition, DataPartitionError> {
+    if let Some(number) = requested {
+        let found = partitions.iter().find(|classified| classified.partition.number == number).ok_or_else(
+            || DataPartitionError::NoSuchPartition { number, found: describe_found(partitions) },
+        )?;
+        if !matches!(found.filesystem, Filesystem::Ext { .. }) {
+            return Err(DataPartitionError::NotExt { number, filesystem: found.filesystem.name().to_string() });
+        }
+        return Ok(found);
+    }
+
+    let candidates: Vec<&ClassifiedPartition> =
+        partitions.iter().filter(|classified| classified.role == Some(Role::Data)).collect();
+    match candidates.as_slice() {
+        [only] => Ok(only),
+        [] => Err(DataPartitionError::NotFound(describe_found(partitions))),
+        several => Err(DataPartitionError::Ambiguous {
+            candidates: several
+                .iter()
+                .map(|classified| format!("{} {}", partition_name(&classified.partition), classified.reason))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Returns the first partition with `role`.
+pub fn find_role(partitions: &[ClassifiedPartition], role: Role) -> Option<&ClassifiedPartition> {
+    partitions.iter().find(|classified| classified.role == Some(role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fat16_sector(label: &[u8; 11]) -> Vec<u8> {
+        let mut sector = vec![0u8; 512];
+        sector[FAT16_LABEL_OFFSET..FAT16_LABEL_OFFSET + 11].copy_from_slice(label);
+        sector[FAT16_TYPE_OFFSET..FAT16_TYPE_OFFSET + 8].copy_from_slice(b"FAT16   ");
+        sector[510] = 0x55;
+        sector[511] = 0xAA;
+        sector
+    }
+
+    #[test]
+    fn fat_label_is_read_and_trimmed() {
+        assert_eq!(fat_label(&fat16_sector(b"BOOT       ")), Some("BOOT".to_string()));
+        assert_eq!(fat_label(&fat16_sector(b"NO NAME    ")), Some(String::new()));
+    }
+
+    #[test]
+    fn sector_without_fat_type_is_not_fat() {
+        let mut sector = fat16_sector(b"BOOT       ");
+        sector[FAT16_TYPE_OFFSET] = b'X';
+        assert_eq!(fat_label(&sector), None);
+        assert_eq!(fat_label(&[0u8; 100]), None);
+    }
+}
