@@ -1,0 +1,176 @@
+//! Argument definitions of every subcommand. The doc comments are the `--help` text and the
+//! source of the man pages in `man/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Key algorithm for generated device keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyTypeArg {
+    /// RSA with --bits bits (default 3072); written as PKCS#1 PEM.
+    Rsa,
+    /// ECDSA on NIST P-256; written as PKCS#8 PEM.
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    /// Ed25519; written as PKCS#8 PEM.
+    Ed25519,
+}
+
+/// Version of the server API that a request body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiArg {
+    /// POST /api/management/v2/devauth/devices: {"identity_data":{..},"pubkey":".."}.
+    V2,
+    /// The legacy admission API: {"device_identity":"..","key":".."}.
+    V1,
+}
+
+/// Word size and byte order of the device, which decide the mender-store file layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetLayoutArg {
+    /// 64-bit little-endian (x86_64, aarch64, riscv64).
+    #[value(name = "64le")]
+    Le64,
+    /// 32-bit little-endian (armhf, i386).
+    #[value(name = "32le")]
+    Le32,
+    /// 64-bit big-endian.
+    #[value(name = "64be")]
+    Be64,
+    /// 32-bit big-endian.
+    #[value(name = "32be")]
+    Be32,
+}
+
+/// Where the identity attributes come from.
+#[derive(Debug, Clone, Args)]
+pub struct IdentityArgs {
+    /// Identity attribute as KEY=VALUE; repeat for more. A key given several times becomes a
+    /// list of values, in the order given.
+    #[arg(short, long = "identity", value_name = "KEY=VALUE")]
+    pub identity: Vec<String>,
+
+    /// File of KEY=VALUE lines, as printed by the device's mender-device-identity script; blank
+    /// lines are skipped. Read before any --identity values.
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// Arguments of `keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Key algorithm.
+    #[arg(short = 't', long = "type", value_enum, default_value = "rsa")]
+    pub key_type: KeyTypeArg,
+
+    /// RSA key length in bits (2048 to 8192); only with --type rsa.
+    #[arg(short, long, value_name = "N", default_value_t = 3072)]
+    pub bits: usize,
+
+    /// Directory for the key files; created when missing.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "keys-client-generated")]
+    pub out_dir: PathBuf,
+
+    /// Text put before the file names: PREFIXprivate.key and PREFIXpublic.key. May not contain '/'.
+    #[arg(short, long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+}
+
+/// Arguments of `preauth`.
+#[derive(Debug, Clone, Args)]
+pub struct PreauthArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+
+    /// Device public key (PEM, "PUBLIC KEY" or "RSA PUBLIC KEY").
+    #[arg(long, value_name = "FILE", conflicts_with = "key", required_unless_present = "key")]
+    pub pubkey: Option<PathBuf>,
+
+    /// Device private key (PEM); only its public half is printed.
+    #[arg(short, long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// Shape of the printed preauthorization request.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// API version the request body is for.
+    #[arg(long, value_enum, default_value = "v2")]
+    pub api: ApiArg,
+
+    /// Add "force":true (v2 only): preauthorize even if the device already has auth sets.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `provision`.
+#[derive(Debug, Clone, Args)]
+pub struct ProvisionArgs {
+    /// Disk image (.sdimg, .biosimg: MBR) or bare ext2/3/4 data filesystem (.dataimg, .ext4).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+
+    /// Device private key to install (PEM: PKCS#1 or PKCS#8 RSA, PKCS#8 or SEC1 ECDSA P-256,
+    /// PKCS#8 Ed25519). Without it a new key is generated as `keygen` would.
+    #[arg(short, long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Algorithm of a generated key.
+    #[arg(short = 't', long = "type", value_enum, default_value = "rsa", conflicts_with = "key")]
+    pub key_type: KeyTypeArg,
+
+    /// RSA length in bits of a generated key.
+    #[arg(short, long, value_name = "N", default_value_t = 3072, conflicts_with = "key")]
+    pub bits: usize,
+
+    /// Directory where a generated key pair is saved, as IMAGE-NAME-private.key and
+    /// IMAGE-NAME-public.key after the output image's file name. Existing files are never
+    /// overwritten.
+    #[arg(long, value_name = "DIR", default_value = "keys-client-generated", conflicts_with = "key")]
+    pub keys_dir: PathBuf,
+
+    /// Write the provisioned image to this path and leave IMAGE unchanged; holes stay holes.
+    /// Without it IMAGE is changed in place.
+    #[arg(short, long, value_name = "NEW_IMAGE")]
+    pub output: Option<PathBuf>,
+
+    /// Write the preauthorization JSON to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub preauth_out: Option<PathBuf>,
+
+    /// Number of the data partition (as in p4), instead of finding it by content; 0 is the
+    /// whole file of a bare filesystem image.
+    #[arg(long, value_name = "N")]
+    pub data_partition: Option<u32>,
+
+    /// Device word size and byte order for mender-store, instead of reading them from the ELF
+    /// header of a binary on the root filesystem.
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub target_layout: Option<TargetLayoutArg>,
+
+    /// Report what would change and write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Disk image or bare ext2/3/4 filesystem image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

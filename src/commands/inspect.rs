@@ -1,0 +1,283 @@
+//! `mender-preauth inspect`: show an image's partitions, their roles, the device key and the
+//! mender-store records, as text for people or as one JSON object for scripts.
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::commands::args::InspectArgs;
+use crate::commands::output::emit_line;
+use crate::fs::ext::Ext;
+use crate::image::disk_image::{Access, DiskImage};
+use crate::image::partition_table::TableKind;
+use crate::image::volume::Volume;
+use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
+use crate::mender::device_key::DevicePrivateKey;
+use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
+use crate::mender::rootfs::detect_target;
+use crate::mender::store;
+
+/// Largest device key or store read for inspection.
+const MAX_INSPECT_FILE_LEN: u64 = 64 << 20;
+/// Longest record value shown in full; longer ones are shown by length only.
+const MAX_SHOWN_VALUE_LEN: usize = 200;
+
+/// Everything `inspect` reports. Field names are the JSON schema documented in man/.
+#[derive(Debug, Serialize)]
+struct Report {
+    image: String,
+    size: u64,
+    partition_table: &'static str,
+    partitions: Vec<PartitionReport>,
+    target: Option<TargetReport>,
+    device_key: Option<KeyReport>,
+    store: Option<StoreReport>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PartitionReport {
+    number: u32,
+    start: u64,
+    size: u64,
+    type_id: String,
+    filesystem: String,
+    label: String,
+    role: Option<&'static str>,
+    role_reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetReport {
+    layout: &'static str,
+    description: String,
+    binary: &'static str,
+    partition: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyReport {
+    path: &'static str,
+    partition: u32,
+    key_type: Option<String>,
+    fingerprint_sha256: Option<String>,
+    error: Option<String>,
+    mode: String,
+    uid: u32,
+    gid: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct StoreReport {
+    path: &'static str,
+    partition: u32,
+    size: u64,
+    records: Vec<RecordReport>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordReport {
+    key: String,
+    size: usize,
+    /// The value as text when it is short UTF-8; `None` otherwise.
+    value: Option<String>,
+}
+
+/// Inspects the image and prints the report.
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let image = DiskImage::open(&args.image, Access::ReadOnly)?;
+    let partitions = roles::classify(image.file(), image.table())
+        .with_context(|| format!("{}: reading partitions", args.image.display()))?;
+    let report = build_report(&image, &partitions)?;
+
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the report as JSON")?;
+        emit_line(&json, None)
+    } else {
+        emit_line(&render_text(&report), None)
+    }
+}
+
+fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow::Result<Report> {
+    let path = image.path().display().to_string();
+    let mut warnings = Vec::new();
+
+    let target = match roles::find_role(partitions, Role::RootfsA) {
+        Some(rootfs) => {
+            let ext = Ext::open(image.volume(&rootfs.partition))
+                .with_context(|| format!("{path}: {}", partition_name(&rootfs.partition)))?;
+            detect_target(&ext)
+                .with_context(|| format!("{path}: {}", partition_name(&rootfs.partition)))?
+                .map(|found| TargetReport {
+                    layout: found.layout.short_name(),
+                    description: found.layout.describe(),
+                    binary: found.binary,
+                    partition: rootfs.partition.number,
+                })
+        }
+        None => None,
+    };
+
+    let data = roles::find_data_partition(partitions, None).ok();
+    let (device_key, store) = match data {
+        Some(data) => {
+            let ext = Ext::open(image.volume(&data.partition))
+                .with_context(|| format!("{path}: {}", partition_name(&data.partition)))?;
+            let number = data.partition.number;
+            (inspect_key(&ext, number)?, inspect_store(&ext, number)?)
+        }
+        None => {
+            warnings.push("no data partition found".to_string());
+            (None, None)
+        }
+    };
+    if data.is_some() {
+        warnings.extend(key_warnings(device_key.as_ref()));
+    }
+
+    Ok(Report {
+        image: path,
+        size: image.len().with_context(|| image.path().display().to_string())?,
+        partition_table: match image.table().kind {
+            TableKind::Mbr => "mbr",
+            TableKind::Bare => "none",
+        },
+        partitions: partitions.iter().map(partition_report).collect(),
+        target,
+        device_key,
+        store,
+        warnings,
+    })
+}
+
+fn partition_report(classified: &ClassifiedPartition) -> PartitionReport {
+    PartitionReport {
+        number: classified.partition.number,
+        start: classified.partition.start,
+        size: classified.partition.len,
+        type_id: format!("{:#04x}", classified.partition.type_id),
+        filesystem: classified.filesystem.name().to_string(),
+        label: classified.filesystem.label().to_string(),
+        role: classified.role.map(Role::name),
+        role_reason: classified.reason.clone(),
+    }
+}
+
+fn inspect_key<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Option<KeyReport>> {
+    let Some(ino) = ext.lookup(DEVICE_KEY_PATH)? else { return Ok(None) };
+    let metadata = ext.metadata(ino)?;
+    let pem = ext.read_file(ino, MAX_INSPECT_FILE_LEN)?;
+
+    let (key_type, fingerprint_sha256, error) = match DevicePrivateKey::from_pem(&pem) {
+        Ok(key) => (Some(key.description()), Some(key.public_key().fingerprint_sha256()), None),
+        Err(error) => (None, None, Some(error.to_string())),
+    };
+    Ok(Some(KeyReport {
+        path: DEVICE_KEY_PATH,
+        partition,
+        key_type,
+        fingerprint_sha256,
+        error,
+        mode: format!("{:04o}", metadata.mode),
+        uid: metadata.uid,
+        gid: metadata.gid,
+    }))
+}
+
+fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Option<StoreReport>> {
+    let Some(ino) = ext.lookup(STORE_PATH)? else { return Ok(None) };
+    let bytes = ext.read_file(ino, MAX_INSPECT_FILE_LEN)?;
+
+    let (records, error) = match store::read_records(&bytes) {
+        Ok(records) => (records.iter().map(|(key, value)| record_report(key, value)).collect(), None),
+        Err(error) => (Vec::new(), Some(error.to_string())),
+    };
+    Ok(Some(StoreReport { path: STORE_PATH, partition, size: bytes.len() as u64, records, error }))
+}
+
+fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
+    let shown = std::str::from_utf8(value)
+        .ok()
+        .filter(|text| text.len() <= MAX_SHOWN_VALUE_LEN && !text.chars().any(char::is_control))
+        .map(str::to_string);
+    RecordReport { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: shown }
+}
+
+/// States of the device key that make a preauthorized device show up as pending.
+fn key_warnings(key: Option<&KeyReport>) -> Vec<String> {
+    let Some(key) = key else {
+        return vec![format!("no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending")];
+    };
+    let mut warnings = Vec::new();
+    if let Some(error) = &key.error {
+        warnings.push(format!("the device key cannot be parsed ({error}): the client will not load it"));
+    }
+    if key.mode != "0600" {
+        warnings.push(format!("the device key has mode {}, expected 0600", key.mode));
+    }
+    if key.uid != 0 || key.gid != 0 {
+        warnings.push(format!("the device key is owned by {}:{}, expected 0:0", key.uid, key.gid));
+    }
+    warnings
+}
+
+fn render_text(report: &Report) -> String {
+    let mut lines = vec![format!(
+        "image: {} ({} bytes, partition table: {})",
+        report.image, report.size, report.partition_table
+    )];
+    lines.push(format!("{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}", "part", "start", "size", "type", "fs", "label", "role"));
+    for partition in &report.partitions {
+        let role = match partition.role {
+            Some(role) => format!("{role} ({})", partition.role_reason),
+            None => "-".to_string(),
+        };
+        lines.push(format!(
+            "{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}",
+            partition.number, partition.start, partition.size, partition.type_id, partition.filesystem,
+            partition.label, role
+        ));
+    }
+
+    match &report.target {
+        Some(target) => lines.push(format!(
+            "target: {} ({}), from {} on partition {}",
+            target.description, target.layout, target.binary, target.partition
+        )),
+        None => lines.push("target: unknown (no root filesystem with an ELF binary found)".to_string()),
+    }
+    match &report.device_key {
+        Some(key) => {
+            let kind = match (&key.key_type, &key.fingerprint_sha256, &key.error) {
+                (Some(kind), Some(fingerprint), _) => format!("{kind}, SHA-256 {fingerprint}"),
+                (_, _, Some(error)) => format!("unreadable: {error}"),
+                _ => "unreadable".to_string(),
+            };
+            lines.push(format!(
+                "device key: {} on partition {}: {kind}, mode {}, owner {}:{}",
+                key.path, key.partition, key.mode, key.uid, key.gid
+            ));
+        }
+        None => lines.push("device key: none".to_string()),
+    }
+    match &report.store {
+        Some(store) => {
+            let summary = match &store.error {
+                Some(error) => format!("unreadable: {error}"),
+                None => format!("{} records", store.records.len()),
+            };
+            lines.push(format!("mender-store: {} on partition {} ({} bytes): {summary}", store.path, store.partition, store.size));
+            for record in &store.records {
+                match &record.value {
+                    Some(value) => lines.push(format!("  {} = {value}", record.key)),
+                    None => lines.push(format!("  {} ({} bytes)", record.key, record.size)),
+                }
+            }
+        }
+        None => lines.push("mender-store: none".to_string()),
+    }
+    for warning in &report.warnings {
+        lines.push(format!("warning: {warning}"));
+    }
+    lines.join("\n")
+}

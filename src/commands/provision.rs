@@ -1,0 +1,251 @@
+//! `mender-preauth provision`: write the device key and mender-store onto an image's data
+//! partition and print the preauthorization request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::commands::args::{ProvisionArgs, TargetLayoutArg};
+use crate::commands::output::{emit_line, key_type, load_private_key, write_time};
+use crate::fs::ext::Ext;
+use crate::image::disk_image::{Access, DiskImage, same_file};
+use crate::image::volume::Staged;
+use crate::mender::data_partition::{self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy};
+use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
+use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
+use crate::mender::rootfs::detect_target;
+
+/// The device key and whether this run generated it.
+struct DeviceKey {
+    key: DevicePrivateKey,
+    generated: bool,
+}
+
+/// Provisions the image and prints the preauthorization request.
+pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
+    let identity = args.identity.load()?;
+    let time = write_time()?;
+    let device_key = obtain_key(args)?;
+    let key_files = generated_key_files(args, &device_key)?;
+
+    let image = DiskImage::open(&args.image, access(args))?;
+    let partitions = roles::classify(image.file(), image.table())
+        .with_context(|| format!("{}: reading partitions", args.image.display()))?;
+    let data = roles::find_data_partition(&partitions, args.data_partition)
+        .with_context(|| args.image.display().to_string())?;
+    log::info!("data partition: {}", describe(data));
+    let store_policy = store_policy(&image, &partitions, args.target_layout)?;
+
+    let key_pem = device_key.key.to_device_pem();
+    let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, time)?;
+    report(&changes, &device_key);
+    let request = args.request.request_json(&identity, &device_key.key.public_key())?;
+
+    if args.dry_run {
+        let bytes: usize = writes.values().map(Vec::len).sum();
+        log::info!("dry run: would write {bytes} bytes to {}; nothing was written", partition_name(&data.partition));
+        if device_key.generated {
+            log::info!("dry run: no request printed, because the generated key is not kept");
+            return Ok(());
+        }
+        return emit_line(&request, args.preauth_out.as_deref());
+    }
+
+    if let Some(files) = &key_files {
+        save_generated_key(&device_key.key, files)?;
+    }
+    commit(&image, &data.partition, &writes, args.output.as_deref())?;
+    emit_line(&request, args.preauth_out.as_deref())
+}
+
+/// In-place runs open the image for writing; dry runs and runs with --output only read it.
+fn access(args: &ProvisionArgs) -> Access {
+    let in_place = match &args.output {
+        None => true,
+        Some(output) => same_file(output, &args.image),
+    };
+    if in_place && !args.dry_run { Access::ReadWrite } else { Access::ReadOnly }
+}
+
+fn obtain_key(args: &ProvisionArgs) -> anyhow::Result<DeviceKey> {
+    match &args.key {
+        Some(path) => Ok(DeviceKey { key: load_private_key(path)?, generated: false }),
+        None => {
+            let key = DevicePrivateKey::generate(key_type(args.key_type, args.bits))?;
+            Ok(DeviceKey { key, generated: true })
+        }
+    }
+}
+
+/// Where a generated key pair is saved: `DIR/PREFIXprivate.key` and `DIR/PREFIXpublic.key`.
+struct KeyFiles {
+    dir: PathBuf,
+    prefix: String,
+}
+
+impl KeyFiles {
+    fn paths(&self) -> [PathBuf; 2] {
+        [self.dir.join(format!("{}private.key", self.prefix)), self.dir.join(format!("{}public.key", self.prefix))]
+    }
+}
+
+/// Names the files for a generated key pair after the image written. Existing files are an
+/// error found before anything is written: a saved key may already be preauthorized, and
+/// overwriting it would lose it.
+fn generated_key_files(args: &ProvisionArgs, device_key: &DeviceKey) -> anyhow::Result<Option<KeyFiles>> {
+    if !device_key.generated || args.dry_run {
+        return Ok(None);
+    }
+    let written = args.output.as_deref().unwrap_or(&args.image);
+    let name = written.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    let prefix = if stem.is_empty() { String::new() } else { format!("{stem}-") };
+
+    let files = KeyFiles { dir: args.keys_dir.clone(), prefix };
+    for path in files.paths() {
+        if path.exists() {
+            bail!("{}: key file already exists; move it away, or pass the key to install with --key", path.display());
+        }
+    }
+    Ok(Some(files))
+}
+
+fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Result<()> {
+    let (private_path, public_path) =
+        write_key_pair(&files.dir, &files.prefix, key).with_context(|| files.dir.display().to_string())?;
+    log::info!("saved the generated key pair as {} and {}", private_path.display(), public_path.display());
+    Ok(())
+}
+
+/// Chooses what to do with mender-store from the target's word size and byte order.
+fn store_policy(
+    image: &DiskImage,
+    partitions: &[ClassifiedPartition],
+    requested: Option<TargetLayoutArg>,
+) -> anyhow::Result<StorePolicy> {
+    if let Some(layout) = requested {
+        return Ok(match layout {
+            TargetLayoutArg::Le64 if host_store_layout() == "64le" => StorePolicy::Reconcile,
+            TargetLayoutArg::Le32 if host_store_layout() == "32le" => StorePolicy::Reconcile,
+            _ => StorePolicy::LeaveAlone {
+                reason: format!("writing a mender-store for a {layout:?} target is not supported yet"),
+            },
+        });
+    }
+
+    let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
+        return Ok(StorePolicy::LeaveAlone {
+            reason: "the image has no root filesystem to read the target's word size from; \
+                     give --target-layout to write it"
+                .into(),
+        });
+    };
+    let ext = Ext::open(image.volume(&rootfs.partition))
+        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
+    let detected = detect_target(&ext)
+        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
+
+    let Some(detected) = detected else {
+        return Ok(StorePolicy::LeaveAlone {
+            reason: format!(
+                "no ELF binary found on the root filesystem ({}) to read the target's word size from; \
+                 give --target-layout to write it",
+                partition_name(&rootfs.partition)
+            ),
+        });
+    };
+    log::info!("target: {}, from {} on {}", detected.layout.describe(), detected.binary, partition_name(&rootfs.partition));
+    if detected.layout.short_name() == host_store_layout() {
+        Ok(StorePolicy::Reconcile)
+    } else {
+        Ok(StorePolicy::LeaveAlone {
+            reason: format!("writing a mender-store for a {} target is not supported yet", detected.layout.describe()),
+        })
+    }
+}
+
+/// Layout of the LMDB files this build writes: the host's word size and byte order.
+fn host_store_layout() -> &'static str {
+    match (cfg!(target_pointer_width = "64"), cfg!(target_endian = "little")) {
+        (true, true) => "64le",
+        (false, true) => "32le",
+        (true, false) => "64be",
+        (false, false) => "32be",
+    }
+}
+
+/// Plans every change on the data partition in memory and returns the writes it needs.
+fn plan(
+    image: &DiskImage,
+    data: &ClassifiedPartition,
+    key_pem: &[u8],
+    store_policy: &StorePolicy,
+    time: i64,
+) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
+    let context = || format!("{}: {}", image.path().display(), partition_name(&data.partition));
+    let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
+    let changes = data_partition::provision(&mut ext, key_pem, store_policy, time).with_context(context)?;
+    let (_, writes) = ext.into_volume().into_parts();
+    Ok((changes, writes))
+}
+
+fn report(changes: &DataPartitionChanges, device_key: &DeviceKey) {
+    if changes.created_mender_dir {
+        log::info!("created {}", data_partition::MENDER_DIR);
+    }
+    let public_key = device_key.key.public_key();
+    let verb = match changes.key {
+        KeyChange::Created => "wrote",
+        KeyChange::Replaced => "replaced",
+    };
+    log::info!(
+        "{verb} {} ({}, SHA-256 {})",
+        data_partition::DEVICE_KEY_PATH,
+        device_key.key.description(),
+        public_key.fingerprint_sha256()
+    );
+    match &changes.store {
+        StoreChange::Created => log::info!("created an empty {}", data_partition::STORE_PATH),
+        StoreChange::Updated { removed } => {
+            log::info!("removed stale records from {}: {}", data_partition::STORE_PATH, removed.join(", "))
+        }
+        StoreChange::Unchanged => log::info!("{} needs no change", data_partition::STORE_PATH),
+        StoreChange::LeftAlone { reason } => {
+            log::warn!("left {} alone: {reason}", data_partition::STORE_PATH)
+        }
+    }
+}
+
+/// Applies the planned writes in place, or to a copy at `output`.
+fn commit(
+    image: &DiskImage,
+    partition: &crate::image::partition_table::Partition,
+    writes: &BTreeMap<u64, Vec<u8>>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    match output {
+        Some(output) if !same_file(output, image.path()) => {
+            let method = image.apply_to_copy(partition, writes, output)?;
+            log::info!("wrote {} ({method:?} copy of {})", output.display(), image.path().display());
+        }
+        _ => {
+            image.apply(partition, writes)?;
+            log::info!("provisioned {} in place", image.path().display());
+        }
+    }
+    Ok(())
+}
+
+fn describe(data: &ClassifiedPartition) -> String {
+    let mut text = format!("{} ({}", partition_name(&data.partition), data.filesystem.name());
+    let label = data.filesystem.label();
+    if !label.is_empty() {
+        text.push_str(&format!(", labelled {label:?}"));
+    }
+    if !data.reason.is_empty() {
+        text.push_str(&format!(", {}", data.reason));
+    }
+    text.push(')');
+    text
+}

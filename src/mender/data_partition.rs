@@ -1,0 +1,164 @@
+//! The Mender files on the data partition: the device key and the client's database, which the
+//! device reaches through `/var/lib/mender -> /data/mender`.
+
+use crate::fs::ext::{Ext, ExtError, FileKind, NewAttrs};
+use crate::image::volume::VolumeMut;
+use crate::mender::store::{self, STALE_AUTH_KEYS, StoreEdit, StoreError};
+
+/// Directory of the client's files, relative to the data partition's root.
+pub const MENDER_DIR: &str = "/mender";
+/// The device's private key, read by the client as `/var/lib/mender/mender-agent.pem`.
+pub const DEVICE_KEY_PATH: &str = "/mender/mender-agent.pem";
+/// The client's LMDB database (a single file, opened with MDB_NOSUBDIR).
+pub const STORE_PATH: &str = "/mender/mender-store";
+
+/// Largest mender-store read from an image. The 3.x client never grows its store past LMDB's
+/// default map size of 10 MiB, so anything far larger is not a store it wrote.
+const MAX_STORE_LEN: u64 = 64 << 20;
+
+const MENDER_DIR_MODE: u16 = 0o755;
+const PRIVATE_FILE_MODE: u16 = 0o600;
+
+/// What to do with mender-store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorePolicy {
+    /// Create the store when absent; otherwise remove the records tied to a previous key.
+    Reconcile,
+    /// Leave the store as it is, for the stated reason (e.g. a target layout not written yet).
+    LeaveAlone { reason: String },
+}
+
+/// What happened to the device key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChange {
+    Created,
+    Replaced,
+}
+
+/// What happened to mender-store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// No store existed; an empty one was created.
+    Created,
+    /// The store existed; these stale records were removed and the rest kept.
+    Updated { removed: Vec<String> },
+    /// The store existed and needed no change.
+    Unchanged,
+    /// The store was not touched, for this reason.
+    LeftAlone { reason: String },
+}
+
+/// The changes planned on the data partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPartitionChanges {
+    pub created_mender_dir: bool,
+    pub key: KeyChange,
+    pub store: StoreChange,
+}
+
+/// Why the data partition could not be provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("{path} on the data partition: {source}")]
+    Ext { path: &'static str, source: ExtError },
+    #[error("{path} on the data partition exists but is not a {expected}")]
+    WrongKind { path: &'static str, expected: &'static str },
+    #[error("{STORE_PATH} on the data partition: {source}")]
+    Store { source: StoreError },
+}
+
+/// Writes the device key and reconciles mender-store on the data partition `ext`. Every
+/// file written is owned by root with mode 0600; `/mender` is created with mode 0755 if missing.
+pub fn provision<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    key_pem: &[u8],
+    store_policy: &StorePolicy,
+    time: i64,
+) -> Result<DataPartitionChanges, ProvisionError> {
+    ext.check_writable().map_err(|source| ProvisionError::Ext { path: "/", source })?;
+    let created_mender_dir = ensure_mender_dir(ext, time)?;
+
+    let key = write_device_key(ext, key_pem, time)?;
+
+    let store = match store_policy {
+        StorePolicy::Reconcile => reconcile_store(ext, time)?,
+        StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
+    };
+
+    Ok(DataPartitionChanges { created_mender_dir, key, store })
+}
+
+fn private_file_attrs(time: i64) -> NewAttrs {
+    NewAttrs { mode: PRIVATE_FILE_MODE, uid: 0, gid: 0, time }
+}
+
+/// Returns the kind of the file at `path`, or `None` when absent.
+fn kind_of<V: VolumeMut>(ext: &Ext<V>, path: &'static str) -> Result<Option<FileKind>, ProvisionError> {
+    let ext_error = |source| ProvisionError::Ext { path, source };
+    match ext.lookup(path).map_err(ext_error)? {
+        Some(ino) => Ok(Some(ext.metadata(ino).map_err(ext_error)?.kind)),
+        None => Ok(None),
+    }
+}
+
+fn ensure_mender_dir<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<bool, ProvisionError> {
+    match kind_of(ext, MENDER_DIR)? {
+        Some(FileKind::Directory) => Ok(false),
+        Some(_) => Err(ProvisionError::WrongKind { path: MENDER_DIR, expected: "directory" }),
+        None => {
+            let attrs = NewAttrs { mode: MENDER_DIR_MODE, uid: 0, gid: 0, time };
+            ext.create_dir(MENDER_DIR, &attrs)
+                .map_err(|source| ProvisionError::Ext { path: MENDER_DIR, source })?;
+            Ok(true)
+        }
+    }
+}
+
+fn write_device_key<V: VolumeMut>(ext: &mut Ext<V>, key_pem: &[u8], time: i64) -> Result<KeyChange, ProvisionError> {
+    let change = match kind_of(ext, DEVICE_KEY_PATH)? {
+        Some(FileKind::Regular) => KeyChange::Replaced,
+        Some(_) => return Err(ProvisionError::WrongKind { path: DEVICE_KEY_PATH, expected: "regular file" }),
+        None => KeyChange::Created,
+    };
+    ext.write_file(DEVICE_KEY_PATH, key_pem, &private_file_attrs(time))
+        .map_err(|source| ProvisionError::Ext { path: DEVICE_KEY_PATH, source })?;
+    Ok(change)
+}
+
+fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreChange, ProvisionError> {
+    let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
+    let existing = match kind_of(ext, STORE_PATH)? {
+        Some(FileKind::Regular) => {
+            let ino = ext.lookup(STORE_PATH).map_err(ext_error)?.ok_or(ProvisionError::WrongKind {
+                path: STORE_PATH,
+                expected: "regular file",
+            })?;
+            Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?)
+        }
+        Some(_) => return Err(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" }),
+        None => None,
+    };
+
+    let store_error = |source| ProvisionError::Store { source };
+    let stale: Vec<Vec<u8>> = match &existing {
+        Some(bytes) => {
+            let records = store::read_records(bytes).map_err(store_error)?;
+            STALE_AUTH_KEYS.iter().map(|key| key.as_bytes().to_vec()).filter(|key| records.contains_key(key)).collect()
+        }
+        None => Vec::new(),
+    };
+    if existing.is_some() && stale.is_empty() {
+        return Ok(StoreChange::Unchanged);
+    }
+
+    let edit = StoreEdit { remove: stale.clone(), set: Vec::new() };
+    let outcome = store::apply_edit(existing.as_deref(), &edit).map_err(store_error)?;
+    ext.write_file(STORE_PATH, &outcome.bytes, &private_file_attrs(time)).map_err(ext_error)?;
+
+    Ok(match existing {
+        None => StoreChange::Created,
+        Some(_) => StoreChange::Updated {
+            removed: stale.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect(),
+        },
+    })
+}
