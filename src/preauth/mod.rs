@@ -1,1 +1,3 @@
 //! Identity data and the request bodies of the preauthorization API.
+pub mod identity;
+pub mod json;
