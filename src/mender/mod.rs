@@ -1,1 +1,2 @@
 //! The Mender client's data: device key, mender-store and the target's binary layout.
+pub mod device_key;
