@@ -26,17 +26,26 @@ pub fn read_small_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 impl IdentityArgs {
     /// Builds the identity data from --identity-file, then the --identity values.
     pub fn load(&self) -> anyhow::Result<IdentityData> {
-        let mut identity = IdentityData::default();
-        if let Some(path) = &self.identity_file {
-            let text = read_small_file(path)?;
-            let from_file = IdentityData::from_key_value_text(&text, &path.display().to_string())?;
-            identity.extend(from_file);
+        let from_file = match &self.identity_file {
+            Some(path) => {
+                let text = read_small_file(path)?;
+                Some(IdentityData::from_key_value_text(&text, &path.display().to_string())?)
+            }
+            None => None,
+        };
+        let from_args = match self.identity.is_empty() {
+            true => None,
+            false => Some(IdentityData::from_args(&self.identity)?),
+        };
+
+        match (from_file, from_args) {
+            (Some(mut identity), Some(more)) => {
+                identity.merge(more);
+                Ok(identity)
+            }
+            (Some(identity), None) | (None, Some(identity)) => Ok(identity),
+            (None, None) => bail!("no identity data: give at least one --identity KEY=VALUE or an --identity-file"),
         }
-        identity.extend(IdentityData::from_args(&self.identity)?);
-        if identity.is_empty() {
-            bail!("no identity data: give at least one --identity KEY=VALUE or an --identity-file");
-        }
-        Ok(identity)
     }
 }
 

@@ -37,7 +37,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     log::info!("data partition: {}", describe(data));
     let store_policy = store_policy(&image, &partitions, args.target_layout)?;
 
-    let key_pem = device_key.key.to_device_pem();
+    let key_pem = device_key.key.to_device_pem()?;
     let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, time)?;
     report(&changes, &device_key);
     let request = args.request.request_json(&identity, &device_key.key.public_key())?;
