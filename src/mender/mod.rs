@@ -1,1 +1,3 @@
 //! The Mender client's data: device key, mender-store and the target's binary layout.
+
+pub mod target;
