@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Programs whose ELF header gives the target's layout, in the order they are tried: the Mender
-/// client itself first (`mender-update` in client 4.x, `mender` in 3.x), then common programs.
+/// client itself first (`mender-update` in newer clients, `mender` in 3.x), then common programs.
 pub const TARGET_PROBE_PATHS: [&str; 4] =
     ["/usr/bin/mender-update", "/usr/bin/mender", "/bin/busybox", "/bin/sh"];
 

@@ -17,8 +17,8 @@ pub(super) const INVALID_PGNO: u64 = u64::MAX;
 /// Number of meta pages at the start of every LMDB file (`NUM_METAS`).
 pub(super) const META_PAGE_COUNT: u64 = 2;
 
-/// Smallest page size accepted. LMDB takes the OS page size, which is at least 4096 on the
-/// platforms Mender supports, so this only leaves room for unusual builds.
+/// Smallest page size accepted. LMDB takes the OS page size, 4096 or more on common Linux
+/// platforms, so this lower limit only leaves room for unusual builds.
 const MIN_PAGE_SIZE: u32 = 512;
 /// `MAX_PAGESIZE` of LMDB 0.9 release builds: larger OS pages are capped to this.
 const MAX_PAGE_SIZE: u32 = 0x8000;
