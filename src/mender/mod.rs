@@ -1,2 +1,9 @@
-//! The Mender client's data: device key, mender-store and the target's binary layout.
+//! The Mender client's data: partition roles, device key, mender-store, the target's binary
+//! layout, and the files on the data partition.
+
+pub mod data_partition;
 pub mod device_key;
+pub mod roles;
+pub mod rootfs;
+pub mod store;
+pub mod target;
