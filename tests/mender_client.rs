@@ -19,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    DATA_PARTITION, EXT4_JUDGES, KillOnDrop, debugfs_dump_dir, e2fsck_clean, extract_partition, make_fixture,
-    run_cli, run_with_timeout, sha256_file,
+    DATA_PARTITION, EXT4_JUDGES, KillOnDrop, debugfs_dump_dir, debugfs_stat, e2fsck_clean, extract_partition,
+    make_fixture, run_cli, run_with_timeout, sha256_file,
 };
 use mender_preauth::test_support::{REQUIRE_TOOLS_VAR, require_tools, tools_required};
 
@@ -421,6 +421,10 @@ fn provision_and_dump(
 
     let data = extract_partition(&image, DATA_PARTITION, &work.join("data.ext4"));
     e2fsck_clean(&data);
+    let key = debugfs_stat(&data, "/mender/mender-agent.pem");
+    assert_eq!(key.file_type, "regular", "/mender/mender-agent.pem type");
+    assert_eq!(key.mode, 0o600, "/mender/mender-agent.pem permissions");
+    assert_eq!((key.uid, key.gid), (0, 0), "/mender/mender-agent.pem owner");
     let mender_dir = debugfs_dump_dir(&data, "/mender", &work.join("dump"));
     Some((preauth, mender_dir))
 }
