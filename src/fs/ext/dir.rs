@@ -1,0 +1,174 @@
+//! Reading directories: their blocks, their entries, and name lookup.
+
+use super::bytes::read_u32le;
+use super::dir_block::DirBlock;
+use super::dir_entry::{FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_UNKNOWN, parse_entry};
+use super::error::ExtError;
+use super::features;
+use super::inode::{FLAG_INLINE_DATA, I_BLOCK_SIZE, Inode, InodeIndex};
+use super::{DirEntry, Ext, FileKind};
+use crate::image::volume::Volume;
+
+/// Size of the parent inode number that starts an inline directory.
+const INLINE_PARENT_SIZE: usize = 4;
+
+/// The kind a directory entry's file type code names, when it names one.
+fn kind_from_file_type(file_type: u8) -> Option<FileKind> {
+    match file_type {
+        FT_REG_FILE => Some(FileKind::Regular),
+        FT_DIR => Some(FileKind::Directory),
+        FT_SYMLINK => Some(FileKind::Symlink),
+        3 => Some(FileKind::Other(0o020000)),
+        4 => Some(FileKind::Other(0o060000)),
+        5 => Some(FileKind::Other(0o010000)),
+        6 => Some(FileKind::Other(0o140000)),
+        _ => None,
+    }
+}
+
+/// One directory block located in the filesystem.
+pub(crate) struct LocatedDirBlock {
+    pub logical: u64,
+    pub physical: u64,
+    pub block: DirBlock,
+}
+
+impl<V: Volume> Ext<V> {
+    /// True when directory entries carry a file type.
+    pub(crate) fn has_filetype(&self) -> bool {
+        self.sb.has_incompat(features::INCOMPAT_FILETYPE)
+    }
+
+    /// Lists directory `ino`, `.` and `..` included.
+    pub fn read_dir(&self, ino: InodeIndex) -> Result<Vec<DirEntry>, ExtError> {
+        let dir = self.read_inode(ino)?;
+        if !dir.is_dir() {
+            return Err(ExtError::NotADirectory(format!("inode {ino}")));
+        }
+        let mut entries = Vec::new();
+        for (name, inode, file_type) in self.raw_entries(&dir)? {
+            let kind = match kind_from_file_type(file_type) {
+                Some(kind) if file_type != FT_UNKNOWN => kind,
+                _ => FileKind::from_mode(self.read_inode(inode)?.mode()),
+            };
+            entries.push(DirEntry { name, inode, kind });
+        }
+        Ok(entries)
+    }
+
+    /// The used entries of directory `dir` as (name, inode, file type code).
+    fn raw_entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, InodeIndex, u8)>, ExtError> {
+        if dir.has_flag(FLAG_INLINE_DATA) {
+            return self.inline_entries(dir);
+        }
+        let mut entries = Vec::new();
+        for located in self.dir_blocks(dir)? {
+            for entry in located.block.entries {
+                if entry.inode != 0 {
+                    entries.push((entry.name, self.checked_entry_inode(dir, entry.inode)?, entry.file_type));
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Entries of an inline directory kept in `i_block`: the parent's inode number, then
+    /// entries that tile the remaining 56 bytes.
+    fn inline_entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, InodeIndex, u8)>, ExtError> {
+        if dir.size() > I_BLOCK_SIZE as u64 {
+            return Err(ExtError::unsupported(
+                "inline_data",
+                format!(
+                    "directory inode {} continues in an extended attribute, which is not read yet",
+                    dir.index
+                ),
+            ));
+        }
+        let area = dir.block_area();
+        let parent = self.checked_entry_inode(dir, read_u32le(area, 0))?;
+        let mut entries = vec![(b".".to_vec(), dir.index, FT_DIR), (b"..".to_vec(), parent, FT_DIR)];
+        let body = area.get(INLINE_PARENT_SIZE..).unwrap_or_default();
+        let structure = format!("inode {} inline directory", dir.index);
+        let mut offset = 0;
+        while offset < body.len() {
+            let entry = parse_entry(body, offset, self.has_filetype(), &structure)?;
+            offset += entry.rec_len;
+            if entry.inode != 0 {
+                entries.push((entry.name, self.checked_entry_inode(dir, entry.inode)?, entry.file_type));
+            }
+        }
+        Ok(entries)
+    }
+
+    fn checked_entry_inode(&self, dir: &Inode, inode: u32) -> Result<InodeIndex, ExtError> {
+        if inode == 0 || inode > self.sb.inodes_count {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("entry points to inode {inode}, outside 1..={}", self.sb.inodes_count),
+            ));
+        }
+        Ok(InodeIndex(inode))
+    }
+
+    /// Every block of directory `dir`, parsed and checked, in logical order. Holes are skipped.
+    pub(crate) fn dir_blocks(&self, dir: &Inode) -> Result<Vec<LocatedDirBlock>, ExtError> {
+        let block_size = u64::from(self.sb.block_size);
+        let size = dir.size();
+        if size % block_size != 0 {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("size {size} is not a multiple of the block size"),
+            ));
+        }
+        let map = self.file_map(dir)?;
+        let mut blocks = Vec::new();
+        for logical in 0..size / block_size {
+            let Some(run) = map.find(logical) else { continue };
+            let physical = run.physical + (logical - run.logical);
+            blocks.push(LocatedDirBlock {
+                logical,
+                physical,
+                block: self.read_dir_block(dir, logical, physical)?,
+            });
+        }
+        Ok(blocks)
+    }
+
+    /// Reads and checks one block of directory `dir`.
+    pub(crate) fn read_dir_block(
+        &self,
+        dir: &Inode,
+        logical: u64,
+        physical: u64,
+    ) -> Result<DirBlock, ExtError> {
+        let structure = format!("directory inode {} block {logical}", dir.index);
+        let block = DirBlock::parse(self.read_block(physical)?, self.has_filetype(), &structure)?;
+        block.verify_checksum(&self.sb, dir.index, dir.generation(), &structure)?;
+        Ok(block)
+    }
+
+    /// Reads logical block `logical` of directory `dir` without parsing it.
+    pub(crate) fn read_dir_logical_block(&self, dir: &Inode, logical: u64) -> Result<Vec<u8>, ExtError> {
+        let block_size = u64::from(self.sb.block_size);
+        if logical >= dir.size() / block_size {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("index points to block {logical} past the end of the directory"),
+            ));
+        }
+        let map = self.file_map(dir)?;
+        let Some(run) = map.find(logical) else {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("block {logical} is a hole"),
+            ));
+        };
+        self.read_block(run.physical + (logical - run.logical))
+    }
+
+    /// Finds `name` in directory `dir` by scanning every block.
+    pub(crate) fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<InodeIndex>, ExtError> {
+        let found = self.raw_entries(dir)?.into_iter().find(|(entry_name, _, _)| entry_name == name);
+        Ok(found.map(|(_, inode, _)| inode))
+    }
+}

@@ -1,0 +1,87 @@
+//! Errors of the ext2/3/4 module, one variant per cause.
+
+use std::io;
+
+/// Everything that can go wrong while reading or writing an ext2/3/4 filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtError {
+    /// Reading from or writing to the underlying volume failed.
+    #[error("ext filesystem i/o failed: {0}")]
+    Io(#[from] io::Error),
+
+    /// An on-disk structure holds a value that cannot be right.
+    #[error("corrupt ext filesystem: {structure}: {detail}; run `e2fsck -f` on it")]
+    Corrupt { structure: String, detail: String },
+
+    /// The filesystem uses a feature this module cannot handle for the requested operation.
+    #[error("unsupported ext filesystem feature: {feature}; {hint}")]
+    Unsupported { feature: String, hint: String },
+
+    /// The journal or the orphan list still holds work, or the filesystem was not cleanly unmounted.
+    #[error("ext filesystem needs recovery ({reason}); run `e2fsck -fy` on it first")]
+    NeedsRecovery { reason: &'static str },
+
+    /// The superblock records that the kernel found errors on this filesystem.
+    #[error("ext filesystem is marked as having errors; run `e2fsck -fy` on it first")]
+    HasErrors,
+
+    /// No file or directory has this path.
+    #[error("{0}: no such file or directory in the ext filesystem")]
+    NotFound(String),
+
+    /// A path component that must be a directory is something else.
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+
+    /// The path names a directory where a file was expected.
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+
+    /// The path names something that cannot be replaced by this operation.
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+
+    /// The path names neither a regular file nor a symbolic link.
+    #[error("{0}: not a regular file or symbolic link")]
+    NotAFile(String),
+
+    /// Not enough free blocks or inodes for the operation.
+    #[error("no space left on the ext filesystem: {needed} free {what} needed, {free} available")]
+    NoSpace { what: &'static str, needed: u64, free: u64 },
+
+    /// A path component is longer than the 255 bytes a directory entry can hold.
+    #[error("file name of {0} bytes is longer than the maximum of 255")]
+    NameTooLong(usize),
+
+    /// The path is not absolute, is empty or holds a NUL byte, or its last component cannot be created.
+    #[error("invalid path {0:?}: {1}")]
+    InvalidPath(String, &'static str),
+
+    /// A file is larger than the caller's limit or than the filesystem can hold.
+    #[error("file of {size} bytes is larger than the limit of {limit} bytes")]
+    FileTooLarge { size: u64, limit: u64 },
+
+    /// Resolving a path followed more symbolic links than allowed.
+    #[error("{0}: too many levels of symbolic links")]
+    TooManySymlinks(String),
+
+    /// A directory would get more links than its inode can count.
+    #[error("{0}: too many links")]
+    TooManyLinks(String),
+
+    /// A timestamp lies outside the range the inode format can store.
+    #[error("timestamp {0} is outside the range the inodes of this filesystem can store")]
+    TimeOutOfRange(i64),
+}
+
+impl ExtError {
+    /// Builds a [`ExtError::Corrupt`] for `structure`.
+    pub(crate) fn corrupt(structure: impl Into<String>, detail: impl Into<String>) -> Self {
+        ExtError::Corrupt { structure: structure.into(), detail: detail.into() }
+    }
+
+    /// Builds an [`ExtError::Unsupported`] for `feature` with the hint `hint`.
+    pub(crate) fn unsupported(feature: impl Into<String>, hint: impl Into<String>) -> Self {
+        ExtError::Unsupported { feature: feature.into(), hint: hint.into() }
+    }
+}

@@ -1,0 +1,77 @@
+//! The map from a file's logical blocks to filesystem blocks, however the inode stores it
+//! (extent tree or ext2/3 block map), and the metadata blocks that storage takes.
+
+use super::Ext;
+use super::error::ExtError;
+use super::inode::{FLAG_EXTENTS, FLAG_INLINE_DATA, Inode, S_IFLNK};
+use crate::image::volume::Volume;
+
+/// Logical blocks `logical..logical + len` of a file stored at `physical..physical + len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub logical: u64,
+    pub physical: u64,
+    pub len: u64,
+    /// Allocated but unwritten (an uninitialized extent): reads as zeros.
+    pub uninit: bool,
+}
+
+/// Where a file's data lives, and which blocks hold the map itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FileMap {
+    /// Data runs in increasing logical order, not overlapping.
+    pub runs: Vec<Run>,
+    /// Extent tree or indirect blocks.
+    pub metadata_blocks: Vec<u64>,
+}
+
+impl FileMap {
+    /// The run that holds `logical`, if the block is not a hole.
+    pub fn find(&self, logical: u64) -> Option<&Run> {
+        let index = self.runs.partition_point(|run| run.logical + run.len <= logical);
+        self.runs.get(index).filter(|run| run.logical <= logical)
+    }
+
+    /// Number of data blocks.
+    pub fn data_blocks(&self) -> u64 {
+        self.runs.iter().map(|run| run.len).sum()
+    }
+
+    /// Every block the file occupies, data and metadata, as (start, length) ranges.
+    pub fn all_blocks(&self) -> Vec<(u64, u64)> {
+        let data = self.runs.iter().map(|run| (run.physical, run.len));
+        data.chain(self.metadata_blocks.iter().map(|&block| (block, 1))).collect()
+    }
+}
+
+/// Merges `run` into the last run of `runs` when both are physically and logically contiguous.
+pub(crate) fn push_run(runs: &mut Vec<Run>, run: Run) {
+    if let Some(last) = runs.last_mut()
+        && last.uninit == run.uninit
+        && last.logical + last.len == run.logical
+        && last.physical + last.len == run.physical
+    {
+        last.len += run.len;
+        return;
+    }
+    runs.push(run);
+}
+
+/// True for a symbolic link whose target is stored in `i_block` rather than in a data block.
+pub(crate) fn is_fast_symlink<V: Volume>(ext: &Ext<V>, inode: &Inode) -> bool {
+    if inode.file_type() != S_IFLNK || inode.has_flag(FLAG_INLINE_DATA) || inode.has_flag(FLAG_EXTENTS) {
+        return false;
+    }
+    let xattr_blocks = u64::from(inode.file_acl(&ext.sb) != 0);
+    inode.blocks_in_fs_blocks(&ext.sb) <= xattr_blocks && inode.size() < super::inode::I_BLOCK_SIZE as u64
+}
+
+impl<V: Volume> Ext<V> {
+    /// Reads the map of `inode`'s data. Inline data and fast symlinks have no blocks.
+    pub(crate) fn file_map(&self, inode: &Inode) -> Result<FileMap, ExtError> {
+        if inode.has_flag(FLAG_INLINE_DATA) || is_fast_symlink(self, inode) {
+            return Ok(FileMap::default());
+        }
+        if inode.has_flag(FLAG_EXTENTS) { self.read_extent_tree(inode) } else { self.read_block_map(inode) }
+    }
+}

@@ -1,0 +1,518 @@
+//! Write operations: creating directories, writing and replacing regular files, removing files.
+//!
+//! Each operation plans everything first (path checks, directory room, allocations through an
+//! [`AllocPlan`]) and writes only when the plan is complete, so that every error except an I/O
+//! error leaves the volume untouched.
+
+use super::alloc::AllocPlan;
+use super::block_group::{BlockGroupIndex, group_of_block};
+use super::block_map::{build_block_map, indirect_blocks_needed};
+use super::dir_block::DirBlock;
+use super::dir_entry::{DirEntryName, FT_DIR, FT_REG_FILE};
+use super::error::ExtError;
+use super::extent::{build_tree, empty_root, tree_blocks_needed};
+use super::features;
+use super::file_map::{Run, push_run};
+use super::inode::{
+    FLAG_CASEFOLD, FLAG_EA_INODE, FLAG_ENCRYPT, FLAG_EXTENTS, FLAG_INDEX, FLAG_INLINE_DATA, FLAG_VERITY,
+    I_BLOCK_SIZE, Inode, InodeIndex, S_IFDIR, S_IFLNK, S_IFREG,
+};
+use super::path::split_parent;
+use super::xattr::XattrRelease;
+use super::{Ext, file_map};
+use crate::image::volume::VolumeMut;
+
+/// Attributes of a file or directory being created or replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewAttrs {
+    /// Permission bits including setuid, setgid and sticky; bits above 0o7777 are ignored.
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch, used for the access, change, modification and creation times.
+    pub time: i64,
+}
+
+/// Most links a directory counts before `dir_nlink` lets the count stick at 1.
+const EXT4_LINK_MAX: u16 = 65000;
+/// Most links a directory can have without `dir_nlink`, as ext2 and ext3 allow.
+const EXT2_LINK_MAX: u16 = 32000;
+/// Largest file without the `large_file` feature.
+const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
+
+/// Blocks and inodes to write once the plan is complete.
+#[derive(Default)]
+struct Writes {
+    blocks: Vec<(u64, Vec<u8>)>,
+    inodes: Vec<Inode>,
+}
+
+/// The new map of a file's data.
+struct PlannedData {
+    block_area: [u8; I_BLOCK_SIZE],
+    /// Data blocks and map blocks used.
+    blocks_used: u64,
+    /// Extent tree or indirect blocks to write.
+    nodes: Vec<(u64, Vec<u8>)>,
+}
+
+/// Where a path's last component goes.
+struct Target {
+    parent: Inode,
+    name: DirEntryName,
+    existing: Option<InodeIndex>,
+}
+
+impl<V: VolumeMut> Ext<V> {
+    /// Rejects, before anything is written, a filesystem this module must not modify: errors
+    /// recorded, journal or orphan recovery pending, or a feature writes do not handle.
+    pub fn check_writable(&self) -> Result<(), ExtError> {
+        self.sb.check_state_writable()?;
+        self.sb.features.check_writable()
+    }
+
+    /// Creates directory `path` with `attrs`; its parent must exist and the name must not.
+    pub fn create_dir(&mut self, path: &str, attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
+        self.check_writable()?;
+        let Target { mut parent, name, existing } = self.locate(path)?;
+        if existing.is_some() {
+            return Err(ExtError::AlreadyExists(path.to_string()));
+        }
+        let mut plan = AllocPlan::new(self);
+        let mut writes = Writes::default();
+
+        let ino = plan.allocate_inode(self, self.group_of_inode(parent.index), true)?;
+        let mut inode = self.new_inode(ino, S_IFDIR | (attrs.mode & 0o7777), attrs)?;
+        inode.set_links_count(2);
+
+        let limit = self.block_limit(&inode);
+        let runs = plan.allocate_blocks(self, self.group_of_inode(ino), 1, limit)?;
+        let block = runs.first().map(|&(start, _)| start).unwrap_or(0);
+        let entries: [(u32, &[u8], u8); 2] = [(ino.0, b".", FT_DIR), (parent.index.0, b"..", FT_DIR)];
+        let bytes = DirBlock::build(
+            self.sb.block_size as usize,
+            self.sb.metadata_csum(),
+            self.has_filetype(),
+            &entries,
+        );
+        let mut dir_block = DirBlock::parse(bytes, self.has_filetype(), "new directory block")?;
+        dir_block.set_checksum(&self.sb, ino, inode.generation());
+        writes.blocks.push((block, dir_block.bytes));
+
+        let run = Run { logical: 0, physical: block, len: 1, uninit: false };
+        let planned = self.plan_map(&mut plan, &inode, &[run], 1)?;
+        writes.blocks.extend(planned.nodes);
+        inode.set_block_area(&planned.block_area);
+        inode.set_size(u64::from(self.sb.block_size));
+        inode.set_blocks(&self.sb, planned.blocks_used)?;
+
+        let links = parent.links_count();
+        let dir_nlink = self.sb.has_ro_compat(features::RO_COMPAT_DIR_NLINK);
+        let max_links = if dir_nlink { EXT4_LINK_MAX } else { EXT2_LINK_MAX };
+        if links == 1 && dir_nlink {
+            // A count of 1 already means "too many to count".
+        } else if links >= max_links - 1 {
+            if !dir_nlink {
+                return Err(ExtError::TooManyLinks(path.to_string()));
+            }
+            parent.set_links_count(1);
+        } else {
+            parent.set_links_count(links + 1);
+        }
+
+        self.plan_dir_insert(&mut plan, &mut parent, name.as_bytes(), ino, FT_DIR, &mut writes)?;
+        parent.touch(attrs.time)?;
+        writes.inodes.push(inode);
+        writes.inodes.push(parent);
+        self.apply(plan, writes)?;
+        Ok(ino)
+    }
+
+    /// Writes `data` to the regular file `path`: creates it, or replaces the contents of an
+    /// existing regular file while keeping its inode (its old blocks are freed). Mode, owner and
+    /// times come from `attrs`; a replaced file keeps its creation time.
+    pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
+        self.check_writable()?;
+        let size = data.len() as u64;
+        if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
+            return Err(ExtError::FileTooLarge { size, limit: NO_LARGE_FILE_MAX });
+        }
+        let Target { mut parent, name, existing } = self.locate(path)?;
+        let mut plan = AllocPlan::new(self);
+        let mut writes = Writes::default();
+
+        let mut inode = match existing {
+            Some(ino) => {
+                let mut inode = self.read_inode(ino)?;
+                match inode.file_type() {
+                    S_IFREG => {}
+                    S_IFDIR => return Err(ExtError::IsADirectory(path.to_string())),
+                    _ => return Err(ExtError::AlreadyExists(path.to_string())),
+                }
+                check_file_writable(&inode)?;
+                let old = self.file_map(&inode)?;
+                plan.release_blocks(self, &old.all_blocks())?;
+                inode.set_mode(S_IFREG | (attrs.mode & 0o7777));
+                inode.set_owner(attrs.uid, attrs.gid);
+                inode.set_time(super::inode::Timestamp::Access, attrs.time)?;
+                inode.touch(attrs.time)?;
+                inode
+            }
+            None => {
+                let ino = plan.allocate_inode(self, self.group_of_inode(parent.index), false)?;
+                let mut inode = self.new_inode(ino, S_IFREG | (attrs.mode & 0o7777), attrs)?;
+                inode.set_links_count(1);
+                self.plan_dir_insert(&mut plan, &mut parent, name.as_bytes(), ino, FT_REG_FILE, &mut writes)?;
+                parent.touch(attrs.time)?;
+                writes.inodes.push(parent);
+                inode
+            }
+        };
+
+        let planned = self.plan_file_data(&mut plan, &inode, data, &mut writes)?;
+        writes.blocks.extend(planned.nodes);
+        let xattr_blocks = u64::from(inode.file_acl(&self.sb) != 0);
+        inode.set_block_area(&planned.block_area);
+        inode.set_size(size);
+        inode.set_blocks(&self.sb, planned.blocks_used + xattr_blocks)?;
+        let ino = inode.index;
+        writes.inodes.push(inode);
+        self.apply(plan, writes)?;
+        Ok(ino)
+    }
+
+    /// Removes the regular file or symbolic link `path`. The inode and its blocks are freed when
+    /// its last link goes; `time` (seconds since the epoch) becomes the change and deletion time.
+    pub fn remove_file(&mut self, path: &str, time: i64) -> Result<(), ExtError> {
+        self.check_writable()?;
+        let Target { mut parent, name, existing } = self.locate(path)?;
+        let Some(ino) = existing else {
+            return Err(ExtError::NotFound(path.to_string()));
+        };
+        let mut inode = self.read_inode(ino)?;
+        match inode.file_type() {
+            S_IFREG | S_IFLNK => {}
+            S_IFDIR => return Err(ExtError::IsADirectory(path.to_string())),
+            _ => return Err(ExtError::NotAFile(path.to_string())),
+        }
+        let mut plan = AllocPlan::new(self);
+        let mut writes = Writes::default();
+
+        self.plan_dir_remove(&parent, name.as_bytes(), &mut writes)?;
+        parent.touch(time)?;
+
+        let links = inode.links_count();
+        if links == 0 {
+            return Err(ExtError::corrupt(format!("inode {ino}"), "a linked inode has a link count of 0"));
+        }
+        inode.set_links_count(links - 1);
+        inode.set_time(super::inode::Timestamp::Change, time)?;
+        if links == 1 {
+            self.plan_release_inode(&mut plan, &mut inode, time, &mut writes)?;
+        }
+        writes.inodes.push(inode);
+        writes.inodes.push(parent);
+        self.apply(plan, writes)
+    }
+
+    /// Resolves the parent of `path` (following symbolic links) and looks up its last name.
+    fn locate(&self, path: &str) -> Result<Target, ExtError> {
+        let (parent_path, last) = split_parent(path)?;
+        let name = DirEntryName::new(last, path)?;
+        let Some(parent_ino) = self.resolve(&parent_path, true)? else {
+            return Err(ExtError::NotFound(path.to_string()));
+        };
+        let parent = self.read_inode(parent_ino)?;
+        if !parent.is_dir() {
+            return Err(ExtError::NotADirectory(path.to_string()));
+        }
+        check_dir_writable(&parent)?;
+        let existing = self.find_entry(&parent, name.as_bytes())?;
+        Ok(Target { parent, name, existing })
+    }
+
+    fn group_of_inode(&self, ino: InodeIndex) -> BlockGroupIndex {
+        BlockGroupIndex((ino.0.saturating_sub(1)) / self.sb.inodes_per_group)
+    }
+
+    /// A fresh inode of type and permissions `mode`, owned and timed as `attrs` say, mapped by
+    /// extents when the filesystem has them.
+    fn new_inode(&self, ino: InodeIndex, mode: u16, attrs: &NewAttrs) -> Result<Inode, ExtError> {
+        let mut inode = Inode::new_zeroed(&self.sb, ino);
+        inode.set_mode(mode);
+        inode.set_owner(attrs.uid, attrs.gid);
+        inode.set_all_times(attrs.time)?;
+        if self.sb.has_incompat(features::INCOMPAT_EXTENTS) {
+            inode.set_flags(FLAG_EXTENTS);
+            inode.set_block_area(&empty_root());
+        }
+        Ok(inode)
+    }
+
+    /// First block a file of `inode`'s format cannot use: block maps hold 32-bit block numbers.
+    fn block_limit(&self, inode: &Inode) -> u64 {
+        if inode.has_flag(FLAG_EXTENTS) { self.sb.blocks_count } else { self.sb.blocks_count.min(1 << 32) }
+    }
+
+    /// Allocates blocks for `data` near the inode, queues the data writes and builds the map.
+    fn plan_file_data(
+        &self,
+        plan: &mut AllocPlan,
+        inode: &Inode,
+        data: &[u8],
+        writes: &mut Writes,
+    ) -> Result<PlannedData, ExtError> {
+        let block_size = u64::from(self.sb.block_size);
+        let count = (data.len() as u64).div_ceil(block_size);
+        let taken =
+            plan.allocate_blocks(self, self.group_of_inode(inode.index), count, self.block_limit(inode))?;
+
+        let mut runs = Vec::new();
+        let mut logical = 0u64;
+        for (start, len) in taken {
+            let from = (logical * block_size) as usize;
+            let to = ((logical + len) * block_size) as usize;
+            let mut contents = data.get(from..to.min(data.len())).unwrap_or_default().to_vec();
+            contents.resize(to - from, 0);
+            writes.blocks.push((start, contents));
+            push_run(&mut runs, Run { logical, physical: start, len, uninit: false });
+            logical += len;
+        }
+        self.plan_map(plan, inode, &runs, count)
+    }
+
+    /// Builds the map of `runs` (`data_blocks` blocks in all) in `inode`'s format, allocating the
+    /// extent tree or indirect blocks it needs.
+    fn plan_map(
+        &self,
+        plan: &mut AllocPlan,
+        inode: &Inode,
+        runs: &[Run],
+        data_blocks: u64,
+    ) -> Result<PlannedData, ExtError> {
+        let goal = match runs.last() {
+            Some(run) => group_of_block(&self.sb, run.physical + run.len - 1).0,
+            None => self.group_of_inode(inode.index),
+        };
+        let limit = self.block_limit(inode);
+        if inode.has_flag(FLAG_EXTENTS) {
+            let needed = tree_blocks_needed(runs, self.sb.block_size)?;
+            let tree_blocks = expand(plan.allocate_blocks(self, goal, needed, limit)?);
+            let (root, nodes) = build_tree(&self.sb, inode.index, inode.generation(), runs, &tree_blocks)?;
+            return Ok(PlannedData { block_area: root, blocks_used: data_blocks + needed, nodes });
+        }
+        let mut data = Vec::new();
+        for run in runs {
+            if run.logical != data.len() as u64 {
+                return Err(ExtError::unsupported(
+                    "block map with holes",
+                    format!("inode {} has holes, which rewriting its block map does not handle", inode.index),
+                ));
+            }
+            data.extend(run.physical..run.physical + run.len);
+        }
+        let needed = indirect_blocks_needed(data.len() as u64, self.sb.block_size)?;
+        let indirect = expand(plan.allocate_blocks(self, goal, needed, limit)?);
+        let (area, nodes) = build_block_map(self.sb.block_size, &data, &indirect)?;
+        Ok(PlannedData { block_area: area, blocks_used: data_blocks + needed, nodes })
+    }
+}
+
+impl<V: VolumeMut> Ext<V> {
+    /// Plans adding the entry `name` for `child` to directory `parent`: into the first block
+    /// with room, or a new block appended to a linear directory. A hashed-index directory gets
+    /// the entry in the leaf its hash selects, or an error when that leaf is full.
+    fn plan_dir_insert(
+        &self,
+        plan: &mut AllocPlan,
+        parent: &mut Inode,
+        name: &[u8],
+        child: InodeIndex,
+        file_type: u8,
+        writes: &mut Writes,
+    ) -> Result<(), ExtError> {
+        let filetype = self.has_filetype();
+        let csum = self.sb.metadata_csum();
+        let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
+
+        if indexed {
+            let logical = self.htree_leaf_for(parent, name)?;
+            let map = self.file_map(parent)?;
+            let Some(run) = map.find(logical) else {
+                return Err(ExtError::corrupt(
+                    format!("directory inode {}", parent.index),
+                    "htree leaf is a hole",
+                ));
+            };
+            let physical = run.physical + (logical - run.logical);
+            let mut block = self.read_dir_block(parent, logical, physical)?;
+            if csum && !block.has_tail {
+                return Err(ExtError::corrupt(
+                    format!("directory inode {} block {logical}", parent.index),
+                    "leaf block has no checksum tail",
+                ));
+            }
+            let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) else {
+                return Err(ExtError::unsupported(
+                    "splitting a full hashed-index directory block",
+                    format!(
+                        "the leaf of directory inode {} that this name hashes to is full; \
+                         make room in that directory or rebuild its index with `e2fsck -fD`",
+                        parent.index
+                    ),
+                ));
+            };
+            block.insert(room, child.0, name, file_type, filetype);
+            block.set_checksum(&self.sb, parent.index, parent.generation());
+            writes.blocks.push((physical, block.bytes));
+            return Ok(());
+        }
+
+        for located in self.dir_blocks(parent)? {
+            let mut block = located.block;
+            if csum && !block.has_tail {
+                continue;
+            }
+            let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) else { continue };
+            block.insert(room, child.0, name, file_type, filetype);
+            block.set_checksum(&self.sb, parent.index, parent.generation());
+            writes.blocks.push((located.physical, block.bytes));
+            return Ok(());
+        }
+
+        // No room anywhere: append a block holding only the new entry.
+        let block_size = u64::from(self.sb.block_size);
+        let limit = self.block_limit(parent);
+        let taken = plan.allocate_blocks(self, self.group_of_inode(parent.index), 1, limit)?;
+        let physical = taken.first().map(|&(start, _)| start).unwrap_or(0);
+        let entries: [(u32, &[u8], u8); 1] = [(child.0, name, file_type)];
+        let bytes = DirBlock::build(block_size as usize, csum, filetype, &entries);
+        let mut block = DirBlock::parse(bytes, filetype, "new directory block")?;
+        block.set_checksum(&self.sb, parent.index, parent.generation());
+        writes.blocks.push((physical, block.bytes));
+
+        let old_map = self.file_map(parent)?;
+        let logical = parent.size() / block_size;
+        let mut runs = old_map.runs.clone();
+        push_run(&mut runs, Run { logical, physical, len: 1, uninit: false });
+        plan.release_blocks(self, &expand_ranges(&old_map.metadata_blocks))?;
+        let planned = self.plan_map(plan, parent, &runs, old_map.data_blocks() + 1)?;
+        writes.blocks.extend(planned.nodes);
+        let xattr_blocks = u64::from(parent.file_acl(&self.sb) != 0);
+        parent.set_block_area(&planned.block_area);
+        parent.set_size(parent.size() + block_size);
+        parent.set_blocks(&self.sb, planned.blocks_used + xattr_blocks)
+    }
+
+    /// Plans removing the entry `name` from directory `parent`.
+    fn plan_dir_remove(&self, parent: &Inode, name: &[u8], writes: &mut Writes) -> Result<(), ExtError> {
+        for located in self.dir_blocks(parent)? {
+            let mut block = located.block;
+            if !block.entries.iter().any(|entry| entry.inode != 0 && entry.name == name) {
+                continue;
+            }
+            if self.sb.metadata_csum() && !block.has_tail {
+                return Err(ExtError::corrupt(
+                    format!("directory inode {} block {}", parent.index, located.logical),
+                    "block has no checksum tail",
+                ));
+            }
+            block.remove(name);
+            block.set_checksum(&self.sb, parent.index, parent.generation());
+            writes.blocks.push((located.physical, block.bytes));
+            return Ok(());
+        }
+        Err(ExtError::corrupt(
+            format!("directory inode {}", parent.index),
+            "entry vanished while removing it",
+        ))
+    }
+
+    /// Plans freeing an inode whose last link is gone: its blocks, its extended attribute block
+    /// reference and the inode itself, which keeps `time` as its deletion time.
+    fn plan_release_inode(
+        &self,
+        plan: &mut AllocPlan,
+        inode: &mut Inode,
+        time: i64,
+        writes: &mut Writes,
+    ) -> Result<(), ExtError> {
+        let map = self.file_map(inode)?;
+        plan.release_blocks(self, &map.all_blocks())?;
+        let xattr_block = inode.file_acl(&self.sb);
+        if xattr_block != 0 {
+            match self.release_xattr_block(xattr_block)? {
+                XattrRelease::Free(block) => plan.release_blocks(self, &[(block, 1)])?,
+                XattrRelease::Rewrite(block, contents) => writes.blocks.push((block, contents)),
+            }
+            inode.set_file_acl(0);
+        }
+        plan.release_inode(self, inode.index, false)?;
+
+        inode.set_dtime(time.clamp(1, i64::from(u32::MAX)) as u32);
+        inode.set_size(0);
+        inode.set_blocks(&self.sb, 0)?;
+        if inode.has_flag(FLAG_EXTENTS) {
+            inode.set_block_area(&empty_root());
+        } else if !inode.has_flag(FLAG_INLINE_DATA) && !file_map::is_fast_symlink(self, inode) {
+            inode.set_block_area(&[0; I_BLOCK_SIZE]);
+        }
+        Ok(())
+    }
+
+    /// Writes a complete plan: allocation state first, then blocks and inodes.
+    fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
+        plan.commit(self)?;
+        let block_size = u64::from(self.sb.block_size);
+        for (block, contents) in writes.blocks {
+            self.volume.write_at(block * block_size, &contents)?;
+        }
+        for mut inode in writes.inodes {
+            let offset = self.inode_offset(inode.index)?;
+            let bytes = inode.encode(&self.sb).to_vec();
+            self.volume.write_at(offset, &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rejects changes to the data of a file kept in a form writes do not handle.
+fn check_file_writable(inode: &Inode) -> Result<(), ExtError> {
+    let rejected = [
+        (FLAG_INLINE_DATA, "inline_data", "files with inline data cannot be rewritten yet"),
+        (FLAG_ENCRYPT, "encrypt", "encrypted files cannot be written"),
+        (FLAG_VERITY, "verity", "fs-verity files are read-only"),
+        (FLAG_EA_INODE, "ea_inode", "extended attribute inodes cannot be written"),
+    ];
+    for (flag, feature, hint) in rejected {
+        if inode.has_flag(flag) {
+            return Err(ExtError::unsupported(feature, format!("inode {}: {hint}", inode.index)));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects changes to a directory kept in a form writes do not handle.
+fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
+    let rejected = [
+        (FLAG_INLINE_DATA, "inline_data", "directories with inline data cannot be modified yet"),
+        (FLAG_ENCRYPT, "encrypt", "encrypted directories cannot be modified"),
+        (FLAG_CASEFOLD, "casefold", "case-insensitive directories cannot be modified"),
+    ];
+    for (flag, feature, hint) in rejected {
+        if dir.has_flag(flag) {
+            return Err(ExtError::unsupported(feature, format!("directory inode {}: {hint}", dir.index)));
+        }
+    }
+    Ok(())
+}
+
+/// The blocks of (start, length) runs, one by one.
+fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
+    runs.into_iter().flat_map(|(start, len)| start..start + len).collect()
+}
+
+/// Single blocks as (start, 1) ranges.
+fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
+    blocks.iter().map(|&block| (block, 1)).collect()
+}
