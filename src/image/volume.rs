@@ -21,6 +21,17 @@ pub trait Volume {
     }
 }
 
+/// A shared reference reads the volume it points to, so callers can lend a window to a reader.
+impl<V: Volume + ?Sized> Volume for &V {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_at(offset, buf)
+    }
+}
+
 /// Write access to a volume. Writes past the end are `UnexpectedEof` errors: a volume never grows.
 pub trait VolumeMut: Volume {
     /// Writes all of `data` at `offset`.
