@@ -38,11 +38,52 @@ pub enum Command {
     /// Print the preauthorization request body for an identity and a key.
     Preauth(PreauthArgs),
     /// Write the device key and mender-store into an image and print the preauthorization request.
-    #[command(visible_alias = "modify")]
+    #[command(visible_alias = "modify", after_long_help = PROVISION_EXAMPLES)]
     Provision(ProvisionArgs),
     /// Show an image's partitions, their roles, the device key and the mender-store records.
+    #[command(after_long_help = INSPECT_JSON_SCHEMA)]
     Inspect(InspectArgs),
 }
+
+/// Examples shown at the end of `provision --help` and in its man page.
+const PROVISION_EXAMPLES: &str = "\
+The data partition is the ext2/3/4 partition whose root holds mender/, else the one labelled
+data. The device key is written to /mender/mender-agent.pem (mode 0600, owner 0:0), which the
+client reads as /var/lib/mender/mender-agent.pem. In /mender/mender-store the records tied to a
+previous key (authtoken, auth-token-cache-invalidator) are removed and all others kept; the
+store is written only for targets whose word size and byte order match this host's. Every log
+line goes to stderr; stdout holds only the JSON line.
+
+Examples:
+  Provision a copy of an image with a new key and preauthorize it:
+    mender-preauth provision core-image.sdimg --output device-0001.sdimg \\
+        --identity mac=02:12:61:13:6c:42 \\
+      | curl --fail -X POST -H \"Authorization: Bearer $TOKEN\" \\
+          -H \"Content-Type: application/json\" --data-binary @- \\
+          https://hosted.mender.io/api/management/v2/devauth/devices
+
+  Install an existing key in place, identity from a file:
+    mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt
+
+Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+
+/// JSON schema of `inspect --json`, shown at the end of `inspect --help` and in its man page.
+const INSPECT_JSON_SCHEMA: &str = "\
+With --json, one object:
+  image            path as given
+  size             image size in bytes
+  partition_table  \"mbr\" or \"none\" (a bare filesystem image)
+  partitions       list of {number, start, size, type_id, filesystem, label, role, role_reason};
+                   number 0 is the whole file of a bare image; filesystem is ext2, ext3, ext4,
+                   vfat, none (unformatted) or unknown; role is boot, rootfs-a, rootfs-b, data
+                   or null
+  target           {layout (64le, 32le, 64be, 32be), description, binary, partition} or null
+  device_key       {path, partition, key_type, fingerprint_sha256, error, mode, uid, gid} or
+                   null; fingerprint_sha256 is the SHA-256 of the public key's DER form
+  store            {path, partition, size, records: [{key, size, value}], error} or null;
+                   value is null unless the record is short printable UTF-8
+  warnings         list of sentences about states that make a preauthorized device show up
+                   as pending";
 
 /// Runs the subcommand that `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
