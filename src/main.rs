@@ -13,11 +13,27 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("mender-preauth: error: {message}");
+            eprintln!("mender-preauth: error: {}", one_line_message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Joins the error and its causes with ": " on one line. A cause whose text the message already
+/// contains is skipped, because many error types print their source inside their own message.
+fn one_line_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message.replace(['\n', '\r'], " ")
 }
 
 /// Sends log lines to stderr: `info` and above by default, `debug` with -v, `trace` with -vv.

@@ -23,7 +23,10 @@ fn render_pages() -> Vec<(String, Vec<u8>)> {
 
     for subcommand in command.get_subcommands() {
         let name = format!("mender-preauth-{}", subcommand.get_name());
-        let page_command = subcommand.clone().name(name.clone()).version(command.get_version().unwrap_or_default().to_string());
+        let page_command = subcommand
+            .clone()
+            .name(name.clone())
+            .version(command.get_version().unwrap_or_default().to_string());
         let mut page = Vec::new();
         clap_mangen::Man::new(page_command).render(&mut page).unwrap();
         pages.push((format!("{name}.1"), page));

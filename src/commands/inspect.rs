@@ -206,7 +206,9 @@ fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
 /// States of the device key that make a preauthorized device show up as pending.
 fn key_warnings(key: Option<&KeyReport>) -> Vec<String> {
     let Some(key) = key else {
-        return vec![format!("no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending")];
+        return vec![format!(
+            "no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending"
+        )];
     };
     let mut warnings = Vec::new();
     if let Some(error) = &key.error {
@@ -226,7 +228,10 @@ fn render_text(report: &Report) -> String {
         "image: {} ({} bytes, partition table: {})",
         report.image, report.size, report.partition_table
     )];
-    lines.push(format!("{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}", "part", "start", "size", "type", "fs", "label", "role"));
+    lines.push(format!(
+        "{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}",
+        "part", "start", "size", "type", "fs", "label", "role"
+    ));
     for partition in &report.partitions {
         let role = match partition.role {
             Some(role) => format!("{role} ({})", partition.role_reason),
@@ -234,8 +239,13 @@ fn render_text(report: &Report) -> String {
         };
         lines.push(format!(
             "{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}",
-            partition.number, partition.start, partition.size, partition.type_id, partition.filesystem,
-            partition.label, role
+            partition.number,
+            partition.start,
+            partition.size,
+            partition.type_id,
+            partition.filesystem,
+            partition.label,
+            role
         ));
     }
 
@@ -266,7 +276,10 @@ fn render_text(report: &Report) -> String {
                 Some(error) => format!("unreadable: {error}"),
                 None => format!("{} records", store.records.len()),
             };
-            lines.push(format!("mender-store: {} on partition {} ({} bytes): {summary}", store.path, store.partition, store.size));
+            lines.push(format!(
+                "mender-store: {} on partition {} ({} bytes): {summary}",
+                store.path, store.partition, store.size
+            ));
             for record in &store.records {
                 match &record.value {
                     Some(value) => lines.push(format!("  {} = {value}", record.key)),

@@ -44,7 +44,9 @@ impl IdentityArgs {
                 Ok(identity)
             }
             (Some(identity), None) | (None, Some(identity)) => Ok(identity),
-            (None, None) => bail!("no identity data: give at least one --identity KEY=VALUE or an --identity-file"),
+            (None, None) => {
+                bail!("no identity data: give at least one --identity KEY=VALUE or an --identity-file")
+            }
         }
     }
 }
@@ -99,12 +101,11 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// seconds since the Unix epoch.
 pub fn write_time() -> anyhow::Result<i64> {
     match std::env::var(SOURCE_DATE_EPOCH) {
-        Ok(value) => value
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|seconds| *seconds >= 0)
-            .with_context(|| format!("{SOURCE_DATE_EPOCH}={value:?} is not a number of seconds since 1970")),
+        Ok(value) => {
+            value.trim().parse::<i64>().ok().filter(|seconds| *seconds >= 0).with_context(|| {
+                format!("{SOURCE_DATE_EPOCH}={value:?} is not a number of seconds since 1970")
+            })
+        }
         Err(_) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Ok(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))

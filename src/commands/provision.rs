@@ -10,6 +10,7 @@ use crate::commands::args::{ProvisionArgs, TargetLayoutArg};
 use crate::commands::output::{emit_line, key_type, load_private_key, write_time};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
+use crate::image::partition_table::Partition;
 use crate::image::volume::Staged;
 use crate::mender::data_partition::{self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy};
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
@@ -26,6 +27,9 @@ struct DeviceKey {
 pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let identity = args.identity.load()?;
     let time = write_time()?;
+    if let Some(output) = &args.output {
+        check_output_directory(output)?;
+    }
     let device_key = obtain_key(args)?;
     let key_files = generated_key_files(args, &device_key)?;
 
@@ -34,17 +38,23 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: reading partitions", args.image.display()))?;
     let data = roles::find_data_partition(&partitions, args.data_partition)
         .with_context(|| args.image.display().to_string())?;
-    log::info!("data partition: {}", describe(data));
+    log::debug!("data partition: {}", describe(data));
     let store_policy = store_policy(&image, &partitions, args.target_layout)?;
 
     let key_pem = device_key.key.to_device_pem()?;
     let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, time)?;
-    report(&changes, &device_key);
+    if let StorePolicy::LeaveAlone { reason } = &store_policy {
+        log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
+    }
+    let summary = summarize(&changes, &device_key);
     let request = args.request.request_json(&identity, &device_key.key.public_key())?;
 
     if args.dry_run {
         let bytes: usize = writes.values().map(Vec::len).sum();
-        log::info!("dry run: would write {bytes} bytes to {}; nothing was written", partition_name(&data.partition));
+        log::info!(
+            "dry run: would write {bytes} bytes to {}: {summary}; nothing was written",
+            partition_name(&data.partition)
+        );
         if device_key.generated {
             log::info!("dry run: no request printed, because the generated key is not kept");
             return Ok(());
@@ -52,11 +62,33 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         return emit_line(&request, args.preauth_out.as_deref());
     }
 
-    if let Some(files) = &key_files {
-        save_generated_key(&device_key.key, files)?;
+    let saved_key = match &key_files {
+        Some(files) => Some(save_generated_key(&device_key.key, files)?),
+        None => None,
+    };
+    let written = commit(&image, &data.partition, &writes, args.output.as_deref())?;
+    log::info!("{}: {summary}", written.display());
+    if let Some((private_path, public_path)) = saved_key {
+        log::info!(
+            "saved the generated key pair as {} and {}",
+            private_path.display(),
+            public_path.display()
+        );
     }
-    commit(&image, &data.partition, &writes, args.output.as_deref())?;
     emit_line(&request, args.preauth_out.as_deref())
+}
+
+/// Fails early when the directory that would receive `output` is missing, before a key is
+/// generated and saved for an image that cannot be written.
+fn check_output_directory(output: &Path) -> anyhow::Result<()> {
+    let directory = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !directory.is_dir() {
+        bail!("{}: directory {} does not exist", output.display(), directory.display());
+    }
+    Ok(())
 }
 
 /// In-place runs open the image for writing; dry runs and runs with --output only read it.
@@ -86,7 +118,10 @@ struct KeyFiles {
 
 impl KeyFiles {
     fn paths(&self) -> [PathBuf; 2] {
-        [self.dir.join(format!("{}private.key", self.prefix)), self.dir.join(format!("{}public.key", self.prefix))]
+        [
+            self.dir.join(format!("{}private.key", self.prefix)),
+            self.dir.join(format!("{}public.key", self.prefix)),
+        ]
     }
 }
 
@@ -105,17 +140,18 @@ fn generated_key_files(args: &ProvisionArgs, device_key: &DeviceKey) -> anyhow::
     let files = KeyFiles { dir: args.keys_dir.clone(), prefix };
     for path in files.paths() {
         if path.exists() {
-            bail!("{}: key file already exists; move it away, or pass the key to install with --key", path.display());
+            bail!(
+                "{}: key file already exists; move it away, or pass the key to install with --key",
+                path.display()
+            );
         }
     }
     Ok(Some(files))
 }
 
-fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Result<()> {
-    let (private_path, public_path) =
-        write_key_pair(&files.dir, &files.prefix, key).with_context(|| files.dir.display().to_string())?;
-    log::info!("saved the generated key pair as {} and {}", private_path.display(), public_path.display());
-    Ok(())
+/// Saves a generated key pair and returns the paths of its private and public halves.
+fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Result<(PathBuf, PathBuf)> {
+    Ok(write_key_pair(&files.dir, &files.prefix, key).with_context(|| files.dir.display().to_string())?)
 }
 
 /// Chooses what to do with mender-store from the target's word size and byte order.
@@ -155,12 +191,20 @@ fn store_policy(
             ),
         });
     };
-    log::info!("target: {}, from {} on {}", detected.layout.describe(), detected.binary, partition_name(&rootfs.partition));
+    log::debug!(
+        "target: {}, from {} on {}",
+        detected.layout.describe(),
+        detected.binary,
+        partition_name(&rootfs.partition)
+    );
     if detected.layout.short_name() == host_store_layout() {
         Ok(StorePolicy::Reconcile)
     } else {
         Ok(StorePolicy::LeaveAlone {
-            reason: format!("writing a mender-store for a {} target is not supported yet", detected.layout.describe()),
+            reason: format!(
+                "writing a mender-store for a {} target is not supported yet",
+                detected.layout.describe()
+            ),
         })
     }
 }
@@ -190,51 +234,51 @@ fn plan(
     Ok((changes, writes))
 }
 
-fn report(changes: &DataPartitionChanges, device_key: &DeviceKey) {
-    if changes.created_mender_dir {
-        log::info!("created {}", data_partition::MENDER_DIR);
-    }
-    let public_key = device_key.key.public_key();
-    let verb = match changes.key {
+/// Describes the planned changes in one phrase, for the line printed when the run ends.
+fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey) -> String {
+    let key_verb = match changes.key {
         KeyChange::Created => "wrote",
         KeyChange::Replaced => "replaced",
     };
-    log::info!(
-        "{verb} {} ({}, SHA-256 {})",
+    let mut parts = Vec::new();
+    if changes.created_mender_dir {
+        parts.push(format!("created {}", data_partition::MENDER_DIR));
+    }
+    parts.push(format!(
+        "{key_verb} {} ({}, SHA-256 {})",
         data_partition::DEVICE_KEY_PATH,
         device_key.key.description(),
-        public_key.fingerprint_sha256()
-    );
-    match &changes.store {
-        StoreChange::Created => log::info!("created an empty {}", data_partition::STORE_PATH),
+        device_key.key.public_key().fingerprint_sha256()
+    ));
+    parts.push(match &changes.store {
+        StoreChange::Created => format!("created an empty {}", data_partition::STORE_PATH),
         StoreChange::Updated { removed } => {
-            log::info!("removed stale records from {}: {}", data_partition::STORE_PATH, removed.join(", "))
+            format!("removed {} from {}", removed.join(" and "), data_partition::STORE_PATH)
         }
-        StoreChange::Unchanged => log::info!("{} needs no change", data_partition::STORE_PATH),
-        StoreChange::LeftAlone { reason } => {
-            log::warn!("left {} alone: {reason}", data_partition::STORE_PATH)
-        }
-    }
+        StoreChange::Unchanged => format!("kept {} as it was", data_partition::STORE_PATH),
+        StoreChange::LeftAlone { .. } => format!("left {} alone", data_partition::STORE_PATH),
+    });
+    parts.join(", ")
 }
 
-/// Applies the planned writes in place, or to a copy at `output`.
+/// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
 fn commit(
     image: &DiskImage,
-    partition: &crate::image::partition_table::Partition,
+    partition: &Partition,
     writes: &BTreeMap<u64, Vec<u8>>,
     output: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PathBuf> {
     match output {
         Some(output) if !same_file(output, image.path()) => {
             let method = image.apply_to_copy(partition, writes, output)?;
-            log::info!("wrote {} ({method:?} copy of {})", output.display(), image.path().display());
+            log::debug!("copied {} to {} ({method:?})", image.path().display(), output.display());
+            Ok(output.to_path_buf())
         }
         _ => {
             image.apply(partition, writes)?;
-            log::info!("provisioned {} in place", image.path().display());
+            Ok(image.path().to_path_buf())
         }
     }
-    Ok(())
 }
 
 fn describe(data: &ClassifiedPartition) -> String {

@@ -27,7 +27,9 @@ pub enum ImageError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
     Table { path: PathBuf, source: PartitionTableError },
-    #[error("{path}: image is in use by another process (it holds a lock on the file); try again when it has finished")]
+    #[error(
+        "{path}: image is in use by another process (it holds a lock on the file); try again when it has finished"
+    )]
     InUse { path: PathBuf },
     #[error("{path}: is a directory, not an image file")]
     IsDirectory { path: PathBuf },
@@ -49,7 +51,8 @@ impl DiskImage {
         if path.is_dir() {
             return Err(ImageError::IsDirectory { path: path.to_path_buf() });
         }
-        let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(io_error)?;
+        let file =
+            OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(io_error)?;
 
         let locked = match access {
             Access::ReadOnly => file.try_lock_shared(),
@@ -96,7 +99,10 @@ impl DiskImage {
     pub fn apply(&self, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> Result<(), ImageError> {
         let io_error = |source| ImageError::Io { path: self.path.clone(), source };
         if self.access != Access::ReadWrite {
-            return Err(io_error(io::Error::new(io::ErrorKind::PermissionDenied, "image was opened read-only")));
+            return Err(io_error(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "image was opened read-only",
+            )));
         }
         write_ranges(&self.file, partition, writes).map_err(io_error)?;
         self.file.sync_data().map_err(io_error)

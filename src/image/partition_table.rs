@@ -295,6 +295,9 @@ mod tests {
         let table = PartitionTable::read(image.as_file()).unwrap();
 
         assert_eq!(table.kind, TableKind::Bare);
-        assert_eq!(table.partitions, vec![Partition { number: 0, start: 0, len: 4 << 20, type_id: 0, bootable: false }]);
+        assert_eq!(
+            table.partitions,
+            vec![Partition { number: 0, start: 0, len: 4 << 20, type_id: 0, bootable: false }]
+        );
     }
 }

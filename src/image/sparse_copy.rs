@@ -71,7 +71,12 @@ fn copy_range(input: &File, output: &File, start: u64, end: u64) -> io::Result<(
         let mut in_offset = offset;
         let mut out_offset = offset;
         match rustix::fs::copy_file_range(input, Some(&mut in_offset), output, Some(&mut out_offset), chunk) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source image shrank while copying")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "source image shrank while copying",
+                ));
+            }
             Ok(copied) => offset += copied as u64,
             Err(_) => return copy_range_by_reading(input, output, offset, end),
         }

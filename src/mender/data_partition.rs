@@ -114,7 +114,11 @@ fn ensure_mender_dir<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<bool, 
     }
 }
 
-fn write_device_key<V: VolumeMut>(ext: &mut Ext<V>, key_pem: &[u8], time: i64) -> Result<KeyChange, ProvisionError> {
+fn write_device_key<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    key_pem: &[u8],
+    time: i64,
+) -> Result<KeyChange, ProvisionError> {
     let change = match kind_of(ext, DEVICE_KEY_PATH)? {
         Some(FileKind::Regular) => KeyChange::Replaced,
         Some(_) => return Err(ProvisionError::WrongKind { path: DEVICE_KEY_PATH, expected: "regular file" }),
@@ -129,10 +133,10 @@ fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreCha
     let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
     let existing = match kind_of(ext, STORE_PATH)? {
         Some(FileKind::Regular) => {
-            let ino = ext.lookup(STORE_PATH).map_err(ext_error)?.ok_or(ProvisionError::WrongKind {
-                path: STORE_PATH,
-                expected: "regular file",
-            })?;
+            let ino = ext
+                .lookup(STORE_PATH)
+                .map_err(ext_error)?
+                .ok_or(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" })?;
             Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?)
         }
         Some(_) => return Err(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" }),
@@ -143,7 +147,11 @@ fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreCha
     let stale: Vec<Vec<u8>> = match &existing {
         Some(bytes) => {
             let records = store::read_records(bytes).map_err(store_error)?;
-            STALE_AUTH_KEYS.iter().map(|key| key.as_bytes().to_vec()).filter(|key| records.contains_key(key)).collect()
+            STALE_AUTH_KEYS
+                .iter()
+                .map(|key| key.as_bytes().to_vec())
+                .filter(|key| records.contains_key(key))
+                .collect()
         }
         None => Vec::new(),
     };

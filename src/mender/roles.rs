@@ -93,9 +93,13 @@ pub struct ClassifiedPartition {
 /// Why no single data partition could be chosen.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DataPartitionError {
-    #[error("no data partition found (an ext2/3/4 partition whose root holds mender/, or one labelled data); found: {0}")]
+    #[error(
+        "no data partition found (an ext2/3/4 partition whose root holds mender/, or one labelled data); found: {0}"
+    )]
     NotFound(String),
-    #[error("several partitions could be the data partition ({candidates}); choose one with --data-partition")]
+    #[error(
+        "several partitions could be the data partition ({candidates}); choose one with --data-partition"
+    )]
     Ambiguous { candidates: String },
     #[error("partition {number} does not exist; partitions: {found}")]
     NoSuchPartition { number: u32, found: String },
@@ -159,9 +163,7 @@ fn ext_kind<V: Volume>(ext: &Ext<V>) -> &'static str {
 }
 
 fn read_markers<V: Volume>(ext: &Ext<V>) -> ExtMarkers {
-    let is_dir = |path: &str| {
-        matches!(ext.lookup(path), Ok(Some(ino)) if matches!(ext.metadata(ino), Ok(meta) if meta.kind == FileKind::Directory))
-    };
+    let is_dir = |path: &str| matches!(ext.lookup(path), Ok(Some(ino)) if matches!(ext.metadata(ino), Ok(meta) if meta.kind == FileKind::Directory));
     let has_mender_binary = match ext.lookup("/usr/bin") {
         Ok(Some(ino)) => ext
             .read_dir(ino)
@@ -247,10 +249,9 @@ fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
     }
 
     if kind == TableKind::Mbr {
-        if let Some(boot) = partitions
-            .iter_mut()
-            .find(|partition| partition.role.is_none() && matches!(partition.filesystem, Filesystem::Vfat { .. }))
-        {
+        if let Some(boot) = partitions.iter_mut().find(|partition| {
+            partition.role.is_none() && matches!(partition.filesystem, Filesystem::Vfat { .. })
+        }) {
             boot.role = Some(Role::Boot);
             boot.reason = "FAT filesystem".into();
         }
@@ -265,7 +266,8 @@ pub fn describe_found(partitions: &[ClassifiedPartition]) -> String {
     partitions
         .iter()
         .map(|classified| {
-            let mut text = format!("{} {}", partition_name(&classified.partition), classified.filesystem.name());
+            let mut text =
+                format!("{} {}", partition_name(&classified.partition), classified.filesystem.name());
             let label = classified.filesystem.label();
             if !label.is_empty() {
                 text.push_str(&format!(" labelled {label:?}"));
@@ -291,11 +293,15 @@ pub fn find_data_partition(
     requested: Option<u32>,
 ) -> Result<&ClassifiedPartition, DataPartitionError> {
     if let Some(number) = requested {
-        let found = partitions.iter().find(|classified| classified.partition.number == number).ok_or_else(
-            || DataPartitionError::NoSuchPartition { number, found: describe_found(partitions) },
-        )?;
+        let found =
+            partitions.iter().find(|classified| classified.partition.number == number).ok_or_else(|| {
+                DataPartitionError::NoSuchPartition { number, found: describe_found(partitions) }
+            })?;
         if !matches!(found.filesystem, Filesystem::Ext { .. }) {
-            return Err(DataPartitionError::NotExt { number, filesystem: found.filesystem.name().to_string() });
+            return Err(DataPartitionError::NotExt {
+                number,
+                filesystem: found.filesystem.name().to_string(),
+            });
         }
         return Ok(found);
     }
