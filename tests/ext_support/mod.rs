@@ -180,3 +180,20 @@ pub fn sha256_file(path: &Path) -> String {
     let bytes = std::fs::read(path).expect("read image");
     Sha256::digest(&bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// Runs `debugfs -w -R request` on the image.
+pub fn debugfs_write(image: &Path, request: &str) {
+    let output =
+        Command::new("debugfs").arg("-w").arg("-R").arg(request).arg(image).output().expect("run debugfs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "debugfs -w -R {request:?} failed: {stderr}");
+    let complaints: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
+    assert!(complaints.is_empty(), "debugfs -w -R {request:?}: {stderr}");
+}
+
+/// Rebuilds every directory's hashed index with `e2fsck -fyD`.
+pub fn index_directories(image: &Path) {
+    let output = Command::new("e2fsck").arg("-fyD").arg(image).output().expect("run e2fsck");
+    // Exit code 1 means e2fsck changed the filesystem, which -D does on purpose.
+    assert!(matches!(output.status.code(), Some(0 | 1)), "e2fsck -fyD failed: {output:?}");
+}
