@@ -149,7 +149,7 @@ fn staged_writes_reach_the_file_only_on_commit() {
         return;
     }
     let image = make_image(16, SMALL_1K, None);
-    let before = sha256_file(&image.path);
+    let before = std::fs::read(&image.path).unwrap();
     {
         let file = std::fs::File::options().read(true).write(true).open(&image.path).unwrap();
         let len = file.metadata().unwrap().len();
@@ -163,5 +163,5 @@ fn staged_writes_reach_the_file_only_on_commit() {
         volume.discard();
         assert!(volume.write_at(0, &[]).is_ok());
     }
-    assert_eq!(sha256_file(&image.path), before);
+    assert!(std::fs::read(&image.path).unwrap() == before);
 }

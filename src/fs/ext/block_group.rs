@@ -298,7 +298,10 @@ pub(crate) fn descriptor_location(sb: &Superblock, group: BlockGroupIndex) -> (u
         let meta_group = BlockGroupIndex(table_block * per_block);
         group_first_block(sb, meta_group) + u64::from(group_has_superblock(sb, meta_group))
     } else {
-        u64::from(sb.first_data_block) + 1 + u64::from(table_block)
+        // The table follows the block that holds the primary superblock (byte 1024), which is
+        // block 1 for 1 KiB blocks even under bigalloc, where the first data block is 0.
+        let superblock_block = 1024 / u64::from(sb.block_size);
+        superblock_block + 1 + u64::from(table_block)
     };
     (block, offset)
 }
