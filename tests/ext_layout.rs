@@ -123,7 +123,9 @@ fn running_out_of_inodes_is_no_space() {
     if tools("running_out_of_inodes_is_no_space").is_none() {
         return;
     }
-    let image = make_image(8, &["-b", "1024", "-N", "64"], None);
+    // Four groups of 16 inodes: the later groups start out uninitialized.
+    let image = make_image(32, &["-b", "1024", "-N", "64"], None);
+    assert!(debugfs(&image.path, "stats").contains("Inode not init"), "no uninitialized inode table");
     let (created, error) = modify(&image.path, |ext| {
         for index in 0..1000 {
             if let Err(error) = ext.write_file(&format!("/f{index}"), b"", &ATTRS) {

@@ -120,6 +120,12 @@ impl<V: Volume> Ext<V> {
                 format!("size {size} is not a multiple of the block size"),
             ));
         }
+        if size / block_size > self.sb.blocks_count {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("size {size} is larger than the filesystem"),
+            ));
+        }
         let map = self.file_map(dir)?;
         let mut blocks = Vec::new();
         for logical in 0..size / block_size {

@@ -29,6 +29,8 @@ mod htree;
 mod inode;
 mod path;
 mod superblock;
+#[cfg(test)]
+mod tests;
 mod write;
 mod xattr;
 
