@@ -1,5 +1,5 @@
-//! Hashed-index (htree) directories: new names go to the leaf their hash selects, which e2fsck
-//! checks against each leaf's hash range; a full leaf is rejected before anything is written.
+//! Hashed-index (htree) directories. New names go to the leaf their hash selects, and e2fsck
+//! checks each leaf's names against its hash range. A full leaf is rejected before any write.
 
 mod ext_support;
 
@@ -9,7 +9,7 @@ use ext_support::*;
 use mender_preauth::fs::ext::ExtError;
 use mender_preauth::image::volume::VolumeMut;
 
-/// A source tree with `/many` holding `count` files, some with non-ASCII names so that signed
+/// Creates a source tree with `/many` containing `count` files, some with non-ASCII names so that signed
 /// and unsigned hashes differ.
 fn many_files(count: usize, prefix: &str) -> tempfile::TempDir {
     let source = tempfile::tempdir().unwrap();

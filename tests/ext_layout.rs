@@ -7,7 +7,7 @@ use ext_support::*;
 use mender_preauth::fs::ext::{Ext, ExtError};
 use mender_preauth::image::volume::{FileVolume, Staged};
 
-/// A source tree with `dirs` directories of `per_dir` files of 4 KiB each.
+/// Creates a source tree with `dirs` directories of `per_dir` files of 4 KiB each.
 fn small_files(dirs: usize, per_dir: usize) -> tempfile::TempDir {
     let source = tempfile::tempdir().unwrap();
     for dir in 0..dirs {

@@ -7,7 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use ext_support::*;
 use mender_preauth::fs::ext::{ExtError, FileKind};
 
-/// A source tree with every kind of file the reader must handle.
+/// Creates a source tree with every kind of file the reader must handle.
 fn source_tree() -> tempfile::TempDir {
     let source = tempfile::tempdir().unwrap();
     let root = source.path();
@@ -95,7 +95,8 @@ fn populated_images_read_back_on_every_feature_set() {
             assert_eq!(names, [".", "..", "mender", "rel-link"], "{name}");
             let kinds: Vec<FileKind> =
                 ext.read_dir(etc).unwrap().into_iter().map(|entry| entry.kind).collect();
-            assert!(kinds.contains(&FileKind::Symlink) && kinds.contains(&FileKind::Directory));
+            assert!(kinds.contains(&FileKind::Symlink), "{name}");
+            assert!(kinds.contains(&FileKind::Directory), "{name}");
         });
     }
 }

@@ -138,7 +138,7 @@ pub fn debugfs_cat(image: &Path, path: &str) -> Vec<u8> {
     output.stdout
 }
 
-/// The value after `key` in debugfs output such as `Free blocks: 1234`.
+/// Returns the value after `key` in debugfs output such as `Free blocks: 1234`.
 pub fn field(output: &str, key: &str) -> Option<String> {
     let start = output.find(key)? + key.len();
     let rest = output[start..].trim_start();
@@ -151,7 +151,7 @@ pub fn free_blocks(image: &Path) -> u64 {
     field(&stats, "Free blocks:").and_then(|value| value.parse().ok()).expect("free block count in stats")
 }
 
-/// Checks what `debugfs stat` says of `path`: type, permissions, owner and size.
+/// Checks the type, permissions, owner and size that `debugfs stat` prints for `path`.
 pub fn assert_stat(image: &Path, path: &str, kind: &str, mode: u16, size: u64) {
     let stat = debugfs(image, &format!("stat {path}"));
     assert_eq!(field(&stat, "Type:").as_deref(), Some(kind), "{path}: {stat}");

@@ -219,7 +219,7 @@ impl Superblock {
             return Err(corrupt(format!("first non-reserved inode {first_ino} is out of range")));
         }
         let inodes_per_block = block_size / u32::from(inode_size);
-        if inodes_per_group % inodes_per_block != 0 {
+        if !inodes_per_group.is_multiple_of(inodes_per_block) {
             return Err(corrupt(format!(
                 "{inodes_per_group} inodes per group do not fill whole inode table blocks"
             )));
@@ -285,7 +285,7 @@ impl Superblock {
         })
     }
 
-    /// The volume label, up to the first NUL.
+    /// Returns the volume label, up to the first NUL.
     pub fn label(&self) -> String {
         let name = self.bytes.get(S_VOLUME_NAME..S_VOLUME_NAME + 16).unwrap_or_default();
         let end = name.iter().position(|&byte| byte == 0).unwrap_or(name.len());
