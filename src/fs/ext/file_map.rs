@@ -64,9 +64,11 @@ pub(crate) fn push_run(runs: &mut Vec<Run>, run: Run) {
     runs.push(run);
 }
 
-/// True for a symbolic link whose target is stored in `i_block` rather than in a data block.
+/// True for a symbolic link whose target is stored in `i_block` rather than in a data block:
+/// shorter than 60 bytes and owning no block but an extended attribute block, as the kernel
+/// decides.
 pub(crate) fn is_fast_symlink<V: Volume>(ext: &Ext<V>, inode: &Inode) -> bool {
-    if inode.file_type() != S_IFLNK || inode.has_flag(FLAG_INLINE_DATA) || inode.has_flag(FLAG_EXTENTS) {
+    if inode.file_type() != S_IFLNK || inode.has_flag(FLAG_INLINE_DATA) {
         return false;
     }
     let xattr_blocks = u64::from(inode.file_acl(&ext.sb) != 0);
