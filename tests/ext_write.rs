@@ -65,3 +65,114 @@ fn creating_existing_directory_is_rejected() {
     assert!(matches!(missing, ExtError::NotFound(_)), "{missing}");
     assert_fsck_clean(&image.path);
 }
+
+#[test]
+fn replacing_file_frees_old_blocks() {
+    if tools("replacing_file_frees_old_blocks").is_none() {
+        return;
+    }
+    for (name, args) in [("ext4 1k", SMALL_1K), ("ext4 4k", DEFAULT_4K), ("ext3", EXT3)] {
+        let image = make_image(64, args, None);
+        let free_at_start = free_blocks(&image.path);
+        let big = pattern(1 << 20, 3);
+        let first = modify(&image.path, |ext| ext.write_file("/store", &big, &ATTRS));
+        let free_with_big = free_blocks(&image.path);
+
+        let small = pattern(10_000, 4);
+        let replaced = modify(&image.path, |ext| ext.write_file("/store", &small, &ATTRS));
+        assert_eq!(replaced, first, "{name}: replacing must keep the inode");
+        assert_fsck_clean(&image.path);
+        assert_eq!(debugfs_cat(&image.path, "/store"), small, "{name}");
+        assert!(free_blocks(&image.path) > free_with_big, "{name}: old blocks were not freed");
+
+        modify(&image.path, |ext| ext.write_file("/store", &big, &ATTRS));
+        assert_eq!(free_blocks(&image.path), free_with_big, "{name}: same contents, same block count");
+        modify(&image.path, |ext| ext.remove_file("/store", ATTRS.time));
+        assert_eq!(free_blocks(&image.path), free_at_start, "{name}: removing frees everything");
+        assert_fsck_clean(&image.path);
+    }
+}
+
+#[test]
+fn removing_files_frees_inode_and_blocks() {
+    if tools("removing_files_frees_inode_and_blocks").is_none() {
+        return;
+    }
+    let source = tempfile::tempdir().unwrap();
+    std::fs::create_dir(source.path().join("etc")).unwrap();
+    std::fs::write(source.path().join("etc/old.conf"), pattern(5000, 5)).unwrap();
+    std::fs::write(source.path().join("etc/keep.conf"), b"keep").unwrap();
+    std::os::unix::fs::symlink("/etc/keep.conf", source.path().join("etc/link")).unwrap();
+    for (name, args) in FEATURE_SETS {
+        let image = make_image(32, args, Some(source.path()));
+        let free_at_start = free_blocks(&image.path);
+        modify(&image.path, |ext| {
+            ext.remove_file("/etc/old.conf", ATTRS.time)?;
+            ext.remove_file("/etc/link", ATTRS.time)?;
+            ext.write_file("/etc/new.conf", &pattern(3000, 6), &ATTRS)
+        });
+        assert_fsck_clean(&image.path);
+        let listing = debugfs(&image.path, "ls -l /etc");
+        assert!(!listing.contains("old.conf"), "{name}: {listing}");
+        assert!(!listing.contains("link"), "{name}: {listing}");
+        assert!(listing.contains("keep.conf"), "{name}: {listing}");
+        assert!(listing.contains("new.conf"), "{name}: {listing}");
+
+        let error = modify(&image.path, |ext| Ok(ext.remove_file("/etc", ATTRS.time).unwrap_err()));
+        assert!(matches!(error, ExtError::IsADirectory(_)), "{name}: {error}");
+        modify(&image.path, |ext| ext.remove_file("/etc/new.conf", ATTRS.time));
+        assert!(free_blocks(&image.path) > free_at_start, "{name}: removed data was not freed");
+        assert_fsck_clean(&image.path);
+    }
+}
+
+#[test]
+fn directory_grows_by_a_block() {
+    if tools("directory_grows_by_a_block").is_none() {
+        return;
+    }
+    for (name, args) in [("ext4 1k", SMALL_1K), ("ext2", EXT2), ("ext4 1k no csum", NO_CSUM_1K)] {
+        let image = make_image(16, args, None);
+        // 60 entries of 24 bytes need more than one 1 KiB block.
+        modify(&image.path, |ext| {
+            ext.create_dir("/many", &DIR_ATTRS)?;
+            for index in 0..60 {
+                ext.write_file(&format!("/many/file-{index:04}"), format!("{index}").as_bytes(), &ATTRS)?;
+            }
+            Ok(())
+        });
+        assert_fsck_clean(&image.path);
+        let stat = debugfs(&image.path, "stat /many");
+        let size: u64 = field(&stat, "Size:").unwrap().parse().unwrap();
+        assert_eq!(size, 2048, "{name}: {stat}");
+        assert_eq!(debugfs_cat(&image.path, "/many/file-0059"), b"59", "{name}");
+        inspect(&image.path, |ext| {
+            let dir = ext.lookup("/many").unwrap().unwrap();
+            assert_eq!(ext.read_dir(dir).unwrap().len(), 62, "{name}");
+        });
+    }
+}
+
+#[test]
+fn block_mapped_files_use_double_indirect_blocks() {
+    if tools("block_mapped_files_use_double_indirect_blocks").is_none() {
+        return;
+    }
+    // With 1 KiB blocks, 12 direct and 256 single indirect blocks cover 268 KiB.
+    let data = pattern(700 * 1024, 7);
+    for (name, args) in [("ext2", EXT2), ("ext3", EXT3)] {
+        let image = make_image(32, args, None);
+        modify(&image.path, |ext| ext.write_file("/big", &data, &ATTRS));
+        assert_fsck_clean(&image.path);
+        let stat = debugfs(&image.path, "stat /big");
+        assert!(stat.contains("(IND)"), "{name}: {stat}");
+        assert!(stat.contains("(DIND)"), "{name}: {stat}");
+        assert_eq!(debugfs_cat(&image.path, "/big"), data, "{name}");
+        inspect(&image.path, |ext| {
+            let ino = ext.lookup("/big").unwrap().unwrap();
+            let mut middle = vec![0u8; 5000];
+            assert_eq!(ext.read_at(ino, 300_000, &mut middle).unwrap(), 5000);
+            assert_eq!(middle, data[300_000..305_000], "{name}");
+        });
+    }
+}

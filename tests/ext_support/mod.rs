@@ -138,7 +138,7 @@ pub fn debugfs_cat(image: &Path, path: &str) -> Vec<u8> {
     output.stdout
 }
 
-/// The value after `key` in debugfs output such as `Free blocks: 1234`.
+/// Returns the value after `key` in debugfs output such as `Free blocks: 1234`.
 pub fn field(output: &str, key: &str) -> Option<String> {
     let start = output.find(key)? + key.len();
     let rest = output[start..].trim_start();
@@ -151,7 +151,7 @@ pub fn free_blocks(image: &Path) -> u64 {
     field(&stats, "Free blocks:").and_then(|value| value.parse().ok()).expect("free block count in stats")
 }
 
-/// Checks what `debugfs stat` says of `path`: type, permissions, owner and size.
+/// Checks the type, permissions, owner and size that `debugfs stat` prints for `path`.
 pub fn assert_stat(image: &Path, path: &str, kind: &str, mode: u16, size: u64) {
     let stat = debugfs(image, &format!("stat {path}"));
     assert_eq!(field(&stat, "Type:").as_deref(), Some(kind), "{path}: {stat}");
@@ -179,4 +179,21 @@ pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).expect("read image");
     Sha256::digest(&bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Runs `debugfs -w -R request` on the image.
+pub fn debugfs_write(image: &Path, request: &str) {
+    let output =
+        Command::new("debugfs").arg("-w").arg("-R").arg(request).arg(image).output().expect("run debugfs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "debugfs -w -R {request:?} failed: {stderr}");
+    let complaints: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
+    assert!(complaints.is_empty(), "debugfs -w -R {request:?}: {stderr}");
+}
+
+/// Rebuilds every directory's hashed index with `e2fsck -fyD`.
+pub fn index_directories(image: &Path) {
+    let output = Command::new("e2fsck").arg("-fyD").arg(image).output().expect("run e2fsck");
+    // Exit code 1 means e2fsck changed the filesystem, which -D does on purpose.
+    assert!(matches!(output.status.code(), Some(0 | 1)), "e2fsck -fyD failed: {output:?}");
 }

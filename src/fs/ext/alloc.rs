@@ -1,6 +1,6 @@
 //! Allocation of blocks and inodes. One operation plans every allocation and release in memory
 //! against copies of the bitmaps and group descriptors, so running out of space is found before
-//! anything is written; [`AllocPlan::commit`] then writes the changed bitmaps, descriptors and
+//! anything is written. [`AllocPlan::commit`] then writes the changed bitmaps, descriptors and
 //! superblock counts.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -155,6 +155,9 @@ impl AllocPlan {
     /// Allocates `count` blocks below block `limit`, near group `goal`: one contiguous run when
     /// a group has one, else the first free runs found. Returns (start, length) runs in order
     /// of allocation.
+    ///
+    /// NOTE: the blocks reserved for root (`s_r_blocks_count`) are handed out like any other,
+    /// as they would be to a process running as root.
     pub fn allocate_blocks<V: Volume>(
         &mut self,
         ext: &Ext<V>,
@@ -184,7 +187,7 @@ impl AllocPlan {
             }
         }
 
-        let mut taken = Vec::new();
+        let mut allocated = Vec::new();
         let mut left = count;
         for &group in &order {
             if self.descriptor(group)?.free_blocks_count == 0 {
@@ -193,10 +196,10 @@ impl AllocPlan {
             for (start, len) in self.free_runs(ext, group, limit)? {
                 let here = len.min(left);
                 self.take_blocks(ext, group, start, here)?;
-                taken.push((start, here));
+                allocated.push((start, here));
                 left -= here;
                 if left == 0 {
-                    return Ok(taken);
+                    return Ok(allocated);
                 }
             }
         }
@@ -359,7 +362,9 @@ impl AllocPlan {
         Ok(())
     }
 
-    /// Writes the changed bitmaps and group descriptors and the superblock's free counts.
+    /// Writes the changed bitmaps and group descriptors and the superblock's free counts. Only
+    /// the primary superblock and descriptor table change, as with the kernel: e2fsck does not
+    /// compare the backups' counts.
     pub fn commit<V: VolumeMut>(mut self, ext: &mut Ext<V>) -> Result<(), ExtError> {
         let block_size = u64::from(ext.sb.block_size);
         for &group in &self.dirty_block_bitmaps {
@@ -396,9 +401,10 @@ impl AllocPlan {
     }
 }
 
-/// The block bitmap the kernel builds for a group marked `BLOCK_UNINIT`: the superblock backup,
-/// descriptor table and reserved descriptor blocks at the group's start, and the group's own
-/// bitmaps and inode table when they lie inside it. Checked against the descriptor's free count.
+/// Builds the block bitmap the kernel builds for a group marked `BLOCK_UNINIT`. It marks the
+/// superblock backup, descriptor table and reserved descriptor blocks at the group's start, and
+/// the group's own bitmaps and inode table when they lie inside it. The result must agree with
+/// the descriptor's free count.
 fn uninit_block_bitmap<V: Volume>(
     ext: &Ext<V>,
     group: BlockGroupIndex,
@@ -408,6 +414,7 @@ fn uninit_block_bitmap<V: Volume>(
     let mut bitmap = vec![0u8; sb.block_size as usize];
     let first = group_first_block(sb, group);
     let size = blocks_in_group(sb, group);
+
     let base = group_base_metadata_blocks(sb, group).min(u64::from(size));
     for bit in 0..base as u32 {
         set_bit(&mut bitmap, bit);
@@ -425,6 +432,7 @@ fn uninit_block_bitmap<V: Volume>(
         }
     }
     set_padding(&mut bitmap, size);
+
     let free = size - count_set(&bitmap, size);
     if free != descriptor.free_blocks_count {
         return Err(ExtError::corrupt(
@@ -438,8 +446,8 @@ fn uninit_block_bitmap<V: Volume>(
     Ok(bitmap)
 }
 
-/// The first block of `start..start + len` that holds filesystem metadata: a superblock or
-/// descriptor table copy, a bitmap or an inode table.
+/// Finds the first block of `start..start + len` that contains filesystem metadata: a superblock
+/// or descriptor table copy, a bitmap or an inode table.
 fn metadata_overlap<V: Volume>(ext: &Ext<V>, start: u64, len: u64) -> Option<u64> {
     let sb = &ext.sb;
     let end = start.saturating_add(len);

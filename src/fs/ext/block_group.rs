@@ -217,8 +217,8 @@ impl GroupDescriptor {
     }
 }
 
-/// The checksum of a group descriptor: CRC32C under `metadata_csum`, CRC16 under `uninit_bg`.
-/// Both skip the checksum field itself.
+/// Computes the checksum of a group descriptor: CRC32C under `metadata_csum`, CRC16 under
+/// `uninit_bg`. Both skip the checksum field itself.
 fn descriptor_checksum(sb: &Superblock, group: BlockGroupIndex, bytes: &[u8]) -> u16 {
     let group_le = group.0.to_le_bytes();
     let before = bytes.get(..BG_CHECKSUM).unwrap_or_default();
@@ -268,14 +268,14 @@ pub(crate) fn group_has_superblock(sb: &Superblock, group: BlockGroupIndex) -> b
     if group <= 1 || !sb.has_ro_compat(features::RO_COMPAT_SPARSE_SUPER) {
         return true;
     }
-    if group % 2 == 0 {
+    if group.is_multiple_of(2) {
         return false;
     }
     [3u32, 5, 7].iter().any(|&base| is_power_of(group, base))
 }
 
 fn is_power_of(mut value: u32, base: u32) -> bool {
-    while value > 1 && value % base == 0 {
+    while value > 1 && value.is_multiple_of(base) {
         value /= base;
     }
     value == 1
@@ -298,7 +298,10 @@ pub(crate) fn descriptor_location(sb: &Superblock, group: BlockGroupIndex) -> (u
         let meta_group = BlockGroupIndex(table_block * per_block);
         group_first_block(sb, meta_group) + u64::from(group_has_superblock(sb, meta_group))
     } else {
-        u64::from(sb.first_data_block) + 1 + u64::from(table_block)
+        // The table follows the block that holds the primary superblock (byte 1024), which is
+        // block 1 for 1 KiB blocks even under bigalloc, where the first data block is 0.
+        let superblock_block = 1024 / u64::from(sb.block_size);
+        superblock_block + 1 + u64::from(table_block)
     };
     (block, offset)
 }

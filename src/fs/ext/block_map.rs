@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::Ext;
 use super::bytes::{read_u32le, write_u32le};
 use super::error::ExtError;
-use super::file_map::{FileMap, Run, push_run};
+use super::file_map::{BuiltMap, FileMap, Run, push_run};
 use super::inode::{I_BLOCK_SIZE, Inode};
 use crate::image::volume::Volume;
 
@@ -138,13 +138,13 @@ fn max_blocks(block_size: u32) -> u64 {
     DIRECT_BLOCKS + per_block + per_block.pow(2) + per_block.pow(3)
 }
 
-/// The block map of `data` (the data block of each logical block, in order): the 60 bytes for
-/// `i_block` and the contents of each indirect block, taken from `indirect_blocks`.
+/// Builds the block map of `data` (the data block of each logical block, in order), taking
+/// its indirect blocks from `indirect_blocks`.
 pub(crate) fn build_block_map(
     block_size: u32,
     data: &[u64],
     indirect_blocks: &[u64],
-) -> Result<([u8; I_BLOCK_SIZE], Vec<(u64, Vec<u8>)>), ExtError> {
+) -> Result<BuiltMap, ExtError> {
     let as_pointer = |block: u64| {
         u32::try_from(block).map_err(|_| {
             ExtError::corrupt("block map plan", format!("block {block} does not fit a 32-bit pointer"))
@@ -169,7 +169,7 @@ pub(crate) fn build_block_map(
         write_u32le(&mut area, (SINGLE_INDIRECT + level as usize) * 4, as_pointer(top)?);
         rest = later;
     }
-    Ok((area, written))
+    Ok(BuiltMap { block_area: area, nodes: written })
 }
 
 /// Fills one indirect block `level` levels above `data` and returns its block number.
@@ -220,10 +220,10 @@ mod tests {
         let data: Vec<u64> = (0..600).map(|i| 5000 + i).collect();
         let needed = indirect_blocks_needed(600, 1024).unwrap();
         let indirect: Vec<u64> = (0..needed).map(|i| 100 + i).collect();
-        let (area, written) = build_block_map(1024, &data, &indirect).unwrap();
-        assert_eq!(written.len() as u64, needed);
-        assert_eq!(read_u32le(&area, 0), 5000);
-        assert_eq!(read_u32le(&area, 12 * 4), 100);
-        assert_eq!(read_u32le(&area, 13 * 4), 101);
+        let built = build_block_map(1024, &data, &indirect).unwrap();
+        assert_eq!(built.nodes.len() as u64, needed);
+        assert_eq!(read_u32le(&built.block_area, 0), 5000);
+        assert_eq!(read_u32le(&built.block_area, 12 * 4), 100);
+        assert_eq!(read_u32le(&built.block_area, 13 * 4), 101);
     }
 }

@@ -12,7 +12,7 @@ use crate::image::volume::Volume;
 /// Size of the parent inode number that starts an inline directory.
 const INLINE_PARENT_SIZE: usize = 4;
 
-/// The kind a directory entry's file type code names, when it names one.
+/// Maps a directory entry's file type code to a kind, unless the code is unknown.
 fn kind_from_file_type(file_type: u8) -> Option<FileKind> {
     match file_type {
         FT_REG_FILE => Some(FileKind::Regular),
@@ -56,7 +56,7 @@ impl<V: Volume> Ext<V> {
         Ok(entries)
     }
 
-    /// The used entries of directory `dir` as (name, inode, file type code).
+    /// Lists the used entries of directory `dir` as (name, inode, file type code).
     fn raw_entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, InodeIndex, u8)>, ExtError> {
         if dir.has_flag(FLAG_INLINE_DATA) {
             return self.inline_entries(dir);
@@ -110,14 +110,21 @@ impl<V: Volume> Ext<V> {
         Ok(InodeIndex(inode))
     }
 
-    /// Every block of directory `dir`, parsed and checked, in logical order. Holes are skipped.
+    /// Reads every block of directory `dir`, parsed and checked, in logical order, skipping
+    /// holes.
     pub(crate) fn dir_blocks(&self, dir: &Inode) -> Result<Vec<LocatedDirBlock>, ExtError> {
         let block_size = u64::from(self.sb.block_size);
         let size = dir.size();
-        if size % block_size != 0 {
+        if !size.is_multiple_of(block_size) {
             return Err(ExtError::corrupt(
                 format!("directory inode {}", dir.index),
                 format!("size {size} is not a multiple of the block size"),
+            ));
+        }
+        if size / block_size > self.sb.blocks_count {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", dir.index),
+                format!("size {size} is larger than the filesystem"),
             ));
         }
         let map = self.file_map(dir)?;

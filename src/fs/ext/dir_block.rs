@@ -55,7 +55,7 @@ impl DirBlock {
         Ok(DirBlock { bytes, entries, has_tail })
     }
 
-    /// The bytes of a block of `block_size` bytes holding `entries` (inode, name, file type), the
+    /// Builds the bytes of a block of `block_size` bytes containing `entries` (inode, name, file type), the
     /// last one stretched to the end of the usable space, with a tail (checksum not yet set)
     /// when `csum` is true. The names must fit.
     pub fn build(block_size: usize, csum: bool, filetype: bool, entries: &[(u32, &[u8], u8)]) -> Vec<u8> {

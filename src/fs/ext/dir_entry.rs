@@ -11,7 +11,7 @@ const DE_FILE_TYPE: usize = 0x7;
 /// Size of the fixed part before the name.
 pub(crate) const DE_HEADER_SIZE: usize = 8;
 const DE_NAME: usize = 0x8;
-/// Longest name an entry can hold.
+/// Maximum length of a name in an entry.
 pub(crate) const MAX_NAME_LEN: usize = 255;
 
 /// File type codes stored in entries when the `filetype` feature is on.
@@ -78,8 +78,8 @@ fn encode_rec_len(len: usize) -> u16 {
     if len >= 65536 { 65535 } else { len as u16 }
 }
 
-/// Parses the entry at `offset` of `block`; `filetype` says whether the `filetype` feature
-/// splits the name length field. Checks that the entry stays inside the block.
+/// Parses the entry at `offset` of `block`, checking that it stays inside the block. With
+/// `filetype` (the feature of that name) the name length field is split in two.
 pub(crate) fn parse_entry(
     block: &[u8],
     offset: usize,
@@ -98,7 +98,7 @@ pub(crate) fn parse_entry(
     } else {
         (usize::from(read_u16le(entry, DE_NAME_LEN)), FT_UNKNOWN)
     };
-    if rec_len < DE_HEADER_SIZE || rec_len % 4 != 0 || rec_len > entry.len() {
+    if rec_len < DE_HEADER_SIZE || !rec_len.is_multiple_of(4) || rec_len > entry.len() {
         return Err(corrupt(format!("entry at offset {offset} has invalid record length {rec_len}")));
     }
     if DE_HEADER_SIZE + name_len > rec_len {

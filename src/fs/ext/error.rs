@@ -9,7 +9,7 @@ pub enum ExtError {
     #[error("ext filesystem i/o failed: {0}")]
     Io(#[from] io::Error),
 
-    /// An on-disk structure holds a value that cannot be right.
+    /// An on-disk structure contains a value that cannot be right.
     #[error("corrupt ext filesystem: {structure}: {detail}; run `e2fsck -f` on it")]
     Corrupt { structure: String, detail: String },
 
@@ -17,7 +17,8 @@ pub enum ExtError {
     #[error("unsupported ext filesystem feature: {feature}; {hint}")]
     Unsupported { feature: String, hint: String },
 
-    /// The journal or the orphan list still holds work, or the filesystem was not cleanly unmounted.
+    /// The journal or the orphan list still contains work, or the filesystem was not cleanly
+    /// unmounted.
     #[error("ext filesystem needs recovery ({reason}); run `e2fsck -fy` on it first")]
     NeedsRecovery { reason: &'static str },
 
@@ -53,7 +54,8 @@ pub enum ExtError {
     #[error("file name of {0} bytes is longer than the maximum of 255")]
     NameTooLong(usize),
 
-    /// The path is not absolute, is empty or holds a NUL byte, or its last component cannot be created.
+    /// The path is not absolute, is empty or contains a NUL byte, or its last component cannot be
+    /// created.
     #[error("invalid path {0:?}: {1}")]
     InvalidPath(String, &'static str),
 

@@ -7,7 +7,7 @@ use super::Ext;
 use super::bytes::{join_u64, read_u16le, read_u32le, write_u16le, write_u32le};
 use super::checksum::crc32c;
 use super::error::ExtError;
-use super::file_map::{FileMap, Run, push_run};
+use super::file_map::{BuiltMap, FileMap, Run, push_run};
 use super::inode::{I_BLOCK_SIZE, Inode, InodeIndex};
 use super::superblock::Superblock;
 use crate::image::volume::Volume;
@@ -47,8 +47,8 @@ fn tail_offset(max: usize) -> usize {
     HEADER_SIZE + max * ENTRY_SIZE
 }
 
-/// The checksum of an extent tree block: CRC32C of the inode number, its generation and the node
-/// up to the tail.
+/// Computes the checksum of an extent tree block: CRC32C of the inode number, its generation
+/// and the node up to the tail.
 fn node_checksum(sb: &Superblock, inode: InodeIndex, generation: u32, node: &[u8]) -> u32 {
     let crc = crc32c(sb.csum_seed, &inode.0.to_le_bytes());
     let crc = crc32c(crc, &generation.to_le_bytes());
@@ -211,15 +211,14 @@ pub(crate) fn tree_blocks_needed(runs: &[Run], block_size: u32) -> Result<u64, E
     Ok(blocks)
 }
 
-/// The tree for `runs`: the 60 bytes for `i_block` and the contents of each tree block. Takes
-/// exactly [`tree_blocks_needed`] blocks from `tree_blocks`.
+/// Builds the tree for `runs`, taking exactly [`tree_blocks_needed`] blocks from `tree_blocks`.
 pub(crate) fn build_tree(
     sb: &Superblock,
     inode: InodeIndex,
     generation: u32,
     runs: &[Run],
     tree_blocks: &[u64],
-) -> Result<([u8; I_BLOCK_SIZE], Vec<(u64, Vec<u8>)>), ExtError> {
+) -> Result<BuiltMap, ExtError> {
     let capacity = block_capacity(sb.block_size);
     let mut level: Vec<[u8; ENTRY_SIZE]> = leaf_extents(runs)?.iter().map(encode_extent).collect();
     let mut first_logicals: Vec<u32> = leaf_extents(runs)?.iter().map(|extent| extent.logical).collect();
@@ -265,7 +264,7 @@ pub(crate) fn build_tree(
             target.copy_from_slice(entry);
         }
     }
-    Ok((root, written))
+    Ok(BuiltMap { block_area: root, nodes: written })
 }
 
 fn write_header(node: &mut [u8], entries: usize, max: usize, depth: u16) {
@@ -292,7 +291,7 @@ fn encode_index(first_logical: u32, block: u64) -> [u8; ENTRY_SIZE] {
     entry
 }
 
-/// The `i_block` of an empty extent-mapped file.
+/// Returns the `i_block` of an empty extent-mapped file.
 pub(crate) fn empty_root() -> [u8; I_BLOCK_SIZE] {
     let mut root = [0u8; I_BLOCK_SIZE];
     write_header(&mut root, 0, ROOT_CAPACITY, 0);

@@ -3,7 +3,7 @@
 
 use super::error::ExtError;
 
-/// Which of the superblock's three feature words a flag lives in.
+/// The superblock feature word (of three) that contains a flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FeatureWord {
     /// `s_feature_compat`: a kernel that does not know the flag may still write.
@@ -14,7 +14,7 @@ pub(crate) enum FeatureWord {
     RoCompat,
 }
 
-/// What this module does with a filesystem that has a feature.
+/// The level of support this module gives a filesystem with a feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Support {
     /// Read and written.
@@ -31,7 +31,7 @@ struct Feature {
     mask: u32,
     name: &'static str,
     support: Support,
-    /// What a user can do about a filesystem with this feature.
+    /// Advice for a user whose filesystem has this feature.
     hint: &'static str,
 }
 
@@ -213,8 +213,8 @@ impl FeatureSet {
         }
     }
 
-    /// Names of the set flags as e2fsprogs prints them, in `dumpe2fs` order; an unknown flag
-    /// appears as `FEATURE_I30` (word letter and bit number), as `dumpe2fs` shows it.
+    /// Lists the names of the set flags in `dumpe2fs` order, as e2fsprogs prints them. An
+    /// unknown flag appears as `dumpe2fs` shows it, such as `FEATURE_I30` (word letter, bit).
     pub fn names(&self) -> Vec<String> {
         let mut names = Vec::new();
         for word in [Compat, Incompat, RoCompat] {
@@ -269,7 +269,7 @@ impl FeatureSet {
     }
 }
 
-/// The `dumpe2fs` name of an unknown flag: the word's letter and the bit number.
+/// Formats the `dumpe2fs` name of an unknown flag: the word's letter and the bit number.
 fn unknown_name(word: FeatureWord, bit: u32) -> String {
     let letter = match word {
         Compat => 'C',

@@ -16,7 +16,7 @@ pub(crate) struct Run {
     pub uninit: bool,
 }
 
-/// Where a file's data lives, and which blocks hold the map itself.
+/// The location of a file's data, and the blocks that contain the map itself.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FileMap {
     /// Data runs in increasing logical order, not overlapping.
@@ -26,7 +26,7 @@ pub(crate) struct FileMap {
 }
 
 impl FileMap {
-    /// The run that holds `logical`, if the block is not a hole.
+    /// Finds the run that contains `logical`, unless the block is a hole.
     pub fn find(&self, logical: u64) -> Option<&Run> {
         let index = self.runs.partition_point(|run| run.logical + run.len <= logical);
         self.runs.get(index).filter(|run| run.logical <= logical)
@@ -37,11 +37,18 @@ impl FileMap {
         self.runs.iter().map(|run| run.len).sum()
     }
 
-    /// Every block the file occupies, data and metadata, as (start, length) ranges.
+    /// Lists every block the file occupies, data and metadata, as (start, length) ranges.
     pub fn all_blocks(&self) -> Vec<(u64, u64)> {
         let data = self.runs.iter().map(|run| (run.physical, run.len));
         data.chain(self.metadata_blocks.iter().map(|&block| (block, 1))).collect()
     }
+}
+
+/// A map ready to store: the 60 bytes for the inode's `i_block` and the extent tree or
+/// indirect blocks to write, as (block, contents).
+pub(crate) struct BuiltMap {
+    pub block_area: [u8; super::inode::I_BLOCK_SIZE],
+    pub nodes: Vec<(u64, Vec<u8>)>,
 }
 
 /// Merges `run` into the last run of `runs` when both are physically and logically contiguous.
@@ -57,9 +64,11 @@ pub(crate) fn push_run(runs: &mut Vec<Run>, run: Run) {
     runs.push(run);
 }
 
-/// True for a symbolic link whose target is stored in `i_block` rather than in a data block.
+/// True for a symbolic link whose target is stored in `i_block` rather than in a data block:
+/// shorter than 60 bytes and owning no block but an extended attribute block, as the kernel
+/// decides.
 pub(crate) fn is_fast_symlink<V: Volume>(ext: &Ext<V>, inode: &Inode) -> bool {
-    if inode.file_type() != S_IFLNK || inode.has_flag(FLAG_INLINE_DATA) || inode.has_flag(FLAG_EXTENTS) {
+    if inode.file_type() != S_IFLNK || inode.has_flag(FLAG_INLINE_DATA) {
         return false;
     }
     let xattr_blocks = u64::from(inode.file_acl(&ext.sb) != 0);

@@ -38,8 +38,8 @@ pub(crate) enum HashVersion {
 }
 
 impl HashVersion {
-    /// Decodes a stored hash version; the signed variants (0-2) turn unsigned when the
-    /// superblock says the directory hashes treat bytes as unsigned.
+    /// Decodes a stored hash version. The signed variants (0-2) become unsigned when the
+    /// superblock flags directory hashes as unsigned.
     pub fn from_disk(version: u8, unsigned_flag: bool) -> Option<Self> {
         match version {
             0 => Some(HashVersion::Legacy { unsigned: unsigned_flag }),
@@ -53,7 +53,7 @@ impl HashVersion {
     }
 }
 
-/// The 32-bit major hash of `name`, low bit clear, as the kernel computes it.
+/// Computes the 32-bit major hash of `name`, low bit clear, as the kernel does.
 pub(crate) fn name_hash(version: HashVersion, name: &[u8], seed: &[u32; 4]) -> u32 {
     let mut state = if seed.iter().any(|&word| word != 0) {
         *seed
@@ -117,7 +117,7 @@ fn pack_name(chunk: &[u8], remaining: usize, words: usize, unsigned: bool) -> Ve
             value = pad;
         }
     }
-    if packed.len() < words && take % 4 != 0 {
+    if packed.len() < words && !take.is_multiple_of(4) {
         packed.push(value);
     }
     packed.resize(words, pad);

@@ -15,7 +15,7 @@ impl InodeIndex {
     /// The root directory.
     pub const ROOT: InodeIndex = InodeIndex(2);
 
-    /// The inode number as stored in directory entries.
+    /// Returns the inode number as stored in directory entries.
     pub fn get(self) -> u32 {
         self.0
     }
@@ -68,13 +68,13 @@ pub(crate) const S_IFLNK: u16 = 0xA000;
 pub(crate) const FLAG_INDEX: u32 = 0x1000;
 /// `i_flags`: `i_blocks` counts filesystem blocks, not 512-byte sectors.
 pub(crate) const FLAG_HUGE_FILE: u32 = 0x4_0000;
-/// `i_flags`: `i_block` holds an extent tree.
+/// `i_flags`: `i_block` contains an extent tree.
 pub(crate) const FLAG_EXTENTS: u32 = 0x8_0000;
 /// `i_flags`: the file's data lives in the inode.
 pub(crate) const FLAG_INLINE_DATA: u32 = 0x1000_0000;
 /// `i_flags`: the contents are encrypted.
 pub(crate) const FLAG_ENCRYPT: u32 = 0x800;
-/// `i_flags`: the inode holds a large extended attribute value.
+/// `i_flags`: the inode contains a large extended attribute value.
 pub(crate) const FLAG_EA_INODE: u32 = 0x20_0000;
 /// `i_flags`: directory names are compared without case.
 pub(crate) const FLAG_CASEFOLD: u32 = 0x4000_0000;
@@ -86,7 +86,7 @@ const EXTRA_CHECKSUM_HI_END: u16 = 4;
 /// Largest extra timestamp field: bits 0-1 extend the seconds, bits 2-31 are nanoseconds.
 const EPOCH_BITS: u32 = 2;
 const EPOCH_MASK: u32 = (1 << EPOCH_BITS) - 1;
-/// The extra inode size the kernel gives new inodes when the superblock asks for none.
+/// The extra inode size the kernel gives new inodes when `s_want_extra_isize` is 0.
 const DEFAULT_EXTRA_ISIZE: u16 = 32;
 
 /// A timestamp field of the inode.
@@ -124,7 +124,9 @@ impl Inode {
         let structure = || format!("inode {index}");
         if inode.bytes.len() > usize::from(GOOD_OLD_INODE_SIZE) {
             let extra = inode.extra_isize();
-            if usize::from(extra) > inode.bytes.len() - usize::from(GOOD_OLD_INODE_SIZE) || extra % 4 != 0 {
+            if usize::from(extra) > inode.bytes.len() - usize::from(GOOD_OLD_INODE_SIZE)
+                || !extra.is_multiple_of(4)
+            {
                 return Err(ExtError::corrupt(structure(), format!("extra inode size {extra} is invalid")));
             }
         }
@@ -142,7 +144,7 @@ impl Inode {
         Ok(inode)
     }
 
-    /// A zeroed inode of `s_inode_size` bytes with the extra size new inodes get.
+    /// Creates a zeroed inode of `s_inode_size` bytes with the extra size new inodes get.
     pub fn new_zeroed(sb: &Superblock, index: InodeIndex) -> Self {
         let mut inode = Inode { index, bytes: vec![0; usize::from(sb.inode_size)] };
         let room = sb.inode_size - GOOD_OLD_INODE_SIZE;
@@ -175,8 +177,8 @@ impl Inode {
         if self.has_checksum_hi() { lo | u32::from(read_u16le(&self.bytes, I_CHECKSUM_HI)) << 16 } else { lo }
     }
 
-    /// The inode checksum: CRC32C of the inode number, the generation and the inode with both
-    /// checksum fields zeroed. Without `i_checksum_hi` only the low 16 bits are kept.
+    /// Computes the inode checksum: CRC32C of the inode number, the generation and the inode
+    /// with both checksum fields zeroed. Without `i_checksum_hi` only the low 16 bits are kept.
     fn checksum(&self, sb: &Superblock) -> u32 {
         let mut copy = self.bytes.clone();
         write_u16le(&mut copy, I_CHECKSUM_LO, 0);
@@ -304,7 +306,7 @@ impl Inode {
         Ok(())
     }
 
-    /// The 60 bytes of `i_block`.
+    /// Returns the 60 bytes of `i_block`.
     pub fn block_area(&self) -> &[u8] {
         self.bytes.get(I_BLOCK..I_BLOCK + I_BLOCK_SIZE).unwrap_or_default()
     }
@@ -321,7 +323,8 @@ impl Inode {
             && end <= usize::from(GOOD_OLD_INODE_SIZE) + usize::from(self.extra_isize())
     }
 
-    /// A timestamp in seconds since the epoch, or `None` for a creation time the inode lacks.
+    /// Returns a timestamp in seconds since the epoch, or `None` for a creation time the inode
+    /// has no room for.
     pub fn time(&self, which: Timestamp) -> Option<i64> {
         let (seconds_at, extra_at) = which.offsets();
         if !self.has_extra_field(seconds_at) && seconds_at >= usize::from(GOOD_OLD_INODE_SIZE) {

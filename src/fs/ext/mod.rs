@@ -1,10 +1,10 @@
 //! The ext2/3/4 filesystem, read and written in place through a [`Volume`].
 //!
-//! One file per on-disk structure: [`superblock`], [`block_group`] (group descriptors),
-//! [`inode`], [`extent`] and [`block_map`] (the two ways a file maps its blocks),
-//! [`dir_entry`] and [`dir_block`], [`htree`] (hashed directory indexes), [`bitmap`] and
-//! [`alloc`], [`checksum`]. [`Ext`] ties them together: the read operations live in this file
-//! and in [`dir`], the write operations in [`write`].
+//! One file per on-disk structure: `superblock`, `block_group` (group descriptors), `inode`,
+//! `extent` and `block_map` (the two ways a file maps its blocks), `dir_entry` and `dir_block`,
+//! `htree` (hashed directory indexes), `bitmap` and `alloc`, `checksum`, `xattr`. [`Ext`] ties
+//! them together: the read operations live in this file and in `dir` and `path`, the write
+//! operations in `write`.
 //!
 //! Writes go straight to the volume, bypassing the journal, so they are only allowed on a
 //! filesystem whose journal is clean. Every write operation first plans all its changes,
@@ -29,6 +29,8 @@ mod htree;
 mod inode;
 mod path;
 mod superblock;
+#[cfg(test)]
+mod tests;
 mod write;
 mod xattr;
 
@@ -42,7 +44,7 @@ use superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 
 use crate::image::volume::Volume;
 
-/// What an inode is.
+/// The type of an inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Regular,
@@ -132,7 +134,7 @@ impl<V: Volume> Ext<V> {
         Ok(ext)
     }
 
-    /// The volume the filesystem lives on.
+    /// Returns the volume the filesystem lives on.
     pub fn volume(&self) -> &V {
         &self.volume
     }
@@ -142,7 +144,7 @@ impl<V: Volume> Ext<V> {
         self.volume
     }
 
-    /// The volume label (`-L` of mkfs).
+    /// Returns the volume label (`-L` of mkfs).
     pub fn label(&self) -> String {
         self.sb.label()
     }
@@ -176,7 +178,7 @@ impl<V: Volume> Ext<V> {
         self.sb.features.names()
     }
 
-    /// The attributes of inode `ino`.
+    /// Reads the attributes of inode `ino`.
     pub fn metadata(&self, ino: InodeIndex) -> Result<Metadata, ExtError> {
         let inode = self.read_inode(ino)?;
         Ok(Metadata {
@@ -219,7 +221,8 @@ impl<V: Volume> Ext<V> {
         self.read_inode_data(&inode, offset, buf)
     }
 
-    /// The target of symbolic link `ino`, from `i_block` (fast symlink) or from its data block.
+    /// Reads the target of symbolic link `ino`, from `i_block` (fast symlink) or from its data
+    /// block.
     pub fn read_link(&self, ino: InodeIndex) -> Result<Vec<u8>, ExtError> {
         let inode = self.read_inode(ino)?;
         if inode.file_type() != S_IFLNK {

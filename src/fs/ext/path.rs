@@ -10,13 +10,13 @@ use crate::image::volume::Volume;
 /// Most symbolic links one resolution follows, as Linux allows (`MAXSYMLINKS`).
 const MAX_SYMLINKS: u32 = 40;
 
-/// The components of an absolute path, empty components and `.` dropped.
+/// Splits an absolute path into its components, dropping empty components and `.`.
 pub(crate) fn components(path: &str) -> Result<Vec<&[u8]>, ExtError> {
     if !path.starts_with('/') {
         return Err(ExtError::InvalidPath(path.to_string(), "the path must be absolute"));
     }
     if path.contains('\0') {
-        return Err(ExtError::InvalidPath(path.to_string(), "the path holds a NUL byte"));
+        return Err(ExtError::InvalidPath(path.to_string(), "the path contains a NUL byte"));
     }
     Ok(path.as_bytes().split(|&byte| byte == b'/').filter(|part| !part.is_empty() && *part != b".").collect())
 }

@@ -141,11 +141,6 @@ impl Superblock {
         }
         let block_size = 1024u32 << log_block_size;
         let log_cluster_size = read_u32le(bytes, S_LOG_CLUSTER_SIZE);
-        if !has(features.ro_compat, features::RO_COMPAT_BIGALLOC) && log_cluster_size != log_block_size {
-            return Err(corrupt(format!(
-                "cluster size shift {log_cluster_size} differs from block size shift {log_block_size} without bigalloc"
-            )));
-        }
 
         let is_64bit = has(features.incompat, features::INCOMPAT_64BIT);
         let blocks_count_hi = if is_64bit { read_u32le(bytes, S_BLOCKS_COUNT_HI) } else { 0 };
@@ -173,15 +168,23 @@ impl Superblock {
         }
 
         let bits_per_block = block_size.saturating_mul(8);
-        let blocks_per_group = read_u32le(bytes, S_BLOCKS_PER_GROUP);
-        if blocks_per_group == 0 || blocks_per_group > bits_per_block {
-            return Err(corrupt(format!("{blocks_per_group} blocks per group do not fit one bitmap block")));
+        let bigalloc = has(features.ro_compat, features::RO_COMPAT_BIGALLOC);
+        if log_cluster_size < log_block_size || log_cluster_size > log_block_size + 16 {
+            return Err(corrupt(format!("cluster size shift {log_cluster_size} is invalid")));
         }
+        let cluster_ratio = 1u32 << (log_cluster_size - log_block_size);
+        let blocks_per_group = read_u32le(bytes, S_BLOCKS_PER_GROUP);
         let clusters_per_group = read_u32le(bytes, S_CLUSTERS_PER_GROUP);
-        if !has(features.ro_compat, features::RO_COMPAT_BIGALLOC) && clusters_per_group != blocks_per_group {
+        if clusters_per_group == 0
+            || clusters_per_group > bits_per_block
+            || u64::from(blocks_per_group) != u64::from(clusters_per_group) * u64::from(cluster_ratio)
+        {
             return Err(corrupt(format!(
-                "{clusters_per_group} clusters per group differ from {blocks_per_group} blocks per group"
+                "{blocks_per_group} blocks and {clusters_per_group} clusters per group do not fit one bitmap block"
             )));
+        }
+        if !bigalloc && cluster_ratio != 1 {
+            return Err(corrupt("clusters are larger than blocks without bigalloc".to_string()));
         }
         let inodes_per_group = read_u32le(bytes, S_INODES_PER_GROUP);
         if inodes_per_group == 0 || inodes_per_group > bits_per_block {
@@ -216,7 +219,7 @@ impl Superblock {
             return Err(corrupt(format!("first non-reserved inode {first_ino} is out of range")));
         }
         let inodes_per_block = block_size / u32::from(inode_size);
-        if inodes_per_group % inodes_per_block != 0 {
+        if !inodes_per_group.is_multiple_of(inodes_per_block) {
             return Err(corrupt(format!(
                 "{inodes_per_group} inodes per group do not fill whole inode table blocks"
             )));
@@ -282,7 +285,7 @@ impl Superblock {
         })
     }
 
-    /// The volume label, up to the first NUL.
+    /// Returns the volume label, up to the first NUL.
     pub fn label(&self) -> String {
         let name = self.bytes.get(S_VOLUME_NAME..S_VOLUME_NAME + 16).unwrap_or_default();
         let end = name.iter().position(|&byte| byte == 0).unwrap_or(name.len());

@@ -12,7 +12,7 @@ use super::dir_entry::{DirEntryName, FT_DIR, FT_REG_FILE};
 use super::error::ExtError;
 use super::extent::{build_tree, empty_root, tree_blocks_needed};
 use super::features;
-use super::file_map::{Run, push_run};
+use super::file_map::{BuiltMap, Run, push_run};
 use super::inode::{
     FLAG_CASEFOLD, FLAG_EA_INODE, FLAG_ENCRYPT, FLAG_EXTENTS, FLAG_INDEX, FLAG_INLINE_DATA, FLAG_VERITY,
     I_BLOCK_SIZE, Inode, InodeIndex, S_IFDIR, S_IFLNK, S_IFREG,
@@ -49,14 +49,12 @@ struct Writes {
 
 /// The new map of a file's data.
 struct PlannedData {
-    block_area: [u8; I_BLOCK_SIZE],
+    built: BuiltMap,
     /// Data blocks and map blocks used.
     blocks_used: u64,
-    /// Extent tree or indirect blocks to write.
-    nodes: Vec<(u64, Vec<u8>)>,
 }
 
-/// Where a path's last component goes.
+/// The directory that receives a path's last component, and what that name names now.
 struct Target {
     parent: Inode,
     name: DirEntryName,
@@ -101,8 +99,8 @@ impl<V: VolumeMut> Ext<V> {
 
         let run = Run { logical: 0, physical: block, len: 1, uninit: false };
         let planned = self.plan_map(&mut plan, &inode, &[run], 1)?;
-        writes.blocks.extend(planned.nodes);
-        inode.set_block_area(&planned.block_area);
+        writes.blocks.extend(planned.built.nodes);
+        inode.set_block_area(&planned.built.block_area);
         inode.set_size(u64::from(self.sb.block_size));
         inode.set_blocks(&self.sb, planned.blocks_used)?;
 
@@ -170,9 +168,9 @@ impl<V: VolumeMut> Ext<V> {
         };
 
         let planned = self.plan_file_data(&mut plan, &inode, data, &mut writes)?;
-        writes.blocks.extend(planned.nodes);
+        writes.blocks.extend(planned.built.nodes);
         let xattr_blocks = u64::from(inode.file_acl(&self.sb) != 0);
-        inode.set_block_area(&planned.block_area);
+        inode.set_block_area(&planned.built.block_area);
         inode.set_size(size);
         inode.set_blocks(&self.sb, planned.blocks_used + xattr_blocks)?;
         let ino = inode.index;
@@ -235,8 +233,8 @@ impl<V: VolumeMut> Ext<V> {
         BlockGroupIndex((ino.0.saturating_sub(1)) / self.sb.inodes_per_group)
     }
 
-    /// A fresh inode of type and permissions `mode`, owned and timed as `attrs` say, mapped by
-    /// extents when the filesystem has them.
+    /// Creates an inode of type and permissions `mode` with the owner and times of `attrs`,
+    /// mapped by extents when the filesystem has them.
     fn new_inode(&self, ino: InodeIndex, mode: u16, attrs: &NewAttrs) -> Result<Inode, ExtError> {
         let mut inode = Inode::new_zeroed(&self.sb, ino);
         inode.set_mode(mode);
@@ -264,12 +262,12 @@ impl<V: VolumeMut> Ext<V> {
     ) -> Result<PlannedData, ExtError> {
         let block_size = u64::from(self.sb.block_size);
         let count = (data.len() as u64).div_ceil(block_size);
-        let taken =
+        let allocated =
             plan.allocate_blocks(self, self.group_of_inode(inode.index), count, self.block_limit(inode))?;
 
         let mut runs = Vec::new();
         let mut logical = 0u64;
-        for (start, len) in taken {
+        for (start, len) in allocated {
             let from = (logical * block_size) as usize;
             let to = ((logical + len) * block_size) as usize;
             let mut contents = data.get(from..to.min(data.len())).unwrap_or_default().to_vec();
@@ -298,8 +296,8 @@ impl<V: VolumeMut> Ext<V> {
         if inode.has_flag(FLAG_EXTENTS) {
             let needed = tree_blocks_needed(runs, self.sb.block_size)?;
             let tree_blocks = expand(plan.allocate_blocks(self, goal, needed, limit)?);
-            let (root, nodes) = build_tree(&self.sb, inode.index, inode.generation(), runs, &tree_blocks)?;
-            return Ok(PlannedData { block_area: root, blocks_used: data_blocks + needed, nodes });
+            let built = build_tree(&self.sb, inode.index, inode.generation(), runs, &tree_blocks)?;
+            return Ok(PlannedData { built, blocks_used: data_blocks + needed });
         }
         let mut data = Vec::new();
         for run in runs {
@@ -313,8 +311,8 @@ impl<V: VolumeMut> Ext<V> {
         }
         let needed = indirect_blocks_needed(data.len() as u64, self.sb.block_size)?;
         let indirect = expand(plan.allocate_blocks(self, goal, needed, limit)?);
-        let (area, nodes) = build_block_map(self.sb.block_size, &data, &indirect)?;
-        Ok(PlannedData { block_area: area, blocks_used: data_blocks + needed, nodes })
+        let built = build_block_map(self.sb.block_size, &data, &indirect)?;
+        Ok(PlannedData { built, blocks_used: data_blocks + needed })
     }
 }
 
@@ -383,8 +381,8 @@ impl<V: VolumeMut> Ext<V> {
         // No room anywhere: append a block holding only the new entry.
         let block_size = u64::from(self.sb.block_size);
         let limit = self.block_limit(parent);
-        let taken = plan.allocate_blocks(self, self.group_of_inode(parent.index), 1, limit)?;
-        let physical = taken.first().map(|&(start, _)| start).unwrap_or(0);
+        let allocated = plan.allocate_blocks(self, self.group_of_inode(parent.index), 1, limit)?;
+        let physical = allocated.first().map(|&(start, _)| start).unwrap_or(0);
         let entries: [(u32, &[u8], u8); 1] = [(child.0, name, file_type)];
         let bytes = DirBlock::build(block_size as usize, csum, filetype, &entries);
         let mut block = DirBlock::parse(bytes, filetype, "new directory block")?;
@@ -397,9 +395,9 @@ impl<V: VolumeMut> Ext<V> {
         push_run(&mut runs, Run { logical, physical, len: 1, uninit: false });
         plan.release_blocks(self, &expand_ranges(&old_map.metadata_blocks))?;
         let planned = self.plan_map(plan, parent, &runs, old_map.data_blocks() + 1)?;
-        writes.blocks.extend(planned.nodes);
+        writes.blocks.extend(planned.built.nodes);
         let xattr_blocks = u64::from(parent.file_acl(&self.sb) != 0);
-        parent.set_block_area(&planned.block_area);
+        parent.set_block_area(&planned.built.block_area);
         parent.set_size(parent.size() + block_size);
         parent.set_blocks(&self.sb, planned.blocks_used + xattr_blocks)
     }
@@ -507,12 +505,12 @@ fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
     Ok(())
 }
 
-/// The blocks of (start, length) runs, one by one.
+/// Lists the blocks of (start, length) runs one by one.
 fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
     runs.into_iter().flat_map(|(start, len)| start..start + len).collect()
 }
 
-/// Single blocks as (start, 1) ranges.
+/// Turns single blocks into (start, 1) ranges.
 fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
     blocks.iter().map(|&block| (block, 1)).collect()
 }

@@ -13,7 +13,7 @@ const H_BLOCKS: usize = 0x8;
 const H_CHECKSUM: usize = 0x10;
 const XATTR_MAGIC: u32 = 0xEA02_0000;
 
-/// What dropping one reference to an extended attribute block does.
+/// The outcome of dropping one reference to an extended attribute block.
 pub(crate) enum XattrRelease {
     /// The block has no users left and is freed.
     Free(u64),
