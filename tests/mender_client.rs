@@ -415,6 +415,10 @@ fn provision_and_dump(
     let mut arguments = vec!["provision".to_owned(), image.display().to_string()];
     arguments.extend(identity_arguments(&IDENTITY));
     arguments.extend(extra_arguments.iter().map(|argument| argument.to_string()));
+    if !extra_arguments.contains(&"--key") {
+        // A generated key pair is saved under --keys-dir; keep it out of the working directory.
+        arguments.extend(["--keys-dir".to_owned(), work.join("keys").display().to_string()]);
+    }
     let provision = run_cli(&arguments);
     provision.assert_success("mender-preauth provision");
     let preauth = provision.stdout_json_line();
