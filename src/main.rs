@@ -8,7 +8,7 @@ use mender_preauth::commands::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.quiet);
 
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,17 +36,20 @@ fn one_line_message(error: &anyhow::Error) -> String {
     message.replace(['\n', '\r'], " ")
 }
 
-/// Sends log lines to stderr: `info` and above by default, `debug` with -v, `trace` with -vv.
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Info,
-        1 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
+/// Sends log lines to stderr: `info` and above by default, only warnings with -q, `debug` with
+/// -v, `trace` with -vv.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Warn,
+        (false, 0) => log::LevelFilter::Info,
+        (false, 1) => log::LevelFilter::Debug,
+        (false, _) => log::LevelFilter::Trace,
     };
     env_logger::Builder::new()
         .filter_level(level)
         .format(|out, record| match record.level() {
             log::Level::Info => writeln!(out, "mender-preauth: {}", record.args()),
+            log::Level::Warn => writeln!(out, "mender-preauth: warning: {}", record.args()),
             level => writeln!(out, "mender-preauth: {}: {}", level.as_str().to_lowercase(), record.args()),
         })
         .target(env_logger::Target::Stderr)

@@ -404,7 +404,8 @@ fn dry_run_writes_nothing() {
 
     run.assert_success("provision --dry-run");
     assert_eq!(sha256_file(&image), before);
-    assert!(run.stderr.contains("dry run: would write"), "{}", run.stderr);
+    assert!(run.stderr.contains("dry run, nothing was written"), "{}", run.stderr);
+    assert!(run.stderr.contains("would write /mender/mender-agent.pem"), "{}", run.stderr);
     assert_eq!(run.stdout_json_line()["pubkey"], openssl_pubout(&key));
 }
 
@@ -537,6 +538,21 @@ fn bad_input_leaves_image_unchanged() {
             "no such partition",
             vec!["--key", key_arg, "-i", IDENTITY, "--data-partition", "9"],
             "device.sdimg",
+        ),
+        (
+            "rootfs chosen as data",
+            vec!["--key", key_arg, "-i", IDENTITY, "--data-partition", "2"],
+            "device.sdimg",
+        ),
+        (
+            "output names the input",
+            vec!["--key", key_arg, "-i", IDENTITY, "--output", image_arg],
+            "device.sdimg",
+        ),
+        (
+            "request file in a missing directory",
+            vec!["--key", key_arg, "-i", IDENTITY, "--preauth-out", "/nonexistent/request.json"],
+            "/nonexistent/request.json",
         ),
         (
             "output in a missing directory",

@@ -52,7 +52,7 @@ pub struct IdentityArgs {
     pub identity: Vec<String>,
 
     /// File of KEY=VALUE lines, as printed by the device's mender-device-identity script; blank
-    /// lines are skipped. Read before any --identity values.
+    /// lines are skipped; "-" reads standard input. Read before any --identity values.
     #[arg(long, value_name = "FILE")]
     pub identity_file: Option<PathBuf>,
 }
@@ -64,9 +64,9 @@ pub struct KeygenArgs {
     #[arg(short = 't', long = "type", value_enum, default_value = "rsa")]
     pub key_type: KeyTypeArg,
 
-    /// RSA key length in bits (2048 to 8192); only with --type rsa.
-    #[arg(short, long, value_name = "N", default_value_t = 3072)]
-    pub bits: usize,
+    /// RSA key length in bits, 2048 to 8192 [default: 3072]; only with --type rsa.
+    #[arg(short, long, value_name = "N")]
+    pub bits: Option<usize>,
 
     /// Directory for the key files; created when missing.
     #[arg(short = 'o', long, value_name = "DIR", default_value = "keys-client-generated")]
@@ -75,20 +75,26 @@ pub struct KeygenArgs {
     /// Text put before the file names: PREFIXprivate.key and PREFIXpublic.key. May not contain '/'.
     #[arg(short, long, value_name = "PREFIX", default_value = "")]
     pub prefix: String,
+
+    /// Replace existing key files. Without it keygen refuses, because a replaced private key
+    /// may belong to a device that is already preauthorized.
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// Arguments of `preauth`.
 #[derive(Debug, Clone, Args)]
+#[group(id = "device_key", required = true, multiple = false)]
 pub struct PreauthArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
 
     /// Device public key (PEM, "PUBLIC KEY" or "RSA PUBLIC KEY").
-    #[arg(long, value_name = "FILE", conflicts_with = "key", required_unless_present = "key")]
+    #[arg(long, value_name = "FILE", group = "device_key")]
     pub pubkey: Option<PathBuf>,
 
     /// Device private key (PEM); only its public half is printed.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", group = "device_key")]
     pub key: Option<PathBuf>,
 
     #[command(flatten)]
@@ -126,9 +132,9 @@ pub struct ProvisionArgs {
     #[arg(short = 't', long = "type", value_enum, default_value = "rsa", conflicts_with = "key")]
     pub key_type: KeyTypeArg,
 
-    /// RSA length in bits of a generated key.
-    #[arg(short, long, value_name = "N", default_value_t = 3072, conflicts_with = "key")]
-    pub bits: usize,
+    /// RSA length in bits of a generated key, 2048 to 8192 [default: 3072]; only with --type rsa.
+    #[arg(short, long, value_name = "N", conflicts_with = "key")]
+    pub bits: Option<usize>,
 
     /// Directory where a generated key pair is saved, as IMAGE-NAME-private.key and
     /// IMAGE-NAME-public.key after the output image's file name. Existing files are never

@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::commands::args::InspectArgs;
-use crate::commands::output::emit_line;
+use crate::commands::output::print_line;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::partition_table::TableKind;
@@ -92,9 +92,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
     if args.json {
         let json = serde_json::to_string_pretty(&report).context("encoding the report as JSON")?;
-        emit_line(&json, None)
+        print_line(&json)
     } else {
-        emit_line(&render_text(&report), None)
+        print_line(&render_text(&report))
     }
 }
 
@@ -137,7 +137,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
 
     Ok(Report {
         image: path,
-        size: image.len().with_context(|| image.path().display().to_string())?,
+        size: image.file_len().with_context(|| image.path().display().to_string())?,
         partition_table: match image.table().kind {
             TableKind::Mbr => "mbr",
             TableKind::Bare => "none",

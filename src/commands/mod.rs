@@ -21,8 +21,12 @@ pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs
 #[command(name = "mender-preauth", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Print each step on stderr; repeat (-vv) for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
     pub verbose: u8,
+
+    /// Print only warnings and errors on stderr, for batch runs.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,

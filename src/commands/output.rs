@@ -1,13 +1,14 @@
 //! What the commands share: loading identity and keys named on the command line, the time
 //! stamped on written files, and printing a result line.
 
-use std::io::Write;
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use crate::commands::args::{ApiArg, IdentityArgs, KeyTypeArg, RequestArgs};
-use crate::mender::device_key::{DevicePrivateKey, DevicePublicKey, KeyType};
+use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType};
 use crate::preauth::identity::IdentityData;
 use crate::preauth::request::{ApiVersion, preauth_request_json};
 
@@ -23,10 +24,28 @@ pub fn read_small_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| path.display().to_string())
 }
 
+/// Reads standard input, at most [`MAX_SMALL_FILE_LEN`] bytes.
+fn read_small_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_SMALL_FILE_LEN + 1)
+        .read_to_end(&mut text)
+        .context("reading standard input")?;
+    if text.len() as u64 > MAX_SMALL_FILE_LEN {
+        bail!("standard input is too large (over {MAX_SMALL_FILE_LEN} bytes) for identity data");
+    }
+    Ok(text)
+}
+
 impl IdentityArgs {
     /// Builds the identity data from --identity-file, then the --identity values.
     pub fn load(&self) -> anyhow::Result<IdentityData> {
         let from_file = match &self.identity_file {
+            Some(path) if path.as_os_str() == "-" => {
+                let text = read_small_stdin()?;
+                Some(IdentityData::from_key_value_text(&text, "standard input")?)
+            }
             Some(path) => {
                 let text = read_small_file(path)?;
                 Some(IdentityData::from_key_value_text(&text, &path.display().to_string())?)
@@ -63,12 +82,13 @@ pub fn load_public_key(path: &Path) -> anyhow::Result<DevicePublicKey> {
     DevicePublicKey::from_pem(&pem).with_context(|| path.display().to_string())
 }
 
-/// Maps the command-line key type to the library's.
-pub fn key_type(kind: KeyTypeArg, bits: usize) -> KeyType {
-    match kind {
-        KeyTypeArg::Rsa => KeyType::Rsa { bits },
-        KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
-        KeyTypeArg::Ed25519 => KeyType::Ed25519,
+/// Maps the command-line key type and --bits to the library's key type.
+pub fn key_type(kind: KeyTypeArg, bits: Option<usize>) -> anyhow::Result<KeyType> {
+    match (kind, bits) {
+        (KeyTypeArg::Rsa, bits) => Ok(KeyType::Rsa { bits: bits.unwrap_or(DEFAULT_RSA_BITS) }),
+        (_, Some(_)) => bail!("--bits applies only to --type rsa"),
+        (KeyTypeArg::EcdsaP256, None) => Ok(KeyType::EcdsaP256),
+        (KeyTypeArg::Ed25519, None) => Ok(KeyType::Ed25519),
     }
 }
 
@@ -83,15 +103,49 @@ impl RequestArgs {
     }
 }
 
-/// Prints `line` and a newline to stdout, or writes them to `path` when given.
-pub fn emit_line(line: &str, path: Option<&Path>) -> anyhow::Result<()> {
-    match path {
-        Some(path) => std::fs::write(path, format!("{line}\n")).with_context(|| path.display().to_string()),
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{line}").and_then(|()| stdout.flush()).context("writing to stdout")
+/// Where a result line goes: stdout, or a file that is created before an image is written, so
+/// that an unwritable path fails the run while the image is still unchanged.
+pub enum LineOutput {
+    Stdout,
+    File { path: PathBuf, file: File },
+}
+
+impl LineOutput {
+    /// Opens the destination: stdout, or `path` created (or truncated) now.
+    pub fn open(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            None => Ok(LineOutput::Stdout),
+            Some(path) => {
+                let file = File::create(path).with_context(|| path.display().to_string())?;
+                Ok(LineOutput::File { path: path.to_path_buf(), file })
+            }
         }
     }
+
+    /// Writes `line` and a newline.
+    pub fn write_line(self, line: &str) -> anyhow::Result<()> {
+        match self {
+            LineOutput::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{line}").and_then(|()| stdout.flush()).context("writing to stdout")
+            }
+            LineOutput::File { path, mut file } => writeln!(file, "{line}")
+                .and_then(|()| file.sync_all())
+                .with_context(|| path.display().to_string()),
+        }
+    }
+
+    /// Removes a file created by [`LineOutput::open`] when the run fails before writing to it.
+    pub fn discard(self) {
+        if let LineOutput::File { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Prints `line` and a newline to stdout.
+pub fn print_line(line: &str) -> anyhow::Result<()> {
+    LineOutput::Stdout.write_line(line)
 }
 
 /// Environment variable that fixes every timestamp the tool writes, for reproducible builds.

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use clap::ValueEnum;
 
 use crate::commands::args::{ProvisionArgs, TargetLayoutArg};
-use crate::commands::output::{emit_line, key_type, load_private_key, write_time};
+use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
@@ -27,10 +28,9 @@ struct DeviceKey {
 pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let identity = args.identity.load()?;
     let time = write_time()?;
-    if let Some(output) = &args.output {
-        check_output_directory(output)?;
-    }
+    check_output_path(args)?;
     let device_key = obtain_key(args)?;
+    let request = args.request.request_json(&identity, &device_key.key.public_key())?;
     let key_files = generated_key_files(args, &device_key)?;
 
     let image = DiskImage::open(&args.image, access(args))?;
@@ -46,28 +46,35 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
         log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
     }
-    let summary = summarize(&changes, &device_key);
-    let request = args.request.request_json(&identity, &device_key.key.public_key())?;
 
     if args.dry_run {
         let bytes: usize = writes.values().map(Vec::len).sum();
         log::info!(
-            "dry run: would write {bytes} bytes to {}: {summary}; nothing was written",
+            "dry run, nothing was written: {} ({bytes} bytes on {})",
+            summarize(&changes, &device_key, Tense::Planned),
             partition_name(&data.partition)
         );
         if device_key.generated {
             log::info!("dry run: no request printed, because the generated key is not kept");
             return Ok(());
         }
-        return emit_line(&request, args.preauth_out.as_deref());
+        return LineOutput::open(args.preauth_out.as_deref())?.write_line(&request);
     }
 
+    let request_output = LineOutput::open(args.preauth_out.as_deref())?;
     let saved_key = match &key_files {
         Some(files) => Some(save_generated_key(&device_key.key, files)?),
         None => None,
     };
-    let written = commit(&image, &data.partition, &writes, args.output.as_deref())?;
-    log::info!("{}: {summary}", written.display());
+    let written = match commit(&image, &data.partition, &writes, args.output.as_deref()) {
+        Ok(written) => written,
+        Err(error) => {
+            request_output.discard();
+            return Err(error);
+        }
+    };
+
+    log::info!("{}: {}", written.display(), summarize(&changes, &device_key, Tense::Done));
     if let Some((private_path, public_path)) = saved_key {
         log::info!(
             "saved the generated key pair as {} and {}",
@@ -75,12 +82,18 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
             public_path.display()
         );
     }
-    emit_line(&request, args.preauth_out.as_deref())
+    request_output.write_line(&request)
 }
 
-/// Fails early when the directory that would receive `output` is missing, before a key is
-/// generated and saved for an image that cannot be written.
-fn check_output_directory(output: &Path) -> anyhow::Result<()> {
+/// Checks --output before any work: its directory must exist, and it must not name IMAGE.
+fn check_output_path(args: &ProvisionArgs) -> anyhow::Result<()> {
+    let Some(output) = &args.output else { return Ok(()) };
+    if same_file(output, &args.image) {
+        bail!(
+            "{}: --output names the input image itself; leave --output out to change IMAGE in place",
+            output.display()
+        );
+    }
     let directory = match output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
@@ -88,23 +101,22 @@ fn check_output_directory(output: &Path) -> anyhow::Result<()> {
     if !directory.is_dir() {
         bail!("{}: directory {} does not exist", output.display(), directory.display());
     }
+    if output.is_dir() {
+        bail!("{}: is a directory; give the path of the image file to write", output.display());
+    }
     Ok(())
 }
 
 /// In-place runs open the image for writing; dry runs and runs with --output only read it.
 fn access(args: &ProvisionArgs) -> Access {
-    let in_place = match &args.output {
-        None => true,
-        Some(output) => same_file(output, &args.image),
-    };
-    if in_place && !args.dry_run { Access::ReadWrite } else { Access::ReadOnly }
+    if args.output.is_none() && !args.dry_run { Access::ReadWrite } else { Access::ReadOnly }
 }
 
 fn obtain_key(args: &ProvisionArgs) -> anyhow::Result<DeviceKey> {
     match &args.key {
         Some(path) => Ok(DeviceKey { key: load_private_key(path)?, generated: false }),
         None => {
-            let key = DevicePrivateKey::generate(key_type(args.key_type, args.bits))?;
+            let key = DevicePrivateKey::generate(key_type(args.key_type, args.bits)?)?;
             Ok(DeviceKey { key, generated: true })
         }
     }
@@ -151,7 +163,7 @@ fn generated_key_files(args: &ProvisionArgs, device_key: &DeviceKey) -> anyhow::
 
 /// Saves a generated key pair and returns the paths of its private and public halves.
 fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Result<(PathBuf, PathBuf)> {
-    Ok(write_key_pair(&files.dir, &files.prefix, key).with_context(|| files.dir.display().to_string())?)
+    write_key_pair(&files.dir, &files.prefix, key).with_context(|| files.dir.display().to_string())
 }
 
 /// Chooses what to do with mender-store from the target's word size and byte order.
@@ -165,7 +177,10 @@ fn store_policy(
             TargetLayoutArg::Le64 if host_store_layout() == "64le" => StorePolicy::Reconcile,
             TargetLayoutArg::Le32 if host_store_layout() == "32le" => StorePolicy::Reconcile,
             _ => StorePolicy::LeaveAlone {
-                reason: format!("writing a mender-store for a {layout:?} target is not supported yet"),
+                reason: format!(
+                    "writing a mender-store for a {} target is not supported yet",
+                    layout.to_possible_value().map(|value| value.get_name().to_string()).unwrap_or_default()
+                ),
             },
         });
     }
@@ -234,29 +249,47 @@ fn plan(
     Ok((changes, writes))
 }
 
-/// Describes the planned changes in one phrase, for the line printed when the run ends.
-fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey) -> String {
-    let key_verb = match changes.key {
-        KeyChange::Created => "wrote",
-        KeyChange::Replaced => "replaced",
-    };
+/// Whether a summary describes changes about to be made or made already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tense {
+    Planned,
+    Done,
+}
+
+impl Tense {
+    /// Picks the form of a verb: "would create" or "created".
+    fn verb(self, planned: &'static str, done: &'static str) -> &'static str {
+        match self {
+            Tense::Planned => planned,
+            Tense::Done => done,
+        }
+    }
+}
+
+/// Describes the changes in one phrase, for the line printed when the run ends.
+fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tense) -> String {
     let mut parts = Vec::new();
     if changes.created_mender_dir {
-        parts.push(format!("created {}", data_partition::MENDER_DIR));
+        parts.push(format!("{} {}", tense.verb("would create", "created"), data_partition::MENDER_DIR));
     }
+    let key_verb = match changes.key {
+        KeyChange::Created => tense.verb("would write", "wrote"),
+        KeyChange::Replaced => tense.verb("would replace", "replaced"),
+    };
     parts.push(format!(
         "{key_verb} {} ({}, SHA-256 {})",
         data_partition::DEVICE_KEY_PATH,
         device_key.key.description(),
         device_key.key.public_key().fingerprint_sha256()
     ));
+    let store = data_partition::STORE_PATH;
     parts.push(match &changes.store {
-        StoreChange::Created => format!("created an empty {}", data_partition::STORE_PATH),
+        StoreChange::Created => format!("{} an empty {store}", tense.verb("would create", "created")),
         StoreChange::Updated { removed } => {
-            format!("removed {} from {}", removed.join(" and "), data_partition::STORE_PATH)
+            format!("{} {} from {store}", tense.verb("would remove", "removed"), removed.join(" and "))
         }
-        StoreChange::Unchanged => format!("kept {} as it was", data_partition::STORE_PATH),
-        StoreChange::LeftAlone { .. } => format!("left {} alone", data_partition::STORE_PATH),
+        StoreChange::Unchanged => format!("{} {store} as it was", tense.verb("would keep", "kept")),
+        StoreChange::LeftAlone { .. } => format!("{} {store} alone", tense.verb("would leave", "left")),
     });
     parts.join(", ")
 }
@@ -285,11 +318,11 @@ fn describe(data: &ClassifiedPartition) -> String {
     let mut text = format!("{} ({}", partition_name(&data.partition), data.filesystem.name());
     let label = data.filesystem.label();
     if !label.is_empty() {
-        text.push_str(&format!(", labelled {label:?}"));
-    }
-    if !data.reason.is_empty() {
-        text.push_str(&format!(", {}", data.reason));
+        text.push_str(&format!(", label {label:?}"));
     }
     text.push(')');
+    if !data.reason.is_empty() {
+        text.push_str(&format!(", chosen because {}", data.reason));
+    }
     text
 }

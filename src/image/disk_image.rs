@@ -31,6 +31,8 @@ pub enum ImageError {
         "{path}: image is in use by another process (it holds a lock on the file); try again when it has finished"
     )]
     InUse { path: PathBuf },
+    #[error("{path}: image is not writable; use --output NEW_IMAGE to write a provisioned copy instead")]
+    ReadOnly { path: PathBuf },
     #[error("{path}: is a directory, not an image file")]
     IsDirectory { path: PathBuf },
 }
@@ -51,8 +53,15 @@ impl DiskImage {
         if path.is_dir() {
             return Err(ImageError::IsDirectory { path: path.to_path_buf() });
         }
-        let file =
-            OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(io_error)?;
+        let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(
+            |source| {
+                if access == Access::ReadWrite && source.kind() == io::ErrorKind::PermissionDenied {
+                    ImageError::ReadOnly { path: path.to_path_buf() }
+                } else {
+                    io_error(source)
+                }
+            },
+        )?;
 
         let locked = match access {
             Access::ReadOnly => file.try_lock_shared(),
@@ -85,7 +94,7 @@ impl DiskImage {
     }
 
     /// Size of the image file in bytes.
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn file_len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

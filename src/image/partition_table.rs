@@ -32,7 +32,10 @@ pub enum PartitionTableError {
     TooSmall(u64),
     #[error("not a disk image: no MBR partition table and no ext2/3/4 filesystem at its start")]
     Unrecognized,
-    #[error("GPT partition tables are not supported yet")]
+    #[error(
+        "GPT partition tables are not supported yet; copy the data partition out (dd with its \
+         offset), provision it as a bare filesystem image, and copy it back"
+    )]
     Gpt,
     #[error("invalid MBR partition table: {0}")]
     InvalidMbr(String),

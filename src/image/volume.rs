@@ -215,7 +215,7 @@ impl<V: Volume> VolumeMut for Staged<V> {
             .pending
             .range(..=end)
             .rev()
-            .take_while(|(start, pending)| *start + pending.len() as u64 >= offset)
+            .take_while(|(start, pending)| *start + pending.as_slice().len() as u64 >= offset)
             .map(|(start, _)| *start)
             .collect();
         let mut pieces = Vec::with_capacity(touching.len());

@@ -1,9 +1,9 @@
 //! The Mender files on the data partition: the device key and the client's database, which the
 //! device reaches through `/var/lib/mender -> /data/mender`.
 
-use crate::fs::ext::{Ext, ExtError, FileKind, NewAttrs};
+use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
 use crate::image::volume::VolumeMut;
-use crate::mender::store::{self, STALE_AUTH_KEYS, StoreEdit, StoreError};
+use crate::mender::store::{self, StoreEdit, StoreError};
 
 /// Directory of the client's files, relative to the data partition's root.
 pub const MENDER_DIR: &str = "/mender";
@@ -92,18 +92,21 @@ fn private_file_attrs(time: i64) -> NewAttrs {
     NewAttrs { mode: PRIVATE_FILE_MODE, uid: 0, gid: 0, time }
 }
 
-/// Returns the kind of the file at `path`, or `None` when absent.
-fn kind_of<V: VolumeMut>(ext: &Ext<V>, path: &'static str) -> Result<Option<FileKind>, ProvisionError> {
+/// Returns the inode and kind of the file at `path`, or `None` when absent.
+fn find<V: VolumeMut>(
+    ext: &Ext<V>,
+    path: &'static str,
+) -> Result<Option<(InodeIndex, FileKind)>, ProvisionError> {
     let ext_error = |source| ProvisionError::Ext { path, source };
     match ext.lookup(path).map_err(ext_error)? {
-        Some(ino) => Ok(Some(ext.metadata(ino).map_err(ext_error)?.kind)),
+        Some(ino) => Ok(Some((ino, ext.metadata(ino).map_err(ext_error)?.kind))),
         None => Ok(None),
     }
 }
 
 fn ensure_mender_dir<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<bool, ProvisionError> {
-    match kind_of(ext, MENDER_DIR)? {
-        Some(FileKind::Directory) => Ok(false),
+    match find(ext, MENDER_DIR)? {
+        Some((_, FileKind::Directory)) => Ok(false),
         Some(_) => Err(ProvisionError::WrongKind { path: MENDER_DIR, expected: "directory" }),
         None => {
             let attrs = NewAttrs { mode: MENDER_DIR_MODE, uid: 0, gid: 0, time };
@@ -119,8 +122,8 @@ fn write_device_key<V: VolumeMut>(
     key_pem: &[u8],
     time: i64,
 ) -> Result<KeyChange, ProvisionError> {
-    let change = match kind_of(ext, DEVICE_KEY_PATH)? {
-        Some(FileKind::Regular) => KeyChange::Replaced,
+    let change = match find(ext, DEVICE_KEY_PATH)? {
+        Some((_, FileKind::Regular)) => KeyChange::Replaced,
         Some(_) => return Err(ProvisionError::WrongKind { path: DEVICE_KEY_PATH, expected: "regular file" }),
         None => KeyChange::Created,
     };
@@ -131,42 +134,24 @@ fn write_device_key<V: VolumeMut>(
 
 fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreChange, ProvisionError> {
     let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
-    let existing = match kind_of(ext, STORE_PATH)? {
-        Some(FileKind::Regular) => {
-            let ino = ext
-                .lookup(STORE_PATH)
-                .map_err(ext_error)?
-                .ok_or(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" })?;
-            Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?)
-        }
+    let existing = match find(ext, STORE_PATH)? {
+        Some((ino, FileKind::Regular)) => Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?),
         Some(_) => return Err(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" }),
         None => None,
     };
 
-    let store_error = |source| ProvisionError::Store { source };
-    let stale: Vec<Vec<u8>> = match &existing {
-        Some(bytes) => {
-            let records = store::read_records(bytes).map_err(store_error)?;
-            STALE_AUTH_KEYS
-                .iter()
-                .map(|key| key.as_bytes().to_vec())
-                .filter(|key| records.contains_key(key))
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    if existing.is_some() && stale.is_empty() {
+    let edit = StoreEdit::remove_stale_auth_keys();
+    let outcome =
+        store::apply_edit(existing.as_deref(), &edit).map_err(|source| ProvisionError::Store { source })?;
+    if existing.is_some() && outcome.removed.is_empty() {
         return Ok(StoreChange::Unchanged);
     }
-
-    let edit = StoreEdit { remove: stale.clone(), set: Vec::new() };
-    let outcome = store::apply_edit(existing.as_deref(), &edit).map_err(store_error)?;
     ext.write_file(STORE_PATH, &outcome.bytes, &private_file_attrs(time)).map_err(ext_error)?;
 
     Ok(match existing {
         None => StoreChange::Created,
         Some(_) => StoreChange::Updated {
-            removed: stale.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect(),
+            removed: outcome.removed.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect(),
         },
     })
 }

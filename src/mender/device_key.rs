@@ -171,6 +171,12 @@ impl DevicePrivateKey {
     /// [`KeyError::Encrypted`].
     pub fn from_pem(text: &[u8]) -> Result<Self, KeyError> {
         let blocks = parse_pem_blocks(text)?;
+        let private_blocks = blocks.iter().filter(|block| is_private_key_label(&block.label)).count();
+        if private_blocks > 1 {
+            return Err(KeyError::Invalid {
+                reason: format!("the file holds {private_blocks} private keys; give a file with exactly one"),
+            });
+        }
         let block = blocks
             .iter()
             .find(|block| is_private_key_label(&block.label))
@@ -462,7 +468,16 @@ fn parse_pem_blocks(text: &[u8]) -> Result<Vec<PemBlock>, KeyError> {
 
 fn no_block_error(expected: &str, blocks: &[PemBlock]) -> KeyError {
     let labels: Vec<String> = blocks.iter().map(|block| format!("\"{}\"", block.label)).collect();
-    KeyError::Invalid { reason: format!("no {expected} PEM block, only {}", labels.join(", ")) }
+    let mut reason = format!("no {expected} PEM block, only {}", labels.join(", "));
+    let holds_public =
+        blocks.iter().any(|block| matches!(block.label.as_str(), LABEL_SPKI | LABEL_PKCS1_PUBLIC));
+    let holds_private = blocks.iter().any(|block| is_private_key_label(&block.label));
+    if expected == "private key" && holds_public {
+        reason.push_str("; this is a public key, and the device needs its private key");
+    } else if expected == "public key" && holds_private {
+        reason.push_str("; this is a private key, where a public key was expected");
+    }
+    KeyError::Invalid { reason }
 }
 
 fn decode_pkcs8(der: &[u8]) -> Result<Secret, KeyError> {
@@ -956,11 +971,31 @@ mod tests {
         let key = generate(KeyType::EcdsaP256);
         let public_pem = key.public_key().to_pem();
         let error = DevicePrivateKey::from_pem(public_pem.as_bytes()).unwrap_err();
-        assert_eq!(error.to_string(), "invalid key: no private key PEM block, only \"PUBLIC KEY\"");
+        assert_eq!(
+            error.to_string(),
+            "invalid key: no private key PEM block, only \"PUBLIC KEY\"; this is a public key, and the device needs its private key"
+        );
 
         let private_pem = key.to_device_pem().expect("encode the key");
         let error = DevicePublicKey::from_pem(private_pem.as_bytes()).unwrap_err();
-        assert_eq!(error.to_string(), "invalid key: no public key PEM block, only \"PRIVATE KEY\"");
+        assert_eq!(
+            error.to_string(),
+            "invalid key: no public key PEM block, only \"PRIVATE KEY\"; this is a private key, where a public key was expected"
+        );
+    }
+
+    #[test]
+    fn file_with_two_private_keys_is_rejected() {
+        let first = generate(KeyType::Ed25519).to_device_pem().expect("encode the key");
+        let second = generate(KeyType::EcdsaP256).to_device_pem().expect("encode the key");
+        let both = format!("{}{}", first.as_str(), second.as_str());
+
+        let error = DevicePrivateKey::from_pem(both.as_bytes()).unwrap_err();
+
+        assert_eq!(
+            error.to_string(),
+            "invalid key: the file holds 2 private keys; give a file with exactly one"
+        );
     }
 
     #[test]

@@ -94,7 +94,8 @@ pub struct ClassifiedPartition {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DataPartitionError {
     #[error(
-        "no data partition found (an ext2/3/4 partition whose root holds mender/, or one labelled data); found: {0}"
+        "no data partition found (an ext2/3/4 partition whose root holds mender/, or one labelled data); \
+         found: {0}; choose one with --data-partition N (0 for a bare filesystem image)"
     )]
     NotFound(String),
     #[error(
@@ -105,6 +106,8 @@ pub enum DataPartitionError {
     NoSuchPartition { number: u32, found: String },
     #[error("partition {number} holds {filesystem}, not an ext2/3/4 filesystem")]
     NotExt { number: u32, filesystem: String },
+    #[error("partition {number} is the {role} partition ({reason}), not the data partition")]
+    NotData { number: u32, role: &'static str, reason: String },
 }
 
 /// Classifies every partition of `table` in `file`. Reading errors inside one partition make
@@ -218,11 +221,12 @@ fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
     let has_data = partitions.iter().any(|partition| partition.role == Some(Role::Data));
     if !has_data {
         for partition in partitions.iter_mut() {
-            if partition.role.is_none() && partition.filesystem.label() == "data" {
-                if let Filesystem::Ext { .. } = partition.filesystem {
-                    partition.role = Some(Role::Data);
-                    partition.reason = "labelled data".into();
-                }
+            if partition.role.is_none()
+                && partition.filesystem.label() == "data"
+                && let Filesystem::Ext { .. } = partition.filesystem
+            {
+                partition.role = Some(Role::Data);
+                partition.reason = "labelled data".into();
             }
         }
     }
@@ -248,13 +252,13 @@ fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
         after_rootfs_a = false;
     }
 
-    if kind == TableKind::Mbr {
-        if let Some(boot) = partitions.iter_mut().find(|partition| {
+    if kind == TableKind::Mbr
+        && let Some(boot) = partitions.iter_mut().find(|partition| {
             partition.role.is_none() && matches!(partition.filesystem, Filesystem::Vfat { .. })
-        }) {
-            boot.role = Some(Role::Boot);
-            boot.reason = "FAT filesystem".into();
-        }
+        })
+    {
+        boot.role = Some(Role::Boot);
+        boot.reason = "FAT filesystem".into();
     }
 }
 
@@ -266,8 +270,11 @@ pub fn describe_found(partitions: &[ClassifiedPartition]) -> String {
     partitions
         .iter()
         .map(|classified| {
-            let mut text =
-                format!("{} {}", partition_name(&classified.partition), classified.filesystem.name());
+            let mut text = format!(
+                "{} {}",
+                partition_name(&classified.partition),
+                describe_filesystem(&classified.filesystem)
+            );
             let label = classified.filesystem.label();
             if !label.is_empty() {
                 text.push_str(&format!(" labelled {label:?}"));
@@ -279,6 +286,14 @@ pub fn describe_found(partitions: &[ClassifiedPartition]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Names the filesystem, with the reason when an ext filesystem could not be opened.
+fn describe_filesystem(filesystem: &Filesystem) -> String {
+    match filesystem {
+        Filesystem::Unknown { reason: Some(reason) } => format!("unknown ({reason})"),
+        other => other.name().to_string(),
+    }
 }
 
 /// Names a partition as listings do: `partition 4`, or `whole image` for a bare filesystem.
@@ -300,7 +315,14 @@ pub fn find_data_partition(
         if !matches!(found.filesystem, Filesystem::Ext { .. }) {
             return Err(DataPartitionError::NotExt {
                 number,
-                filesystem: found.filesystem.name().to_string(),
+                filesystem: describe_filesystem(&found.filesystem),
+            });
+        }
+        if let Some(role @ (Role::Boot | Role::RootfsA | Role::RootfsB)) = found.role {
+            return Err(DataPartitionError::NotData {
+                number,
+                role: role.name(),
+                reason: found.reason.clone(),
             });
         }
         return Ok(found);

@@ -25,6 +25,9 @@ use super::json::write_go_json_string;
 /// grows to at most `bufio.MaxScanTokenSize` (65536) bytes and must also contain the LF.
 pub const MAX_LINE_LEN: usize = 65535;
 
+/// The bytes of U+FEFF in UTF-8.
+const UTF8_BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+
 /// Errors from building identity data.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IdentityError {
@@ -57,6 +60,13 @@ pub enum IdentityError {
          at lines longer than {MAX_LINE_LEN} bytes"
     )]
     LineTooLong { input: String, line: usize, length: usize },
+
+    /// The text starts with a UTF-8 byte order mark, which an editor adds and no identity script prints.
+    #[error(
+        "{input}: starts with a UTF-8 byte order mark, which would become part of the first key; \
+         save the file without it"
+    )]
+    ByteOrderMark { input: String },
 
     /// The input contains no attribute at all.
     #[error("no identity data in {input}: give at least one KEY=VALUE attribute")]
@@ -100,6 +110,9 @@ impl IdentityData {
     /// Parses identity script output `text` by the Mender client's rules. `input` names the text in
     /// error messages, for example the file it came from.
     pub fn from_key_value_text(text: &[u8], input: &str) -> Result<Self, IdentityError> {
+        if text.starts_with(UTF8_BYTE_ORDER_MARK) {
+            return Err(IdentityError::ByteOrderMark { input: input.to_owned() });
+        }
         let mut attributes: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
 
         for (index, raw_line) in scan_lines(text).enumerate() {
@@ -407,5 +420,13 @@ mod tests {
             "c": "\u{e9}",
         });
         assert_eq!(value, expected);
+    }
+
+    #[test]
+    fn byte_order_mark_is_rejected() {
+        let error =
+            IdentityData::from_key_value_text(b"\xEF\xBB\xBFmac=02:12\n", "identity.txt").unwrap_err();
+
+        assert_eq!(error, IdentityError::ByteOrderMark { input: "identity.txt".to_owned() });
     }
 }

@@ -35,7 +35,8 @@ struct Feature {
     hint: &'static str,
 }
 
-const NO_HINT: &str = "this module cannot modify such filesystems";
+const NO_HINT: &str =
+    "mender-preauth cannot modify such filesystems yet; rebuild the filesystem without this feature";
 
 pub(crate) const COMPAT_DIR_INDEX: u32 = 0x20;
 pub(crate) const COMPAT_SPARSE_SUPER2: u32 = 0x200;
@@ -89,7 +90,7 @@ const FEATURES: &[Feature] = &[
         mask: 0x80,
         name: "snapshot",
         support: ReadOnly,
-        hint: "this module cannot modify filesystems with snapshots",
+        hint: "mender-preauth cannot modify filesystems with snapshots; rebuild the filesystem without them",
     },
     Feature {
         word: RoCompat,
