@@ -113,9 +113,9 @@ fn read_array<const N: usize>(file: &File, offset: u64) -> io::Result<[u8; N]> {
 }
 
 fn read_mbr(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTableError> {
-    let mut reader = file.try_clone()?;
-    reader.rewind()?;
-    let header = mbrman::MBRHeader::read_from(&mut reader)
+    let mut sector = [0u8; SECTOR_SIZE as usize];
+    file.read_exact_at(&mut sector, 0)?;
+    let header = mbrman::MBRHeader::read_from(&mut io::Cursor::new(&sector[..]))
         .map_err(|error| PartitionTableError::InvalidMbr(error.to_string()))?;
 
     let mut partitions = Vec::new();
@@ -152,7 +152,8 @@ fn read_mbr(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTabl
 /// Reads the logical partitions inside the extended partition by following its chain of
 /// extended boot records; `mbrman` rejects a chain that does not move forward.
 fn read_logical_partitions(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTableError> {
-    let mut reader = file.try_clone()?;
+    // mbrman decodes field by field; buffering turns its many small reads into a few.
+    let mut reader = io::BufReader::new(file.try_clone()?);
     reader.rewind()?;
     let mbr = mbrman::MBR::read_from(&mut reader, SECTOR_SIZE as u32)
         .map_err(|error| PartitionTableError::InvalidMbr(format!("extended partition: {error}")))?;

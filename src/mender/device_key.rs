@@ -109,6 +109,9 @@ pub enum KeyType {
 pub struct DevicePrivateKey {
     secret: Secret,
     public: DevicePublicKey,
+    /// The PKCS#1 DER the key was read from, which is already the device form: writing it back
+    /// as read keeps the device's file equal to the given one and skips a costly re-encoding.
+    given_pkcs1: Option<SecretDocument>,
 }
 
 enum Secret {
@@ -199,7 +202,13 @@ impl DevicePrivateKey {
                 return Err(KeyError::Unsupported { description: format!("PEM block \"{other}\"") });
             }
         };
-        Self::from_secret(secret)
+        let mut key = Self::from_secret(secret)?;
+        if block.label == LABEL_PKCS1 {
+            key.given_pkcs1 = Some(
+                SecretDocument::try_from(der.as_slice()).map_err(|error| invalid("PKCS#1 RSA private key", error))?,
+            );
+        }
+        Ok(key)
     }
 
     /// Returns the key as PEM for the device's `mender-agent.pem`: PKCS#1 `RSA PRIVATE KEY` for RSA
@@ -208,6 +217,9 @@ impl DevicePrivateKey {
     pub fn to_device_pem(&self) -> Result<Zeroizing<String>, KeyError> {
         let encode_error = |reason: String| KeyError::Encode { kind: self.description(), reason };
 
+        if let Some(document) = &self.given_pkcs1 {
+            return document.to_pem(LABEL_PKCS1, LineEnding::LF).map_err(|error| encode_error(error.to_string()));
+        }
         let (document, label): (SecretDocument, &'static str) = match &self.secret {
             Secret::Rsa(key) => {
                 (key.to_pkcs1_der().map_err(|error| encode_error(error.to_string()))?, LABEL_PKCS1)
@@ -241,7 +253,7 @@ impl DevicePrivateKey {
             Secret::EcdsaP256(key) => DevicePublicKey::from_p256(&key.public_key())?,
             Secret::Ed25519(key) => DevicePublicKey::from_ed25519(&key.verifying_key())?,
         };
-        Ok(DevicePrivateKey { secret, public })
+        Ok(DevicePrivateKey { secret, public, given_pkcs1: None })
     }
 }
 

@@ -26,9 +26,13 @@ pub(crate) fn set_padding(bitmap: &mut [u8], from: u32) {
     }
 }
 
-/// Number of set bits among the first `limit`.
+/// Number of set bits among the first `limit`; bits past the end of `bitmap` count as set.
 pub(crate) fn count_set(bitmap: &[u8], limit: u32) -> u32 {
-    (0..limit).filter(|&bit| test_bit(bitmap, bit)).count() as u32
+    let whole_bytes = (limit / 8) as usize;
+    let counted = bitmap.iter().take(whole_bytes).map(|byte| byte.count_ones()).sum::<u32>();
+    let missing_bytes = whole_bytes.saturating_sub(bitmap.len()) as u32;
+    let tail = (limit / 8 * 8..limit).filter(|&bit| test_bit(bitmap, bit)).count() as u32;
+    counted + missing_bytes * 8 + tail
 }
 
 /// First clear bit in `from..limit`.
@@ -40,7 +44,15 @@ pub(crate) fn first_clear(bitmap: &[u8], from: u32, limit: u32) -> Option<u32> {
 pub(crate) fn clear_runs(bitmap: &[u8], limit: u32) -> Vec<(u32, u32)> {
     let mut runs = Vec::new();
     let mut start: Option<u32> = None;
-    for bit in 0..limit {
+    let mut bit = 0;
+    while bit < limit {
+        // A whole byte that cannot end or start a run is skipped at once.
+        let byte = bitmap.get((bit / 8) as usize).copied().unwrap_or(0xFF);
+        let skippable = bit % 8 == 0 && bit + 8 <= limit && byte == if start.is_some() { 0x00 } else { 0xFF };
+        if skippable {
+            bit += 8;
+            continue;
+        }
         match (test_bit(bitmap, bit), start) {
             (false, None) => start = Some(bit),
             (true, Some(first)) => {
@@ -49,6 +61,7 @@ pub(crate) fn clear_runs(bitmap: &[u8], limit: u32) -> Vec<(u32, u32)> {
             }
             _ => {}
         }
+        bit += 1;
     }
     if let Some(first) = start {
         runs.push((first, limit - first));
@@ -65,6 +78,33 @@ mod tests {
         let bitmap = [0b1111_0011u8, 0b0000_0001];
         assert_eq!(clear_runs(&bitmap, 16), [(2, 2), (9, 7)]);
         assert_eq!(clear_runs(&bitmap, 12), [(2, 2), (9, 3)]);
+    }
+
+    #[test]
+    fn byte_skipping_matches_bit_by_bit() {
+        let bitmap: Vec<u8> = (0u32..64).map(|i| [0x00, 0xFF, 0x0F, 0xF0, 0x81][(i * 7 % 5) as usize]).collect();
+        for limit in [0, 1, 7, 8, 9, 100, 511, 512] {
+            let mut expected = Vec::new();
+            let mut start = None;
+            for bit in 0..limit {
+                match (test_bit(&bitmap, bit), start) {
+                    (false, None) => start = Some(bit),
+                    (true, Some(first)) => {
+                        expected.push((first, bit - first));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = start {
+                expected.push((first, limit - first));
+            }
+            let set = (0..limit).filter(|&bit| test_bit(&bitmap, bit)).count() as u32;
+
+            assert_eq!(clear_runs(&bitmap, limit), expected, "limit {limit}");
+            assert_eq!(count_set(&bitmap, limit), set, "limit {limit}");
+        }
+        assert_eq!(count_set(&[0x01], 20), 1 + 12, "bits past the end count as set");
     }
 
     #[test]
