@@ -618,3 +618,49 @@ fn full_data_partition_fails_before_writing() {
     assert!(run.stderr.to_lowercase().contains("space"), "{}", run.stderr);
     assert_eq!(sha256_file(&image), before);
 }
+
+#[test]
+fn data_partition_in_logical_partition_is_found() {
+    let test = "data_partition_in_logical_partition_is_found";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = make_bare_data(dir.path(), "data.ext4", &[], test) else { return };
+    let Some(_) = require_tools(&["sfdisk", "e2fsck", "debugfs", "openssl"], test) else { return };
+    let data_len = std::fs::metadata(&data).unwrap().len();
+    let data_sectors = data_len / 512;
+    // p1 a small Linux partition, p2 extended holding p5 (swap) and p6 (the data filesystem).
+    let image = dir.path().join("logical.sdimg");
+    let image_sectors = 2048 + 2048 + 2048 + 2048 + 2048 + data_sectors + 2048;
+    std::fs::File::create(&image).unwrap().set_len(image_sectors * 512).unwrap();
+    let layout = format!(
+        "label: dos\nstart=2048, size=2048, type=83\nstart=4096, type=5\nstart=6144, size=2048, type=82\nstart=10240, size={data_sectors}, type=83\n"
+    );
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk.arg("--no-reread").arg("--no-tell-kernel").arg(&image).stdin(std::process::Stdio::piped());
+    let mut child = sfdisk.stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), layout.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+    let p6 = common::partition(&image, 6);
+    let image_file = std::fs::OpenOptions::new().write(true).open(&image).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&image_file, &std::fs::read(&data).unwrap(), p6.start_bytes)
+        .unwrap();
+    drop(image_file);
+    let key = openssl_rsa_key(dir.path(), "device.pem");
+
+    let run = run_cli([
+        "-v".as_ref(),
+        "provision".as_ref(),
+        image.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "-i".as_ref(),
+        IDENTITY.as_ref(),
+        "--target-layout".as_ref(),
+        "64le".as_ref(),
+    ]);
+
+    run.assert_success("provision a data partition in a logical partition");
+    assert!(run.stderr.contains("data partition: partition 6"), "{}", run.stderr);
+    let extracted = extract_partition(&image, 6, &dir.path().join("p6.ext4"));
+    e2fsck_clean(&extracted);
+    assert_eq!(debugfs_cat(&extracted, "/mender/mender-agent.pem"), std::fs::read(&key).unwrap());
+}

@@ -79,8 +79,10 @@ struct StoreReport {
 struct RecordReport {
     key: String,
     size: usize,
-    /// The value as text when it is short UTF-8; `None` otherwise.
+    /// The value as text when it is short UTF-8 and not a secret; `None` otherwise.
     value: Option<String>,
+    /// True for authentication records, whose values are never shown.
+    secret: bool,
 }
 
 /// Inspects the image and prints the report.
@@ -196,11 +198,12 @@ fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Opti
 }
 
 fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
+    let secret = store::STALE_AUTH_KEYS.iter().any(|auth_key| auth_key.as_bytes() == key);
     let shown = std::str::from_utf8(value)
         .ok()
-        .filter(|text| text.len() <= MAX_SHOWN_VALUE_LEN && !text.chars().any(char::is_control))
+        .filter(|text| !secret && text.len() <= MAX_SHOWN_VALUE_LEN && !text.chars().any(char::is_control))
         .map(str::to_string);
-    RecordReport { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: shown }
+    RecordReport { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: shown, secret }
 }
 
 /// States of the device key that make a preauthorized device show up as pending.
@@ -283,6 +286,9 @@ fn render_text(report: &Report) -> String {
             for record in &store.records {
                 match &record.value {
                     Some(value) => lines.push(format!("  {} = {value}", record.key)),
+                    None if record.secret => {
+                        lines.push(format!("  {} ({} bytes, not shown)", record.key, record.size))
+                    }
                     None => lines.push(format!("  {} ({} bytes)", record.key, record.size)),
                 }
             }

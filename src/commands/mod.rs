@@ -84,8 +84,9 @@ With --json, one object:
   target           {layout (64le, 32le, 64be, 32be), description, binary, partition} or null
   device_key       {path, partition, key_type, fingerprint_sha256, error, mode, uid, gid} or
                    null; fingerprint_sha256 is the SHA-256 of the public key's DER form
-  store            {path, partition, size, records: [{key, size, value}], error} or null;
-                   value is null unless the record is short printable UTF-8
+  store            {path, partition, size, records: [{key, size, value, secret}], error} or
+                   null; value is null unless the record is short printable UTF-8, and always
+                   null for the authentication records (secret is true for those)
   warnings         list of sentences about states that make a preauthorized device show up
                    as pending";
 

@@ -15,13 +15,24 @@ use crate::preauth::request::{ApiVersion, preauth_request_json};
 /// Largest key or identity file read, so that a wrong path (a disk image, say) fails quickly.
 const MAX_SMALL_FILE_LEN: u64 = 1 << 20;
 
-/// Reads a small text file such as a key or an identity file.
+/// Reads a small text file such as a key or an identity file. Only regular files are read,
+/// and at most [`MAX_SMALL_FILE_LEN`] bytes of them, so a device or a FIFO named by mistake
+/// fails at once instead of blocking or filling memory.
 pub fn read_small_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let len = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
-    if len > MAX_SMALL_FILE_LEN {
-        bail!("{}: file is too large ({len} bytes) for a key or identity file", path.display());
+    let metadata = std::fs::metadata(path).with_context(|| path.display().to_string())?;
+    if !metadata.is_file() {
+        bail!("{}: is not a regular file", path.display());
     }
-    std::fs::read(path).with_context(|| path.display().to_string())
+    let file = File::open(path).with_context(|| path.display().to_string())?;
+    let mut text = Vec::new();
+    file.take(MAX_SMALL_FILE_LEN + 1).read_to_end(&mut text).with_context(|| path.display().to_string())?;
+    if text.len() as u64 > MAX_SMALL_FILE_LEN {
+        bail!(
+            "{}: file is too large (over {MAX_SMALL_FILE_LEN} bytes) for a key or identity file",
+            path.display()
+        );
+    }
+    Ok(text)
 }
 
 /// Reads standard input, at most [`MAX_SMALL_FILE_LEN`] bytes.

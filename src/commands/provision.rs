@@ -178,7 +178,8 @@ fn store_policy(
             TargetLayoutArg::Le32 if host_store_layout() == "32le" => StorePolicy::Reconcile,
             _ => StorePolicy::LeaveAlone {
                 reason: format!(
-                    "writing a mender-store for a {} target is not supported yet",
+                    "mender-store is written only for targets of this host's layout ({}) so far, not {}",
+                    host_store_layout(),
                     layout.to_possible_value().map(|value| value.get_name().to_string()).unwrap_or_default()
                 ),
             },
@@ -217,8 +218,9 @@ fn store_policy(
     } else {
         Ok(StorePolicy::LeaveAlone {
             reason: format!(
-                "writing a mender-store for a {} target is not supported yet",
-                detected.layout.describe()
+                "the target is {}, and mender-store is written only for targets of this host's layout ({}) so far",
+                detected.layout.describe(),
+                host_store_layout()
             ),
         })
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError};
@@ -35,6 +35,8 @@ pub enum ImageError {
     ReadOnly { path: PathBuf },
     #[error("{path}: is a directory, not an image file")]
     IsDirectory { path: PathBuf },
+    #[error("{path}: is not a regular file or a block device")]
+    NotAFile { path: PathBuf },
 }
 
 /// A disk image opened for reading or for modification in place.
@@ -50,9 +52,7 @@ impl DiskImage {
     /// Opens the image at `path`, takes the lock that `access` calls for and reads its partition table.
     pub fn open(path: &Path, access: Access) -> Result<Self, ImageError> {
         let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
-        if path.is_dir() {
-            return Err(ImageError::IsDirectory { path: path.to_path_buf() });
-        }
+        check_file_type(path)?;
         let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(
             |source| {
                 if access == Access::ReadWrite && source.kind() == io::ErrorKind::PermissionDenied {
@@ -119,7 +119,9 @@ impl DiskImage {
 
     /// Writes a copy of this image with `writes` applied to `destination`, keeping holes as
     /// holes. The copy is built under a temporary name in the destination's directory and
-    /// renamed over `destination` only when complete, so a failure leaves no partial file.
+    /// renamed over `destination` only when complete, so a failure leaves no partial file. The
+    /// copy gets the source's permission bits for its owner only, because it holds a private
+    /// key. An existing destination must be a regular file that no other run has locked.
     pub fn apply_to_copy(
         &self,
         partition: &Partition,
@@ -127,6 +129,7 @@ impl DiskImage {
         destination: &Path,
     ) -> Result<CopyMethod, ImageError> {
         let io_error = |source| ImageError::Io { path: destination.to_path_buf(), source };
+        let _destination_lock = lock_existing_destination(destination)?;
         let directory = match destination.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -140,11 +143,29 @@ impl DiskImage {
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
         write_ranges(temporary.as_file(), partition, writes).map_err(io_error)?;
         temporary.as_file().sync_data().map_err(io_error)?;
-        let permissions = self.file.metadata().map_err(io_error)?.permissions();
-        temporary.as_file().set_permissions(permissions).map_err(io_error)?;
+        // The copy holds a private key: keep the source's mode for the owner only.
+        let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
+        let mode = source_mode & 0o700;
+        temporary.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
         temporary.persist(destination).map_err(|error| io_error(error.error))?;
         Ok(method)
     }
+}
+
+/// Accepts a regular file or a block device. Anything else (a FIFO, a socket, a character
+/// device) is refused before it is opened, because opening a FIFO blocks until a writer comes.
+fn check_file_type(path: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::FileTypeExt;
+    let file_type = std::fs::metadata(path)
+        .map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?
+        .file_type();
+    if file_type.is_dir() {
+        return Err(ImageError::IsDirectory { path: path.to_path_buf() });
+    }
+    if !file_type.is_file() && !file_type.is_block_device() {
+        return Err(ImageError::NotAFile { path: path.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// Writes every range after checking that all of them lie inside `partition`.
@@ -159,6 +180,27 @@ fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u
         file.write_all_at(data, partition.start + offset)?;
     }
     Ok(())
+}
+
+/// Locks an existing `destination` exclusively until the copy replaces it, so that a run
+/// modifying that image in place is not silently overwritten. Returns `None` when it does not
+/// exist. Refuses anything but a regular file: a device node must not become a file.
+fn lock_existing_destination(destination: &Path) -> Result<Option<File>, ImageError> {
+    let io_error = |source| ImageError::Io { path: destination.to_path_buf(), source };
+    let metadata = match std::fs::symlink_metadata(destination) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(error)),
+    };
+    if !metadata.file_type().is_file() {
+        return Err(ImageError::NotAFile { path: destination.to_path_buf() });
+    }
+    let file = File::open(destination).map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Err(ImageError::InUse { path: destination.to_path_buf() }),
+        Err(TryLockError::Error(source)) => Err(io_error(source)),
+    }
 }
 
 /// Returns true when `first` and `second` name the same file (same device and inode).
@@ -223,6 +265,46 @@ mod tests {
         assert_eq!(&copy[8192..8199], b"written");
         assert_eq!(copy.len(), original.len());
         assert_eq!(std::fs::read(&path).unwrap(), original);
+    }
+
+    #[test]
+    fn copy_refuses_a_destination_locked_by_another_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let destination = dir.path().join("busy.ext4");
+        std::fs::copy(&path, &destination).unwrap();
+        let _busy = DiskImage::open(&destination, Access::ReadWrite).unwrap();
+        let image = DiskImage::open(&path, Access::ReadOnly).unwrap();
+        let whole = image.table().partitions[0];
+
+        let result = image.apply_to_copy(&whole, &BTreeMap::new(), &destination);
+
+        assert!(matches!(result, Err(ImageError::InUse { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn copy_is_private_to_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let image = DiskImage::open(&path, Access::ReadOnly).unwrap();
+        let whole = image.table().partitions[0];
+        let destination = dir.path().join("out.ext4");
+
+        image.apply_to_copy(&whole, &BTreeMap::new(), &destination).unwrap();
+
+        assert_eq!(std::fs::metadata(&destination).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+
+        let result = DiskImage::open(&fifo, Access::ReadOnly);
+
+        assert!(matches!(result, Err(ImageError::NotAFile { .. })), "{result:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! UEFI specification's "Legacy Master Boot Record" section.
 
 use std::fs::File;
-use std::io::{self, Seek};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 /// Bytes in a sector. Images with 4096-byte sectors are not handled yet.
@@ -19,6 +19,9 @@ const MBR_SIGNATURE: [u8; 2] = [0x55, 0xAA];
 
 /// Partition type of the single entry of a GPT's protective MBR.
 const GPT_PROTECTIVE_TYPE: u8 = 0xEE;
+
+/// Most logical partitions followed in an EBR chain; Linux stops after 100 too.
+const MAX_LOGICAL_PARTITIONS: usize = 100;
 
 /// Smallest file that can hold an MBR or an ext superblock.
 const MIN_IMAGE_LEN: u64 = 2048;
@@ -119,7 +122,7 @@ fn read_mbr(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTabl
         .map_err(|error| PartitionTableError::InvalidMbr(error.to_string()))?;
 
     let mut partitions = Vec::new();
-    let mut has_extended = false;
+    let mut extended = None;
     for (index, entry) in header.iter() {
         if entry.is_unused() {
             continue;
@@ -136,36 +139,82 @@ fn read_mbr(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTabl
         let partition = to_partition(index as u32, entry);
         check_inside(&partition, image_len)?;
         if entry.is_extended() {
-            has_extended = true;
+            if extended.is_some() {
+                return Err(PartitionTableError::InvalidMbr("more than one extended partition".into()));
+            }
+            extended = Some(partition);
         } else {
             partitions.push(partition);
         }
     }
 
-    if has_extended {
-        partitions.extend(read_logical_partitions(file, image_len)?);
+    if let Some(extended) = extended {
+        partitions.extend(read_logical_partitions(file, &extended, image_len)?);
     }
     check_no_overlap(&partitions)?;
     Ok(partitions)
 }
 
-/// Reads the logical partitions inside the extended partition by following its chain of
-/// extended boot records; `mbrman` rejects a chain that does not move forward.
-fn read_logical_partitions(file: &File, image_len: u64) -> Result<Vec<Partition>, PartitionTableError> {
-    // mbrman decodes field by field; buffering turns its many small reads into a few.
-    let mut reader = io::BufReader::new(file.try_clone()?);
-    reader.rewind()?;
-    let mbr = mbrman::MBR::read_from(&mut reader, SECTOR_SIZE as u32)
-        .map_err(|error| PartitionTableError::InvalidMbr(format!("extended partition: {error}")))?;
-
+/// Reads the logical partitions by following the chain of extended boot records that starts
+/// at the extended partition. Each EBR is a sector laid out like an MBR: entry 0 is the logical
+/// partition (its start relative to the EBR), entry 1 the next EBR (its start relative to the
+/// extended partition). The chain must move forward and stays inside the extended partition.
+fn read_logical_partitions(
+    file: &File,
+    extended: &Partition,
+    image_len: u64,
+) -> Result<Vec<Partition>, PartitionTableError> {
+    let invalid = |detail: String| PartitionTableError::InvalidMbr(format!("extended partition: {detail}"));
     let mut partitions = Vec::new();
-    for (index, logical) in mbr.logical_partitions.iter().enumerate() {
-        let number = 5 + index as u32;
-        let partition = to_partition(number, &logical.partition);
-        check_inside(&partition, image_len)?;
-        partitions.push(partition);
+    let mut ebr_offset = extended.start;
+
+    loop {
+        if partitions.len() >= MAX_LOGICAL_PARTITIONS {
+            return Err(invalid(format!("more than {MAX_LOGICAL_PARTITIONS} logical partitions")));
+        }
+        let mut sector = [0u8; SECTOR_SIZE as usize];
+        file.read_exact_at(&mut sector, ebr_offset)?;
+        if sector[MBR_SIGNATURE_OFFSET as usize..] != MBR_SIGNATURE {
+            // An extended partition whose first sector holds no EBR has no logical partitions.
+            if partitions.is_empty() {
+                return Ok(partitions);
+            }
+            return Err(invalid(format!("no extended boot record signature at byte {ebr_offset}")));
+        }
+        let ebr = mbrman::MBRHeader::read_from(&mut io::Cursor::new(&sector[..]))
+            .map_err(|error| invalid(format!("extended boot record at byte {ebr_offset}: {error}")))?;
+
+        let logical = &ebr.partition_1;
+        if logical.is_used() {
+            let number = 5 + partitions.len() as u32;
+            let start = ebr_offset + u64::from(logical.starting_lba) * SECTOR_SIZE;
+            let partition = Partition {
+                number,
+                start,
+                len: u64::from(logical.sectors) * SECTOR_SIZE,
+                type_id: logical.sys,
+                bootable: logical.boot == 0x80,
+            };
+            check_inside(&partition, image_len)?;
+            if partition.start <= ebr_offset || partition.end() > extended.end() {
+                return Err(invalid(format!("logical partition {number} does not lie inside it")));
+            }
+            partitions.push(partition);
+        }
+
+        let next = &ebr.partition_2;
+        if next.is_unused() || next.starting_lba == 0 {
+            return Ok(partitions);
+        }
+        let next_offset = extended.start + u64::from(next.starting_lba) * SECTOR_SIZE;
+        if next_offset <= ebr_offset || next_offset >= extended.end() {
+            return Err(invalid(format!(
+                "the extended boot record at byte {ebr_offset} links to byte {next_offset}, which is not \
+                 further on inside the extended partition"
+            )));
+        }
+        ebr_offset = next_offset;
     }
-    Ok(partitions)
 }
 
 fn to_partition(number: u32, entry: &mbrman::MBRPartitionEntry) -> Partition {
@@ -210,6 +259,7 @@ fn check_no_overlap(partitions: &[Partition]) -> Result<(), PartitionTableError>
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     /// Builds an MBR sector with the given (type, start sector, sector count) entries.
     fn mbr_sector(entries: &[(u8, u32, u32)]) -> Vec<u8> {
@@ -245,6 +295,59 @@ mod tests {
         assert_eq!(table.partitions[1].start, 32768 * 512);
         assert_eq!(table.partitions[1].len, 32768 * 512);
         assert_eq!(table.partitions[0].type_id, 0x0c);
+    }
+
+    /// Writes an EBR at `sector` with a logical partition `(relative start, sectors)` and a link
+    /// to the next EBR at `next` sectors from the extended partition's start (0: none).
+    fn write_ebr(image: &File, sector: u64, logical: (u32, u32), next: u32) {
+        let mut ebr =
+            mbr_sector(&[(0x83, logical.0, logical.1), (if next == 0 { 0 } else { 0x05 }, next, 2048)]);
+        if next == 0 {
+            ebr[446 + 16..446 + 32].fill(0);
+        }
+        image.write_all_at(&ebr, sector * 512).unwrap();
+    }
+
+    #[test]
+    fn logical_partitions_follow_the_ebr_chain() {
+        let sector = mbr_sector(&[(0x0c, 2048, 2048), (0x05, 8192, 16384)]);
+        let image = image_with(&sector, 16 << 20);
+        write_ebr(image.as_file(), 8192, (2048, 4096), 8192);
+        write_ebr(image.as_file(), 8192 + 8192, (2048, 2048), 0);
+
+        let table = PartitionTable::read(image.as_file()).unwrap();
+
+        let found: Vec<(u32, u64, u64)> = table
+            .partitions
+            .iter()
+            .map(|partition| (partition.number, partition.start / 512, partition.len / 512))
+            .collect();
+        assert_eq!(found, vec![(1, 2048, 2048), (5, 10240, 4096), (6, 18432, 2048)]);
+    }
+
+    #[test]
+    fn ebr_chain_pointing_backwards_is_rejected() {
+        let sector = mbr_sector(&[(0x05, 8192, 16384)]);
+        let image = image_with(&sector, 16 << 20);
+        write_ebr(image.as_file(), 8192, (2048, 2048), 4096);
+        write_ebr(image.as_file(), 8192 + 4096, (2048, 1024), 4096);
+
+        let error = PartitionTable::read(image.as_file()).unwrap_err();
+
+        assert!(error.to_string().contains("not further on"), "{error}");
+    }
+
+    #[test]
+    fn ebr_chain_longer_than_linux_follows_is_rejected() {
+        let sector = mbr_sector(&[(0x05, 2048, 8192)]);
+        let image = image_with(&sector, 8 << 20);
+        for index in 0..=MAX_LOGICAL_PARTITIONS as u32 {
+            write_ebr(image.as_file(), 2048 + u64::from(index) * 2, (1, 1), (index + 1) * 2);
+        }
+
+        let error = PartitionTable::read(image.as_file()).unwrap_err();
+
+        assert!(error.to_string().contains("more than 100 logical partitions"), "{error}");
     }
 
     #[test]

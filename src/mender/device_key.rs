@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::KeypairBytes;
@@ -205,7 +205,8 @@ impl DevicePrivateKey {
         let mut key = Self::from_secret(secret)?;
         if block.label == LABEL_PKCS1 {
             key.given_pkcs1 = Some(
-                SecretDocument::try_from(der.as_slice()).map_err(|error| invalid("PKCS#1 RSA private key", error))?,
+                SecretDocument::try_from(der.as_slice())
+                    .map_err(|error| invalid("PKCS#1 RSA private key", error))?,
             );
         }
         Ok(key)
@@ -218,7 +219,9 @@ impl DevicePrivateKey {
         let encode_error = |reason: String| KeyError::Encode { kind: self.description(), reason };
 
         if let Some(document) = &self.given_pkcs1 {
-            return document.to_pem(LABEL_PKCS1, LineEnding::LF).map_err(|error| encode_error(error.to_string()));
+            return document
+                .to_pem(LABEL_PKCS1, LineEnding::LF)
+                .map_err(|error| encode_error(error.to_string()));
         }
         let (document, label): (SecretDocument, &'static str) = match &self.secret {
             Secret::Rsa(key) => {
@@ -382,7 +385,8 @@ pub fn write_key_pair(
     if prefix.contains(['/', '\0']) {
         return Err(KeyError::InvalidPrefix { prefix: prefix.to_owned() });
     }
-    fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+    // A directory created here holds private keys, so only its owner may enter it.
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| KeyError::Io {
         action: "create directory",
         path: dir.to_owned(),
         source,
