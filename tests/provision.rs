@@ -539,6 +539,7 @@ fn bad_input_leaves_image_unchanged() {
             vec!["--key", key_arg, "-i", IDENTITY, "--data-partition", "9"],
             "device.sdimg",
         ),
+        ("character device as key", vec!["--key", "/dev/urandom", "-i", IDENTITY], "/dev/urandom"),
         (
             "rootfs chosen as data",
             vec!["--key", key_arg, "-i", IDENTITY, "--data-partition", "2"],
