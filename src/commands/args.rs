@@ -43,7 +43,7 @@ pub enum TargetLayoutArg {
     Be32,
 }
 
-/// Where the identity attributes come from.
+/// Sources of the identity attributes.
 #[derive(Debug, Clone, Args)]
 pub struct IdentityArgs {
     /// Identity attribute as KEY=VALUE; repeat for more. A key given several times becomes a

@@ -18,7 +18,7 @@ use crate::mender::store;
 
 /// Largest device key or store read for inspection.
 const MAX_INSPECT_FILE_LEN: u64 = 64 << 20;
-/// Longest record value shown in full; longer ones are shown by length only.
+/// Maximum length of a record value shown in full; longer ones are shown by length only.
 const MAX_SHOWN_VALUE_LEN: usize = 200;
 
 /// Everything `inspect` reports. Field names are the JSON schema documented in man/.
@@ -199,11 +199,16 @@ fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Opti
 
 fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
     let secret = store::STALE_AUTH_KEYS.iter().any(|auth_key| auth_key.as_bytes() == key);
-    let shown = std::str::from_utf8(value)
+    let printable = std::str::from_utf8(value)
         .ok()
         .filter(|text| !secret && text.len() <= MAX_SHOWN_VALUE_LEN && !text.chars().any(char::is_control))
         .map(str::to_string);
-    RecordReport { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: shown, secret }
+    RecordReport {
+        key: String::from_utf8_lossy(key).into_owned(),
+        size: value.len(),
+        value: printable,
+        secret,
+    }
 }
 
 /// States of the device key that make a preauthorized device show up as pending.

@@ -1,4 +1,4 @@
-//! What the commands share: loading identity and keys named on the command line, the time
+//! Helpers the commands share: loading identity and keys named on the command line, the time
 //! stamped on written files, and printing a result line.
 
 use std::fs::File;
@@ -114,8 +114,8 @@ impl RequestArgs {
     }
 }
 
-/// Where a result line goes: stdout, or a file that is created before an image is written, so
-/// that an unwritable path fails the run while the image is still unchanged.
+/// Destination of a result line: stdout, or a file that is created before an image is written,
+/// so that an unwritable path fails the run while the image is still unchanged.
 pub enum LineOutput {
     Stdout,
     File { path: PathBuf, file: File },

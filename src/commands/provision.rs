@@ -122,7 +122,7 @@ fn obtain_key(args: &ProvisionArgs) -> anyhow::Result<DeviceKey> {
     }
 }
 
-/// Where a generated key pair is saved: `DIR/PREFIXprivate.key` and `DIR/PREFIXpublic.key`.
+/// Location of a generated key pair: `DIR/PREFIXprivate.key` and `DIR/PREFIXpublic.key`.
 struct KeyFiles {
     dir: PathBuf,
     prefix: String,

@@ -11,7 +11,7 @@ use crate::image::partition_table::{Partition, PartitionTable, PartitionTableErr
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::volume::FileVolume;
 
-/// How an image is opened.
+/// Access mode of an opened image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Read only, with a shared lock: other readers may run, a modifying run may not.
@@ -20,7 +20,7 @@ pub enum Access {
     ReadWrite,
 }
 
-/// Why an image could not be opened or written.
+/// Failure to open or write an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]
@@ -120,7 +120,7 @@ impl DiskImage {
     /// Writes a copy of this image with `writes` applied to `destination`, keeping holes as
     /// holes. The copy is built under a temporary name in the destination's directory and
     /// renamed over `destination` only when complete, so a failure leaves no partial file. The
-    /// copy gets the source's permission bits for its owner only, because it holds a private
+    /// copy gets the source's permission bits for its owner only, because it contains a private
     /// key. An existing destination must be a regular file that no other run has locked.
     pub fn apply_to_copy(
         &self,
@@ -143,7 +143,7 @@ impl DiskImage {
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
         write_ranges(temporary.as_file(), partition, writes).map_err(io_error)?;
         temporary.as_file().sync_data().map_err(io_error)?;
-        // The copy holds a private key: keep the source's mode for the owner only.
+        // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
         let mode = source_mode & 0o700;
         temporary.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_error)?;

@@ -26,7 +26,7 @@ const MAX_LOGICAL_PARTITIONS: usize = 100;
 /// Smallest file that can hold an MBR or an ext superblock.
 const MIN_IMAGE_LEN: u64 = 2048;
 
-/// Why a partition table could not be read.
+/// Failure to read a partition table.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionTableError {
     #[error("read failed: {0}")]
@@ -44,7 +44,7 @@ pub enum PartitionTableError {
     InvalidMbr(String),
 }
 
-/// How the image is divided.
+/// Kind of partition table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
     /// An MBR (DOS) partition table.
@@ -175,7 +175,7 @@ fn read_logical_partitions(
         let mut sector = [0u8; SECTOR_SIZE as usize];
         file.read_exact_at(&mut sector, ebr_offset)?;
         if sector[MBR_SIGNATURE_OFFSET as usize..] != MBR_SIGNATURE {
-            // An extended partition whose first sector holds no EBR has no logical partitions.
+            // An extended partition without an EBR in its first sector has no logical partitions.
             if partitions.is_empty() {
                 return Ok(partitions);
             }

@@ -19,7 +19,7 @@ const MAX_STORE_LEN: u64 = 64 << 20;
 const MENDER_DIR_MODE: u16 = 0o755;
 const PRIVATE_FILE_MODE: u16 = 0o600;
 
-/// What to do with mender-store.
+/// Action to take on mender-store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorePolicy {
     /// Create the store when absent; otherwise remove the records tied to a previous key.
@@ -28,14 +28,14 @@ pub enum StorePolicy {
     LeaveAlone { reason: String },
 }
 
-/// What happened to the device key file.
+/// Change made to the device key file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
     Created,
     Replaced,
 }
 
-/// What happened to mender-store.
+/// Change made to mender-store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChange {
     /// No store existed; an empty one was created.
@@ -56,7 +56,7 @@ pub struct DataPartitionChanges {
     pub store: StoreChange,
 }
 
-/// Why the data partition could not be provisioned.
+/// Failure to provision the data partition.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("{path} on the data partition: {source}")]

@@ -16,7 +16,7 @@ pub struct DetectedTarget {
 }
 
 /// Reads the target layout from the first of the probe binaries that exists in `rootfs` and
-/// holds a valid ELF header; symlinks are followed inside the filesystem. A probe path that
+/// contains a valid ELF header; symlinks are followed inside the filesystem. A probe path that
 /// cannot be read is skipped. Returns `None` when no probe path gives a layout.
 pub fn detect_target<V: Volume>(rootfs: &Ext<V>) -> Result<Option<DetectedTarget>, ExtError> {
     for binary in TARGET_PROBE_PATHS {
