@@ -385,7 +385,7 @@ pub fn write_key_pair(
     if prefix.contains(['/', '\0']) {
         return Err(KeyError::InvalidPrefix { prefix: prefix.to_owned() });
     }
-    // A directory created here holds private keys, so only its owner may enter it.
+    // A directory created here contains private keys, so only its owner may enter it.
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| KeyError::Io {
         action: "create directory",
         path: dir.to_owned(),
