@@ -20,7 +20,8 @@ const MBR_SIGNATURE: [u8; 2] = [0x55, 0xAA];
 /// Partition type of the single entry of a GPT's protective MBR.
 const GPT_PROTECTIVE_TYPE: u8 = 0xEE;
 
-/// Most logical partitions followed in an EBR chain; Linux stops after 100 too.
+/// Maximum number of logical partitions read from an EBR chain, far more than a Mender image
+/// uses; the bound keeps a hostile chain of millions of links from taking minutes.
 const MAX_LOGICAL_PARTITIONS: usize = 100;
 
 /// Smallest file that can hold an MBR or an ext superblock.
