@@ -165,16 +165,28 @@ fn ext_kind<V: Volume>(ext: &Ext<V>) -> &'static str {
     }
 }
 
+/// Reads the markers that decide a role, stopping at the first one found: a data partition
+/// needs no look at `/etc`, and a rootfs with `/etc/mender` needs no scan of `/usr/bin`, which
+/// can hold thousands of entries.
 fn read_markers<V: Volume>(ext: &Ext<V>) -> ExtMarkers {
     let is_dir = |path: &str| matches!(ext.lookup(path), Ok(Some(ino)) if matches!(ext.metadata(ino), Ok(meta) if meta.kind == FileKind::Directory));
-    let has_mender_binary = match ext.lookup("/usr/bin") {
+    let has_mender_binary = || match ext.lookup("/usr/bin") {
         Ok(Some(ino)) => ext
             .read_dir(ino)
             .map(|entries| entries.iter().any(|entry| entry.name.starts_with(b"mender")))
             .unwrap_or(false),
         _ => false,
     };
-    ExtMarkers { has_mender_dir: is_dir("/mender"), has_etc_mender: is_dir("/etc/mender"), has_mender_binary }
+
+    let mut markers = ExtMarkers { has_mender_dir: is_dir("/mender"), ..ExtMarkers::default() };
+    if markers.has_mender_dir {
+        return markers;
+    }
+    markers.has_etc_mender = is_dir("/etc/mender");
+    if !markers.has_etc_mender {
+        markers.has_mender_binary = has_mender_binary();
+    }
+    markers
 }
 
 fn has_ext_magic(volume: &FileVolume) -> std::io::Result<bool> {
