@@ -27,6 +27,7 @@ mod features;
 mod file_map;
 mod htree;
 mod inode;
+mod owners;
 mod path;
 mod superblock;
 #[cfg(test)]
@@ -103,7 +104,8 @@ pub struct Ext<V> {
 
 impl<V: Volume> Ext<V> {
     /// Opens the filesystem on `volume`: validates the superblock (magic, sizes, features,
-    /// checksum) and every group descriptor (locations, counts, checksums).
+    /// checksum) and every group descriptor (counts, checksums, and locations that stay clear
+    /// of each other and of the superblock and descriptor copies).
     pub fn open(volume: V) -> Result<Self, ExtError> {
         let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
         if volume.len() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
@@ -130,6 +132,7 @@ impl<V: Volume> Ext<V> {
             groups.push(GroupDescriptor::parse(&ext.sb, index, desc_bytes)?);
             cached_block = Some((block, table_block));
         }
+        owners::OwnerMap::metadata(&ext.sb, &groups)?;
         ext.groups = groups;
         Ok(ext)
     }
