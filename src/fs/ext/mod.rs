@@ -271,7 +271,8 @@ impl<V: Volume> Ext<V> {
                 }
                 Some(run) => ((run.logical + run.len - logical) * block_size - within, None),
                 None => {
-                    let next = map.runs.iter().find(|run| run.logical > logical).map(|run| run.logical);
+                    let next_index = map.runs.partition_point(|run| run.logical <= logical);
+                    let next = map.runs.get(next_index).map(|run| run.logical);
                     let hole_end = next.map_or(u64::MAX, |next| next * block_size);
                     (hole_end - position, None)
                 }
