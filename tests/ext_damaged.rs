@@ -14,7 +14,7 @@ use ext_support::*;
 use mender_preauth::fs::ext::{Ext, ExtError};
 use mender_preauth::image::volume::{FileVolume, Staged};
 
-/// Longest time any operation on a damaged image may take; the loops these tests guard against
+/// Maximum time any operation on a damaged image may take. The loops these tests guard against
 /// ran for hours.
 const TIME_LIMIT: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,7 @@ fn debugfs_script(image: &Path, commands: &str) {
     assert!(output.status.success(), "debugfs -f failed: {output:?}");
 }
 
-/// The first number that debugfs prints for `request`, such as a block of `blocks PATH`.
+/// Returns the first number that debugfs prints for `request`, such as a block of `blocks PATH`.
 fn debugfs_number(image: &Path, request: &str) -> u64 {
     let output = debugfs(image, request);
     let word = output.split_whitespace().find(|word| word.parse::<u64>().is_ok());
@@ -155,7 +155,7 @@ fn huge_directory_size_fails_fast() {
     let blocks_count: u64 = field(&stats, "Block count:").unwrap().parse().unwrap();
     let cases = [
         (format!("{:#x}", 1u64 << 56), "larger than the filesystem"),
-        // A size the filesystem could hold, so only the map tells that it is wrong.
+        // A size the filesystem could hold, so only the map shows that it is wrong.
         ((blocks_count * 4096).to_string(), "logical block 1 is a hole"),
     ];
     for (size, detail) in cases {
@@ -292,8 +292,8 @@ fn sibling_blocks_marked_free_are_not_allocated() {
     if tools("sibling_blocks_marked_free_are_not_allocated").is_none() {
         return;
     }
-    // The bitmap says free, the sibling's extent says used: the allocator would hand the block to
-    // the new key.
+    // The bitmap marks the block free while the sibling's extent maps it, so the allocator would
+    // hand the block to the new key.
     let image = mender_image(16, DEFAULT_4K);
     let sibling_block = debugfs_number(&image.path, "blocks /mender/device_type");
     mark_free_in_group_0(&image.path, sibling_block);
@@ -332,8 +332,8 @@ fn freeing_a_block_marked_free_is_rejected() {
 }
 
 #[test]
-fn key_with_bad_xattr_block_or_no_links_is_not_replaced() {
-    if tools("key_with_bad_xattr_block_or_no_links_is_not_replaced").is_none() {
+fn bad_xattr_block_blocks_replacing() {
+    if tools("bad_xattr_block_blocks_replacing").is_none() {
         return;
     }
     let image = mender_image(16, DEFAULT_4K);
@@ -348,10 +348,17 @@ fn key_with_bad_xattr_block_or_no_links_is_not_replaced() {
     assert_fsck_reports(&image.path, "extended attribute block");
     let words = ["the block bitmap of group 0", "the extended attribute block of inode 14"];
     assert_write_rejected(&image.path, &format!("block {block_bitmap}"), &words, replace_key);
+}
 
+#[test]
+fn zero_link_count_blocks_writes() {
+    if tools("zero_link_count_blocks_writes").is_none() {
+        return;
+    }
     let image = mender_image(16, DEFAULT_4K);
     debugfs_write(&image.path, "sif /mender/mender-agent.pem links_count 0");
     assert_fsck_reports(&image.path, "has deleted/unused inode 14");
+
     let words = ["link count is 0"];
     assert_write_rejected(&image.path, "inode 14", &words, replace_key);
     assert_write_rejected(&image.path, "inode 14", &words, |ext| {
@@ -388,19 +395,27 @@ fn point_htree_root_at(image: &Path, block: u32) {
 }
 
 #[test]
-fn htree_leaf_at_the_root_or_past_the_end_is_rejected() {
-    if tools("htree_leaf_at_the_root_or_past_the_end_is_rejected").is_none() {
+fn htree_leaf_at_root_is_rejected() {
+    if tools("htree_leaf_at_root_is_rejected").is_none() {
         return;
     }
     let image = indexed_mender_image();
     point_htree_root_at(&image.path, 0);
     assert_fsck_reports(&image.path, "block #0 referenced twice");
+
     let words = ["the leaf for this name is block 0, which is the index root"];
     assert_write_rejected(&image.path, "inode 12 htree root", &words, replace_key);
+}
 
+#[test]
+fn htree_leaf_past_end_is_rejected() {
+    if tools("htree_leaf_past_end_is_rejected").is_none() {
+        return;
+    }
     let image = indexed_mender_image();
     point_htree_root_at(&image.path, 1000);
     assert_fsck_reports(&image.path, "HTREE");
+
     let words = ["index points to block 1000 past the end of the directory"];
     assert_write_rejected(&image.path, "directory inode 12", &words, replace_key);
 }
@@ -433,7 +448,7 @@ fn layouts_e2fsck_repairs_silently_fail_open() {
     if tools("layouts_e2fsck_repairs_silently_fail_open").is_none() {
         return;
     }
-    // e2fsck exits 0 on both, because it quietly reads the backup descriptors instead; writing
+    // e2fsck exits 0 on both, because it quietly reads the backup descriptors instead. Writing
     // through the primary ones would leave them disagreeing with what e2fsck reads.
     let cases = [
         (

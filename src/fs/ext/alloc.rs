@@ -28,7 +28,7 @@ pub(crate) struct AllocPlan {
     dirty_groups: BTreeSet<u32>,
     /// Inode table byte ranges that move below a group's unused watermark and must be zeroed.
     inode_ranges_to_zero: Vec<(u64, usize)>,
-    /// Owners of the blocks this operation knows about: no free block may have one.
+    /// Owners of the blocks this operation has read. A block marked free must have none.
     owners: OwnerMap,
 }
 

@@ -82,7 +82,8 @@ mod tests {
 
     #[test]
     fn byte_skipping_matches_bit_by_bit() {
-        let bitmap: Vec<u8> = (0u32..64).map(|i| [0x00, 0xFF, 0x0F, 0xF0, 0x81][(i * 7 % 5) as usize]).collect();
+        let bitmap: Vec<u8> =
+            (0u32..64).map(|i| [0x00, 0xFF, 0x0F, 0xF0, 0x81][(i * 7 % 5) as usize]).collect();
         for limit in [0, 1, 7, 8, 9, 100, 511, 512] {
             let mut expected = Vec::new();
             let mut start = None;

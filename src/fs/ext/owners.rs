@@ -1,5 +1,5 @@
-//! Owners of blocks: which structure a block belongs to, for the blocks one operation knows
-//! about. Opening a filesystem checks that the group descriptors place every bitmap and inode
+//! Owners of blocks: which structure a block belongs to, as far as one operation has read the
+//! structures. Opening a filesystem checks that the group descriptors place every bitmap and inode
 //! table where e2fsprogs' `ext2fs_check_desc` accepts them. A write operation adds the blocks of
 //! the inodes it reads to that map, so that a block it is about to free or to allocate cannot
 //! belong to someone else.
@@ -37,7 +37,7 @@ pub(crate) enum BlockOwner {
     InodeBitmap(BlockGroupIndex),
     InodeTable(BlockGroupIndex),
     Journal(InodeIndex),
-    /// The resize inode's double indirect block; its other blocks are reserved GDT blocks.
+    /// The resize inode's double indirect block. Its other blocks are reserved GDT blocks.
     ResizeInode,
     OrphanFile(InodeIndex),
     /// A data, extent tree or indirect block of an inode.
@@ -78,7 +78,7 @@ impl fmt::Display for BlockOwner {
     }
 }
 
-/// A block that two owners claim, or that an operation may not touch.
+/// The first block of a range that already has an owner, and that owner.
 #[derive(Debug)]
 pub(crate) struct Conflict<'a> {
     pub block: u64,
@@ -185,8 +185,8 @@ impl OwnerMap {
         for index in 0..sb.group_count {
             let group = BlockGroupIndex(index);
             for (start, len) in group_reserved_ranges(sb, group)? {
-                // Ranges of one group never overlap those of another (the check above keeps them
-                // inside their group), but under meta_bg one group may list a block twice.
+                // Each group's reserved ranges lie inside the group, so they cannot overlap
+                // another group's, and merging keeps a block listed twice by one group legal.
                 map.claim_reserved(start, len, group);
             }
         }
@@ -311,9 +311,9 @@ impl<V: Volume> Ext<V> {
     }
 
     /// Claims the resize inode's double indirect block. Its indirect blocks are the reserved
-    /// GDT blocks of group 0 and its data blocks their copies in the other groups, which the
-    /// metadata map already holds, so its map is not walked: that would read every reserved GDT
-    /// block.
+    /// GDT blocks of group 0, and its data blocks are their copies in the other groups. The
+    /// metadata map already holds both, so the inode's map is not walked, which would read every
+    /// reserved GDT block.
     fn claim_resize_inode(&self, map: &mut OwnerMap) -> Result<(), ExtError> {
         let inode = self.read_inode(RESIZE_INODE)?;
         let block = u64::from(read_u32le(inode.block_area(), RESIZE_DIND_POINTER * 4));

@@ -55,8 +55,9 @@ struct PlannedData {
     blocks_used: u64,
 }
 
-/// Most entries of a directory whose inodes' blocks join the known owners of a write. A larger
-/// directory is not scanned, to keep a write's reads small, so its entries' blocks go unchecked.
+/// Maximum number of entries of a directory whose inodes' blocks join the known owners of a
+/// write. A larger directory is not scanned, to keep a write's reads small, so its entries'
+/// blocks go unchecked.
 const MAX_CHECKED_ENTRIES: usize = 64;
 
 /// The directory that receives a path's last component, and what that name names now.
