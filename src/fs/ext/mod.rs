@@ -118,6 +118,9 @@ impl<V: Volume> Ext<V> {
         let sb = Superblock::parse(&bytes, volume.len())?;
 
         let mut ext = Ext { volume, sb, groups: Vec::new() };
+        // A descriptor table too large for group 0 is corrupt: checking that before reading the
+        // table keeps a hostile group count from making this loop read the whole volume.
+        block_group::group_reserved_ranges(&ext.sb, BlockGroupIndex(0))?;
         let mut groups = Vec::with_capacity(ext.sb.group_count as usize);
         let mut cached_block: Option<(u64, Vec<u8>)> = None;
         for group in 0..ext.sb.group_count {

@@ -278,7 +278,8 @@ impl<V: Volume> Ext<V> {
     }
 
     /// Claims the data, map and extended attribute blocks of `ino` for `owner`. Devices, FIFOs
-    /// and sockets own no data blocks: their `i_block` contains no block numbers.
+    /// and sockets own no data blocks because their `i_block` contains no block numbers. The
+    /// journal and the orphan file always have a map, whatever their mode says.
     fn claim_inode_blocks(
         &self,
         map: &mut OwnerMap,
@@ -286,7 +287,8 @@ impl<V: Volume> Ext<V> {
         owner: BlockOwner,
     ) -> Result<(), ExtError> {
         let inode = self.read_inode(ino)?;
-        if matches!(inode.file_type(), S_IFREG | S_IFDIR | S_IFLNK) {
+        let special = matches!(owner, BlockOwner::Journal(_) | BlockOwner::OrphanFile(_));
+        if special || matches!(inode.file_type(), S_IFREG | S_IFDIR | S_IFLNK) {
             for (start, len) in self.file_map(&inode)?.all_blocks() {
                 map.claim(start, len, owner.clone())?;
             }
