@@ -470,11 +470,12 @@ fn layouts_e2fsck_repairs_silently_fail_open() {
 }
 
 #[test]
-fn descriptor_checks_accept_every_feature_set() {
-    if tools("descriptor_checks_accept_every_feature_set").is_none() {
+fn checked_writes_pass_fsck_everywhere() {
+    if tools("checked_writes_pass_fsck_everywhere").is_none() {
         return;
     }
-    let extra: [(&str, &[&str]); 3] = [
+    let extra: [(&str, &[&str]); 4] = [
+        ("orphan_file", &["-b", "1024", "-O", "orphan_file"]),
         ("no flex_bg", &["-b", "1024", "-O", "^flex_bg"]),
         ("no resize_inode", &["-b", "1024", "-O", "^resize_inode"]),
         ("no sparse_super", &["-b", "1024", "-O", "^sparse_super,^resize_inode"]),
