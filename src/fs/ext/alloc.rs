@@ -9,10 +9,11 @@ use super::Ext;
 use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, test_bit};
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
-    group_base_metadata_blocks, group_first_block, group_has_superblock, group_of_block,
+    group_base_metadata_blocks, group_first_block, group_of_block,
 };
 use super::error::ExtError;
 use super::inode::InodeIndex;
+use super::owners::OwnerMap;
 use super::superblock::SUPERBLOCK_OFFSET;
 use crate::image::volume::{Volume, VolumeMut};
 
@@ -27,11 +28,13 @@ pub(crate) struct AllocPlan {
     dirty_groups: BTreeSet<u32>,
     /// Inode table byte ranges that move below a group's unused watermark and must be zeroed.
     inode_ranges_to_zero: Vec<(u64, usize)>,
+    /// Owners of the blocks this operation has read. A block marked free must have none.
+    owners: OwnerMap,
 }
 
 impl AllocPlan {
-    /// Starts a plan from the filesystem's current state.
-    pub fn new<V: Volume>(ext: &Ext<V>) -> Self {
+    /// Starts a plan from the filesystem's current state, with the known owners of blocks.
+    pub fn new<V: Volume>(ext: &Ext<V>, owners: OwnerMap) -> Self {
         AllocPlan {
             groups: ext.groups.clone(),
             block_bitmaps: BTreeMap::new(),
@@ -40,6 +43,7 @@ impl AllocPlan {
             dirty_inode_bitmaps: BTreeSet::new(),
             dirty_groups: BTreeSet::new(),
             inode_ranges_to_zero: Vec::new(),
+            owners,
         }
     }
 
@@ -181,6 +185,7 @@ impl AllocPlan {
                 }
                 let runs = self.free_runs(ext, group, limit)?;
                 if let Some(&(start, _)) = runs.iter().find(|(_, len)| *len >= count) {
+                    self.owners.check_unowned(start, count)?;
                     self.take_blocks(ext, group, start, count)?;
                     return Ok(vec![(start, count)]);
                 }
@@ -195,6 +200,7 @@ impl AllocPlan {
             }
             for (start, len) in self.free_runs(ext, group, limit)? {
                 let here = len.min(left);
+                self.owners.check_unowned(start, here)?;
                 self.take_blocks(ext, group, start, here)?;
                 allocated.push((start, here));
                 left -= here;
@@ -247,16 +253,16 @@ impl AllocPlan {
         Ok(())
     }
 
-    /// Releases the blocks of `ranges` (start, length), which must all be in use and must not be
-    /// filesystem metadata.
-    pub fn release_blocks<V: Volume>(&mut self, ext: &Ext<V>, ranges: &[(u64, u64)]) -> Result<(), ExtError> {
+    /// Releases the blocks of `ranges` (start, length) that `inode` owns. Every block must be
+    /// marked in use and must belong to no other known owner.
+    pub fn release_blocks<V: Volume>(
+        &mut self,
+        ext: &Ext<V>,
+        ranges: &[(u64, u64)],
+        inode: InodeIndex,
+    ) -> Result<(), ExtError> {
         for &(start, len) in ranges {
-            if let Some(block) = metadata_overlap(ext, start, len) {
-                return Err(ExtError::corrupt(
-                    format!("block {block}"),
-                    "a file claims a block of the filesystem's own metadata",
-                ));
-            }
+            self.owners.release(start, len, inode)?;
             for block in start..start.saturating_add(len) {
                 let (group, bit) = group_of_block(&ext.sb, block);
                 self.touch_block_bitmap(ext, group.0)?;
@@ -444,35 +450,4 @@ fn uninit_block_bitmap<V: Volume>(
         ));
     }
     Ok(bitmap)
-}
-
-/// Finds the first block of `start..start + len` that contains filesystem metadata: a superblock
-/// or descriptor table copy, a bitmap or an inode table.
-fn metadata_overlap<V: Volume>(ext: &Ext<V>, start: u64, len: u64) -> Option<u64> {
-    let sb = &ext.sb;
-    let end = start.saturating_add(len);
-    let overlap = |meta_start: u64, meta_len: u64| {
-        let meta_end = meta_start.saturating_add(meta_len);
-        (meta_start < end && start < meta_end).then(|| meta_start.max(start))
-    };
-    if let Some(block) = overlap(0, u64::from(sb.first_data_block) + 1) {
-        return Some(block);
-    }
-    for (index, descriptor) in ext.groups.iter().enumerate() {
-        let group = BlockGroupIndex(index as u32);
-        if group_has_superblock(sb, group)
-            && let Some(block) = overlap(group_first_block(sb, group), group_base_metadata_blocks(sb, group))
-        {
-            return Some(block);
-        }
-        let tables = [
-            (descriptor.block_bitmap, 1),
-            (descriptor.inode_bitmap, 1),
-            (descriptor.inode_table, u64::from(sb.inode_table_blocks())),
-        ];
-        if let Some(block) = tables.iter().find_map(|&(meta_start, meta_len)| overlap(meta_start, meta_len)) {
-            return Some(block);
-        }
-    }
-    None
 }

@@ -306,6 +306,78 @@ pub(crate) fn descriptor_location(sb: &Superblock, group: BlockGroupIndex) -> (u
     (block, offset)
 }
 
+/// Last block of `group`.
+pub(crate) fn group_last_block(sb: &Superblock, group: BlockGroupIndex) -> u64 {
+    group_first_block(sb, group) + u64::from(blocks_in_group(sb, group)).saturating_sub(1)
+}
+
+/// Blocks of `group` kept for the superblock, the group descriptors and the reserved GDT blocks,
+/// as (start, length) ranges and as e2fsprogs reserves them. Without `meta_bg` a group with a
+/// superblock copy keeps the whole descriptor table and the reserved GDT blocks after it. Under
+/// `meta_bg` the groups past `s_first_meta_bg` keep one descriptor block in the first, second
+/// and last group of each meta group. Ranges are cut at the end of the filesystem; a range that
+/// runs into the next group is a corrupt superblock.
+pub(crate) fn group_reserved_ranges(
+    sb: &Superblock,
+    group: BlockGroupIndex,
+) -> Result<Vec<(u64, u64)>, ExtError> {
+    let mut first = group_first_block(sb, group);
+    if first == 0 && sb.block_size == 1024 {
+        // bigalloc with 1 KiB blocks: the superblock is block 1 although the group starts at 0.
+        first = 1;
+    }
+    let has_super = group_has_superblock(sb, group);
+    let meta_bg = sb.has_incompat(features::INCOMPAT_META_BG);
+    let per_block = sb.block_size / u32::from(sb.desc_size);
+
+    let mut ranges = Vec::new();
+    if group.0 == 0 && first == 1 && sb.first_data_block == 0 {
+        ranges.push((0, 1));
+    }
+    if !meta_bg || group.0 / per_block < sb.first_meta_bg {
+        if has_super {
+            let table_blocks = if meta_bg {
+                u64::from(sb.first_meta_bg)
+            } else {
+                descriptor_table_blocks(sb) + u64::from(sb.reserved_gdt_blocks)
+            };
+            ranges.push((first, 1 + table_blocks));
+        }
+    } else {
+        if has_super {
+            ranges.push((first, 1));
+        }
+        let position = group.0 % per_block;
+        if position == 0 || position == 1 || position == per_block - 1 {
+            ranges.push((first + u64::from(has_super), 1));
+        }
+    }
+
+    let group_end = group_last_block(sb, group) + 1;
+    let is_last = group.0 + 1 == sb.group_count;
+    let mut clipped = Vec::with_capacity(ranges.len());
+    for (start, len) in ranges {
+        let end = start.saturating_add(len);
+        if end > group_end && !is_last {
+            return Err(ExtError::corrupt(
+                "superblock",
+                format!(
+                    "the superblock copy, group descriptors and {} reserved GDT blocks of group {} \
+                     run past the group's last block {}",
+                    sb.reserved_gdt_blocks,
+                    group.0,
+                    group_end - 1
+                ),
+            ));
+        }
+        let end = end.min(sb.blocks_count);
+        if start < end {
+            clipped.push((start, end - start));
+        }
+    }
+    Ok(clipped)
+}
+
 /// Blocks at the start of `group` taken by the superblock backup, the descriptor table and the
 /// blocks reserved for growing it. Only valid without `meta_bg`.
 pub(crate) fn group_base_metadata_blocks(sb: &Superblock, group: BlockGroupIndex) -> u64 {

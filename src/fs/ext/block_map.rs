@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::Ext;
 use super::bytes::{read_u32le, write_u32le};
 use super::error::ExtError;
-use super::file_map::{BuiltMap, FileMap, Run, push_run};
+use super::file_map::{BlockBudget, BuiltMap, FileMap, Run, push_run};
 use super::inode::{I_BLOCK_SIZE, Inode};
 use crate::image::volume::Volume;
 
@@ -14,6 +14,12 @@ use crate::image::volume::Volume;
 const DIRECT_BLOCKS: u64 = 12;
 /// Index in `i_block` of the single indirect pointer; double and triple follow it.
 const SINGLE_INDIRECT: usize = 12;
+
+/// State of one block map walk: the indirect blocks seen so far and the blocks left to find.
+struct IndirectWalk {
+    visited: HashSet<u64>,
+    budget: BlockBudget,
+}
 
 /// Pointers per indirect block.
 fn pointers_per_block(block_size: u32) -> u64 {
@@ -25,12 +31,12 @@ impl<V: Volume> Ext<V> {
     pub(crate) fn read_block_map(&self, inode: &Inode) -> Result<FileMap, ExtError> {
         let area = inode.block_area();
         let mut map = FileMap::default();
-        let mut visited = HashSet::new();
+        let mut walk = IndirectWalk { visited: HashSet::new(), budget: BlockBudget::new(self, inode) };
         let structure = format!("inode {} block map", inode.index);
 
         for index in 0..DIRECT_BLOCKS {
             let block = u64::from(read_u32le(area, index as usize * 4));
-            self.add_mapped_block(&mut map, index, block, &structure)?;
+            self.add_mapped_block(&mut map, &mut walk.budget, index, block, &structure)?;
         }
 
         let per_block = pointers_per_block(self.sb.block_size);
@@ -39,7 +45,7 @@ impl<V: Volume> Ext<V> {
         for level in 0..3u32 {
             let pointer = u64::from(read_u32le(area, (SINGLE_INDIRECT + level as usize) * 4));
             if pointer != 0 {
-                self.walk_indirect(&mut map, &mut visited, pointer, level, first_logical, &structure)?;
+                self.walk_indirect(&mut map, &mut walk, pointer, level, first_logical, &structure)?;
             }
             first_logical += span;
             span = span.saturating_mul(per_block);
@@ -51,6 +57,7 @@ impl<V: Volume> Ext<V> {
     fn add_mapped_block(
         &self,
         map: &mut FileMap,
+        budget: &mut BlockBudget,
         logical: u64,
         block: u64,
         structure: &str,
@@ -64,6 +71,7 @@ impl<V: Volume> Ext<V> {
                 format!("logical block {logical} points to block {block} outside the filesystem"),
             ));
         }
+        budget.spend(1, structure)?;
         push_run(&mut map.runs, Run { logical, physical: block, len: 1, uninit: false });
         Ok(())
     }
@@ -72,7 +80,7 @@ impl<V: Volume> Ext<V> {
     fn walk_indirect(
         &self,
         map: &mut FileMap,
-        visited: &mut HashSet<u64>,
+        walk: &mut IndirectWalk,
         block: u64,
         level: u32,
         first_logical: u64,
@@ -84,9 +92,10 @@ impl<V: Volume> Ext<V> {
                 format!("indirect block {block} is outside the filesystem"),
             ));
         }
-        if !visited.insert(block) {
+        if !walk.visited.insert(block) {
             return Err(ExtError::corrupt(structure, format!("indirect block {block} is used twice")));
         }
+        walk.budget.spend(1, structure)?;
         map.metadata_blocks.push(block);
         let pointers = self.read_block(block)?;
         let per_block = pointers_per_block(self.sb.block_size);
@@ -95,9 +104,9 @@ impl<V: Volume> Ext<V> {
             let pointer = u64::from(read_u32le(&pointers, index as usize * 4));
             let logical = first_logical + index * span;
             if level == 0 {
-                self.add_mapped_block(map, logical, pointer, structure)?;
+                self.add_mapped_block(map, &mut walk.budget, logical, pointer, structure)?;
             } else if pointer != 0 {
-                self.walk_indirect(map, visited, pointer, level - 1, logical, structure)?;
+                self.walk_indirect(map, walk, pointer, level - 1, logical, structure)?;
             }
         }
         Ok(())

@@ -5,6 +5,7 @@ use super::dir_block::DirBlock;
 use super::dir_entry::{FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_UNKNOWN, parse_entry};
 use super::error::ExtError;
 use super::features;
+use super::file_map::FileMap;
 use super::inode::{FLAG_INLINE_DATA, I_BLOCK_SIZE, Inode, InodeIndex};
 use super::{DirEntry, Ext, FileKind};
 use crate::image::volume::Volume;
@@ -57,7 +58,7 @@ impl<V: Volume> Ext<V> {
     }
 
     /// Lists the used entries of directory `dir` as (name, inode, file type code).
-    fn raw_entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, InodeIndex, u8)>, ExtError> {
+    pub(crate) fn raw_entries(&self, dir: &Inode) -> Result<Vec<(Vec<u8>, InodeIndex, u8)>, ExtError> {
         if dir.has_flag(FLAG_INLINE_DATA) {
             return self.inline_entries(dir);
         }
@@ -110,33 +111,61 @@ impl<V: Volume> Ext<V> {
         Ok(InodeIndex(inode))
     }
 
-    /// Reads every block of directory `dir`, parsed and checked, in logical order, skipping
-    /// holes.
-    pub(crate) fn dir_blocks(&self, dir: &Inode) -> Result<Vec<LocatedDirBlock>, ExtError> {
+    /// Reads the map of directory `dir` and checks it against the directory's size: a whole
+    /// number of blocks, at least one, every one of them mapped and initialized. Blocks mapped
+    /// past the size are allowed, as e2fsck allows preallocated directory blocks. Returns the
+    /// map and the number of blocks the size covers.
+    pub(crate) fn dir_map(&self, dir: &Inode) -> Result<(FileMap, u64), ExtError> {
+        let corrupt = |detail: String| ExtError::corrupt(format!("directory inode {}", dir.index), detail);
         let block_size = u64::from(self.sb.block_size);
         let size = dir.size();
         if !size.is_multiple_of(block_size) {
-            return Err(ExtError::corrupt(
-                format!("directory inode {}", dir.index),
-                format!("size {size} is not a multiple of the block size"),
-            ));
+            return Err(corrupt(format!("size {size} is not a multiple of the block size")));
         }
-        if size / block_size > self.sb.blocks_count {
-            return Err(ExtError::corrupt(
-                format!("directory inode {}", dir.index),
-                format!("size {size} is larger than the filesystem"),
-            ));
+        let count = size / block_size;
+        if count == 0 {
+            return Err(corrupt("size is 0, but a directory has at least one block".to_string()));
         }
+        if count > self.sb.blocks_count {
+            return Err(corrupt(format!("size {size} is larger than the filesystem")));
+        }
+
         let map = self.file_map(dir)?;
+        let mut next = 0u64;
+        for run in map.runs.iter().take_while(|run| run.logical < count) {
+            if run.logical > next {
+                break;
+            }
+            if run.uninit {
+                return Err(corrupt(format!(
+                    "logical blocks {}-{} are an uninitialized extent",
+                    run.logical,
+                    run.logical + run.len - 1
+                )));
+            }
+            next = run.logical + run.len;
+        }
+        if next < count {
+            return Err(corrupt(format!("logical block {next} is a hole inside its size of {size} bytes")));
+        }
+        Ok((map, count))
+    }
+
+    /// Reads every block of directory `dir` that its size covers, parsed and checked, in
+    /// logical order.
+    pub(crate) fn dir_blocks(&self, dir: &Inode) -> Result<Vec<LocatedDirBlock>, ExtError> {
+        let (map, count) = self.dir_map(dir)?;
         let mut blocks = Vec::new();
-        for logical in 0..size / block_size {
-            let Some(run) = map.find(logical) else { continue };
-            let physical = run.physical + (logical - run.logical);
-            blocks.push(LocatedDirBlock {
-                logical,
-                physical,
-                block: self.read_dir_block(dir, logical, physical)?,
-            });
+        for run in &map.runs {
+            let end = (run.logical + run.len).min(count);
+            for logical in run.logical..end {
+                let physical = run.physical + (logical - run.logical);
+                blocks.push(LocatedDirBlock {
+                    logical,
+                    physical,
+                    block: self.read_dir_block(dir, logical, physical)?,
+                });
+            }
         }
         Ok(blocks)
     }
@@ -156,21 +185,25 @@ impl<V: Volume> Ext<V> {
 
     /// Reads logical block `logical` of directory `dir` without parsing it.
     pub(crate) fn read_dir_logical_block(&self, dir: &Inode, logical: u64) -> Result<Vec<u8>, ExtError> {
-        let block_size = u64::from(self.sb.block_size);
-        if logical >= dir.size() / block_size {
+        self.read_block(self.dir_physical_block(dir, logical)?)
+    }
+
+    /// Finds where logical block `logical` of directory `dir` is stored.
+    pub(crate) fn dir_physical_block(&self, dir: &Inode, logical: u64) -> Result<u64, ExtError> {
+        let (map, count) = self.dir_map(dir)?;
+        if logical >= count {
             return Err(ExtError::corrupt(
                 format!("directory inode {}", dir.index),
                 format!("index points to block {logical} past the end of the directory"),
             ));
         }
-        let map = self.file_map(dir)?;
         let Some(run) = map.find(logical) else {
             return Err(ExtError::corrupt(
                 format!("directory inode {}", dir.index),
                 format!("block {logical} is a hole"),
             ));
         };
-        self.read_block(run.physical + (logical - run.logical))
+        Ok(run.physical + (logical - run.logical))
     }
 
     /// Finds `name` in directory `dir` by scanning every block.

@@ -7,7 +7,7 @@ use super::Ext;
 use super::bytes::{join_u64, read_u16le, read_u32le, write_u16le, write_u32le};
 use super::checksum::crc32c;
 use super::error::ExtError;
-use super::file_map::{BuiltMap, FileMap, Run, push_run};
+use super::file_map::{BlockBudget, BuiltMap, FileMap, Run, push_run};
 use super::inode::{I_BLOCK_SIZE, Inode, InodeIndex};
 use super::superblock::Superblock;
 use crate::image::volume::Volume;
@@ -61,12 +61,19 @@ struct Walk<'a> {
     map: FileMap,
     visited: HashSet<u64>,
     next_logical: u64,
+    budget: BlockBudget,
 }
 
 impl<V: Volume> Ext<V> {
     /// Reads the whole extent tree of `inode`, checking every node.
     pub(crate) fn read_extent_tree(&self, inode: &Inode) -> Result<FileMap, ExtError> {
-        let mut walk = Walk { inode, map: FileMap::default(), visited: HashSet::new(), next_logical: 0 };
+        let mut walk = Walk {
+            inode,
+            map: FileMap::default(),
+            visited: HashSet::new(),
+            next_logical: 0,
+            budget: BlockBudget::new(self, inode),
+        };
         let root = inode.block_area().to_vec();
         self.walk_node(&mut walk, &root, None, &format!("inode {} extent root", inode.index))?;
         Ok(walk.map)
@@ -125,6 +132,7 @@ impl<V: Volume> Ext<V> {
                 if first_logical < walk.next_logical {
                     return Err(corrupt(format!("extent {index} overlaps the previous extent")));
                 }
+                walk.budget.spend(len, structure)?;
                 walk.next_logical = first_logical + len;
                 push_run(&mut walk.map.runs, Run { logical: first_logical, physical, len, uninit });
             } else {
@@ -137,6 +145,7 @@ impl<V: Volume> Ext<V> {
                 if !walk.visited.insert(child) {
                     return Err(corrupt(format!("index {index} points to block {child} a second time")));
                 }
+                walk.budget.spend(1, structure)?;
                 walk.map.metadata_blocks.push(child);
                 let block = self.read_block(child)?;
                 let child_structure = format!("inode {} extent block {child}", walk.inode.index);

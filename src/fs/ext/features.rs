@@ -38,13 +38,17 @@ struct Feature {
 const NO_HINT: &str =
     "mender-preauth cannot modify such filesystems yet; rebuild the filesystem without this feature";
 
+pub(crate) const COMPAT_HAS_JOURNAL: u32 = 0x4;
+pub(crate) const COMPAT_RESIZE_INODE: u32 = 0x10;
 pub(crate) const COMPAT_DIR_INDEX: u32 = 0x20;
 pub(crate) const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+pub(crate) const COMPAT_ORPHAN_FILE: u32 = 0x1000;
 pub(crate) const INCOMPAT_FILETYPE: u32 = 0x2;
 pub(crate) const INCOMPAT_RECOVER: u32 = 0x4;
 pub(crate) const INCOMPAT_META_BG: u32 = 0x10;
 pub(crate) const INCOMPAT_EXTENTS: u32 = 0x40;
 pub(crate) const INCOMPAT_64BIT: u32 = 0x80;
+pub(crate) const INCOMPAT_FLEX_BG: u32 = 0x200;
 pub(crate) const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 pub(crate) const INCOMPAT_LARGEDIR: u32 = 0x4000;
 pub(crate) const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;

@@ -44,6 +44,34 @@ impl FileMap {
     }
 }
 
+/// The blocks a map walk may still find: the inode's `i_blocks`, which counts every data and
+/// map block it owns. A map that finds more is corrupt, and stopping there bounds the walk.
+pub(crate) struct BlockBudget {
+    left: u64,
+    limit: u64,
+}
+
+impl BlockBudget {
+    pub fn new<V: Volume>(ext: &Ext<V>, inode: &Inode) -> Self {
+        let limit = inode.blocks_in_fs_blocks(&ext.sb);
+        BlockBudget { left: limit, limit }
+    }
+
+    /// Counts `blocks` more blocks of the map described by `structure`.
+    pub fn spend(&mut self, blocks: u64, structure: &str) -> Result<(), ExtError> {
+        match self.left.checked_sub(blocks) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(ExtError::corrupt(
+                structure,
+                format!("maps more blocks than the {} that i_blocks counts", self.limit),
+            )),
+        }
+    }
+}
+
 /// A map ready to store: the 60 bytes for the inode's `i_block` and the extent tree or
 /// indirect blocks to write, as (block, contents).
 pub(crate) struct BuiltMap {

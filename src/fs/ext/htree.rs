@@ -193,6 +193,14 @@ struct IndexNode<'a> {
 }
 
 impl IndexNode<'_> {
+    /// Logical blocks of every child.
+    fn children(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.count).map(|index| {
+            let entry = self.entries.get(index * DX_ENTRY_SIZE..).unwrap_or_default();
+            read_u32le(entry, DX_ENTRY_BLOCK) & DX_BLOCK_MASK
+        })
+    }
+
     /// Logical block of the child whose hash range holds `hash`: the last entry whose hash is
     /// not above it (entry 0 covers everything below entry 1).
     fn child_for(&self, hash: u32) -> u32 {
@@ -237,11 +245,29 @@ impl<V: Volume> Ext<V> {
         let mut node_block = root;
         let mut entries_at = ROOT_ENTRIES;
         let mut node_structure = structure;
+        // Logical blocks known to hold index nodes: the root, and every child of a node above
+        // the last level. A leaf among them would have its entries written over the index.
+        // NOTE: with three levels (large_dir) the index nodes in other branches of the middle
+        // level are not read, so a leaf pointer to one of them goes unnoticed.
+        let mut index_blocks = vec![0u64];
         for level in 0..=levels {
             let node = self.index_node(dir, &node_block, entries_at, &node_structure)?;
+            if level < levels {
+                index_blocks.extend(node.children().map(u64::from));
+            }
             let child = u64::from(node.child_for(hash));
             if level == levels {
+                if index_blocks.contains(&child) {
+                    let role = if child == 0 { "the index root" } else { "an index block" };
+                    return Err(corrupt(
+                        &node_structure,
+                        format!("the leaf for this name is block {child}, which is {role}"),
+                    ));
+                }
                 return Ok(child);
+            }
+            if child == 0 {
+                return Err(corrupt(&node_structure, "an index entry points to the index root".to_string()));
             }
             node_block = self.read_dir_logical_block(dir, child)?;
             entries_at = NODE_ENTRIES;

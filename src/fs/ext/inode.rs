@@ -130,6 +130,13 @@ impl Inode {
                 return Err(ExtError::corrupt(structure(), format!("extra inode size {extra} is invalid")));
             }
         }
+        let blocks = inode.blocks_in_fs_blocks(sb);
+        if blocks > sb.blocks_count {
+            return Err(ExtError::corrupt(
+                structure(),
+                format!("i_blocks counts {blocks} blocks, more than the filesystem's {}", sb.blocks_count),
+            ));
+        }
         if sb.metadata_csum() {
             let stored = inode.stored_checksum();
             let computed = inode.checksum(sb);

@@ -27,6 +27,7 @@ mod features;
 mod file_map;
 mod htree;
 mod inode;
+mod owners;
 mod path;
 mod superblock;
 #[cfg(test)]
@@ -103,7 +104,8 @@ pub struct Ext<V> {
 
 impl<V: Volume> Ext<V> {
     /// Opens the filesystem on `volume`: validates the superblock (magic, sizes, features,
-    /// checksum) and every group descriptor (locations, counts, checksums).
+    /// checksum) and every group descriptor (counts, checksums, and locations that stay clear
+    /// of each other and of the superblock and descriptor copies).
     pub fn open(volume: V) -> Result<Self, ExtError> {
         let mut bytes = vec![0u8; SUPERBLOCK_SIZE];
         if volume.len() < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
@@ -116,6 +118,9 @@ impl<V: Volume> Ext<V> {
         let sb = Superblock::parse(&bytes, volume.len())?;
 
         let mut ext = Ext { volume, sb, groups: Vec::new() };
+        // A descriptor table too large for group 0 is corrupt: checking that before reading the
+        // table keeps a hostile group count from making this loop read the whole volume.
+        block_group::group_reserved_ranges(&ext.sb, BlockGroupIndex(0))?;
         let mut groups = Vec::with_capacity(ext.sb.group_count as usize);
         let mut cached_block: Option<(u64, Vec<u8>)> = None;
         for group in 0..ext.sb.group_count {
@@ -130,6 +135,7 @@ impl<V: Volume> Ext<V> {
             groups.push(GroupDescriptor::parse(&ext.sb, index, desc_bytes)?);
             cached_block = Some((block, table_block));
         }
+        owners::OwnerMap::metadata(&ext.sb, &groups)?;
         ext.groups = groups;
         Ok(ext)
     }
@@ -268,7 +274,8 @@ impl<V: Volume> Ext<V> {
                 }
                 Some(run) => ((run.logical + run.len - logical) * block_size - within, None),
                 None => {
-                    let next = map.runs.iter().find(|run| run.logical > logical).map(|run| run.logical);
+                    let next_index = map.runs.partition_point(|run| run.logical <= logical);
+                    let next = map.runs.get(next_index).map(|run| run.logical);
                     let hole_end = next.map_or(u64::MAX, |next| next * block_size);
                     (hole_end - position, None)
                 }

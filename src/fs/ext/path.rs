@@ -39,17 +39,33 @@ impl<V: Volume> Ext<V> {
     /// Finds the inode at absolute `path` without following symbolic links. `..` never leaves
     /// the root. Returns `None` when a component does not exist.
     pub fn lookup(&self, path: &str) -> Result<Option<InodeIndex>, ExtError> {
-        self.walk(path, false, false)
+        self.walk(path, false, false, &mut Vec::new())
     }
 
     /// Finds the inode at absolute `path`, following symbolic links inside this filesystem (an
     /// absolute target starts again at this filesystem's root), at most 40 of them. The last
     /// component is followed only when `follow_last` is true.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<InodeIndex>, ExtError> {
-        self.walk(path, true, follow_last)
+        self.walk(path, true, follow_last, &mut Vec::new())
     }
 
-    fn walk(&self, path: &str, follow: bool, follow_last: bool) -> Result<Option<InodeIndex>, ExtError> {
+    /// Resolves `path` as [`Ext::resolve`] does and adds every directory it searched to `dirs`.
+    pub(crate) fn resolve_recording(
+        &self,
+        path: &str,
+        follow_last: bool,
+        dirs: &mut Vec<InodeIndex>,
+    ) -> Result<Option<InodeIndex>, ExtError> {
+        self.walk(path, true, follow_last, dirs)
+    }
+
+    fn walk(
+        &self,
+        path: &str,
+        follow: bool,
+        follow_last: bool,
+        dirs: &mut Vec<InodeIndex>,
+    ) -> Result<Option<InodeIndex>, ExtError> {
         let mut pending: VecDeque<Vec<u8>> = components(path)?.into_iter().map(<[u8]>::to_vec).collect();
         let mut stack = vec![InodeIndex::ROOT];
         let mut links_followed = 0;
@@ -68,6 +84,9 @@ impl<V: Volume> Ext<V> {
             let dir = self.read_inode(current)?;
             if !dir.is_dir() {
                 return Err(ExtError::NotADirectory(path.to_string()));
+            }
+            if !dirs.contains(&current) {
+                dirs.push(current);
             }
             let Some(child) = self.find_entry(&dir, &part)? else {
                 return Ok(None);

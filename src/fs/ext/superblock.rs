@@ -31,6 +31,7 @@ const S_FEATURE_RO_COMPAT: usize = 0x64;
 const S_UUID: usize = 0x68;
 const S_VOLUME_NAME: usize = 0x78;
 const S_RESERVED_GDT_BLOCKS: usize = 0xCE;
+const S_JOURNAL_INUM: usize = 0xE0;
 const S_LAST_ORPHAN: usize = 0xE8;
 const S_HASH_SEED: usize = 0xEC;
 const S_DESC_SIZE: usize = 0xFE;
@@ -43,6 +44,7 @@ const S_WANT_EXTRA_ISIZE: usize = 0x15E;
 const S_FLAGS: usize = 0x160;
 const S_CHECKSUM_TYPE: usize = 0x175;
 const S_CHECKSUM_SEED: usize = 0x270;
+const S_ORPHAN_FILE_INUM: usize = 0x280;
 const S_CHECKSUM: usize = 0x3FC;
 
 const EXT4_MAGIC: u16 = 0xEF53;
@@ -83,6 +85,10 @@ pub(crate) struct Superblock {
     pub uuid: [u8; 16],
     pub desc_size: u16,
     pub reserved_gdt_blocks: u16,
+    /// Inode of the journal, 0 for none or an external journal.
+    pub journal_inum: u32,
+    /// Inode of the orphan file (`orphan_file` feature), 0 for none.
+    pub orphan_file_inum: u32,
     pub last_orphan: u32,
     pub hash_seed: [u32; 4],
     pub unsigned_hash: bool,
@@ -256,6 +262,16 @@ impl Superblock {
             )));
         }
 
+        // Each reserved GDT block is an indirect block of the resize inode, so there can be at
+        // most as many as one block holds pointers, as e2fsck requires.
+        let reserved_gdt_blocks = read_u16le(bytes, S_RESERVED_GDT_BLOCKS);
+        if u32::from(reserved_gdt_blocks) > block_size / 4 {
+            return Err(corrupt(format!(
+                "{reserved_gdt_blocks} reserved GDT blocks exceed {} for {block_size} byte blocks",
+                block_size / 4
+            )));
+        }
+
         Ok(Superblock {
             bytes: bytes.to_vec(),
             features,
@@ -272,7 +288,9 @@ impl Superblock {
             state: read_u16le(bytes, S_STATE),
             uuid,
             desc_size,
-            reserved_gdt_blocks: read_u16le(bytes, S_RESERVED_GDT_BLOCKS),
+            reserved_gdt_blocks,
+            journal_inum: read_u32le(bytes, S_JOURNAL_INUM),
+            orphan_file_inum: read_u32le(bytes, S_ORPHAN_FILE_INUM),
             last_orphan: read_u32le(bytes, S_LAST_ORPHAN),
             hash_seed,
             unsigned_hash: read_u32le(bytes, S_FLAGS) & FLAGS_UNSIGNED_HASH != 0,

@@ -73,6 +73,45 @@ fn huge_inode_count_is_corrupt() {
     assert_corrupt(Ext::open(image), "superblock");
 }
 
+/// A volume in memory that counts the bytes read from it.
+#[derive(Debug)]
+struct CountingVolume {
+    bytes: Vec<u8>,
+    read: std::cell::Cell<u64>,
+}
+
+impl Volume for CountingVolume {
+    fn len(&self) -> u64 {
+        Volume::len(&self.bytes)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.read.set(self.read.get() + buf.len() as u64);
+        self.bytes.read_at(offset, buf)
+    }
+}
+
+#[test]
+fn oversized_descriptor_table_fails_early() {
+    if require_tools(&["mkfs.ext4"], "oversized_descriptor_table_fails_early").is_none() {
+        return;
+    }
+    // 16384 blocks in groups of 8 blocks: 2048 descriptors of 32 bytes fill 64 blocks.
+    let mut image =
+        image_bytes(16384, &["-b", "1024", "-O", "^metadata_csum,^flex_bg,^resize_inode"], one_file);
+    write_u32le(&mut image, 1024 + 0x20, 8);
+    write_u32le(&mut image, 1024 + 0x24, 8);
+    write_u32le(&mut image, 1024 + 0x28, 8);
+    write_u32le(&mut image, 1024, 2048 * 8);
+    reseal_superblock(&mut image);
+
+    let volume = CountingVolume { bytes: image, read: std::cell::Cell::new(0) };
+    let error = Ext::open(&volume).unwrap_err();
+    assert!(error.to_string().contains("run past the group's last block"), "{error}");
+    assert_corrupt::<()>(Err(error), "superblock");
+    assert!(volume.read.get() <= 4096, "read {} bytes", volume.read.get());
+}
+
 #[test]
 fn unknown_incompat_feature_is_unsupported() {
     if require_tools(&["mkfs.ext4"], "unknown_incompat_feature_is_unsupported").is_none() {

@@ -17,6 +17,7 @@ use super::inode::{
     FLAG_CASEFOLD, FLAG_EA_INODE, FLAG_ENCRYPT, FLAG_EXTENTS, FLAG_INDEX, FLAG_INLINE_DATA, FLAG_VERITY,
     I_BLOCK_SIZE, Inode, InodeIndex, S_IFDIR, S_IFLNK, S_IFREG,
 };
+use super::owners::OwnerMap;
 use super::path::split_parent;
 use super::xattr::XattrRelease;
 use super::{Ext, file_map};
@@ -54,11 +55,20 @@ struct PlannedData {
     blocks_used: u64,
 }
 
+/// Maximum number of entries of a directory whose inodes' blocks join the known owners of a
+/// write. A larger directory is not scanned, to keep a write's reads small, so its entries'
+/// blocks go unchecked.
+const MAX_CHECKED_ENTRIES: usize = 64;
+
 /// The directory that receives a path's last component, and what that name names now.
 struct Target {
     parent: Inode,
     name: DirEntryName,
     existing: Option<InodeIndex>,
+    /// Every directory searched on the way to the parent, the parent included.
+    dirs: Vec<InodeIndex>,
+    /// The inodes of the parent's entries other than `.` and `..`.
+    siblings: Vec<InodeIndex>,
 }
 
 impl<V: VolumeMut> Ext<V> {
@@ -72,11 +82,12 @@ impl<V: VolumeMut> Ext<V> {
     /// Creates directory `path` with `attrs`; its parent must exist and the name must not.
     pub fn create_dir(&mut self, path: &str, attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
         self.check_writable()?;
-        let Target { mut parent, name, existing } = self.locate(path)?;
-        if existing.is_some() {
+        let target = self.locate(path)?;
+        if target.existing.is_some() {
             return Err(ExtError::AlreadyExists(path.to_string()));
         }
-        let mut plan = AllocPlan::new(self);
+        let mut plan = AllocPlan::new(self, self.known_owners_of(&target)?);
+        let Target { mut parent, name, .. } = target;
         let mut writes = Writes::default();
 
         let ino = plan.allocate_inode(self, self.group_of_inode(parent.index), true)?;
@@ -135,21 +146,26 @@ impl<V: VolumeMut> Ext<V> {
         if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
             return Err(ExtError::FileTooLarge { size, limit: NO_LARGE_FILE_MAX });
         }
-        let Target { mut parent, name, existing } = self.locate(path)?;
-        let mut plan = AllocPlan::new(self);
+        let target = self.locate(path)?;
+        if let Some(ino) = target.existing {
+            let inode = self.read_inode(ino)?;
+            match inode.file_type() {
+                S_IFREG => {}
+                S_IFDIR => return Err(ExtError::IsADirectory(path.to_string())),
+                _ => return Err(ExtError::AlreadyExists(path.to_string())),
+            }
+            check_file_writable(&inode)?;
+            check_linked(&inode)?;
+        }
+        let mut plan = AllocPlan::new(self, self.known_owners_of(&target)?);
         let mut writes = Writes::default();
+        let Target { mut parent, name, existing, .. } = target;
 
         let mut inode = match existing {
             Some(ino) => {
                 let mut inode = self.read_inode(ino)?;
-                match inode.file_type() {
-                    S_IFREG => {}
-                    S_IFDIR => return Err(ExtError::IsADirectory(path.to_string())),
-                    _ => return Err(ExtError::AlreadyExists(path.to_string())),
-                }
-                check_file_writable(&inode)?;
                 let old = self.file_map(&inode)?;
-                plan.release_blocks(self, &old.all_blocks())?;
+                plan.release_blocks(self, &old.all_blocks(), ino)?;
                 inode.set_mode(S_IFREG | (attrs.mode & 0o7777));
                 inode.set_owner(attrs.uid, attrs.gid);
                 inode.set_time(super::inode::Timestamp::Access, attrs.time)?;
@@ -183,8 +199,8 @@ impl<V: VolumeMut> Ext<V> {
     /// its last link goes; `time` (seconds since the epoch) becomes the change and deletion time.
     pub fn remove_file(&mut self, path: &str, time: i64) -> Result<(), ExtError> {
         self.check_writable()?;
-        let Target { mut parent, name, existing } = self.locate(path)?;
-        let Some(ino) = existing else {
+        let target = self.locate(path)?;
+        let Some(ino) = target.existing else {
             return Err(ExtError::NotFound(path.to_string()));
         };
         let mut inode = self.read_inode(ino)?;
@@ -193,16 +209,15 @@ impl<V: VolumeMut> Ext<V> {
             S_IFDIR => return Err(ExtError::IsADirectory(path.to_string())),
             _ => return Err(ExtError::NotAFile(path.to_string())),
         }
-        let mut plan = AllocPlan::new(self);
+        check_linked(&inode)?;
+        let mut plan = AllocPlan::new(self, self.known_owners_of(&target)?);
         let mut writes = Writes::default();
+        let Target { mut parent, name, .. } = target;
 
         self.plan_dir_remove(&parent, name.as_bytes(), &mut writes)?;
         parent.touch(time)?;
 
         let links = inode.links_count();
-        if links == 0 {
-            return Err(ExtError::corrupt(format!("inode {ino}"), "a linked inode has a link count of 0"));
-        }
         inode.set_links_count(links - 1);
         inode.set_time(super::inode::Timestamp::Change, time)?;
         if links == 1 {
@@ -217,7 +232,8 @@ impl<V: VolumeMut> Ext<V> {
     fn locate(&self, path: &str) -> Result<Target, ExtError> {
         let (parent_path, last) = split_parent(path)?;
         let name = DirEntryName::new(last, path)?;
-        let Some(parent_ino) = self.resolve(&parent_path, true)? else {
+        let mut dirs = Vec::new();
+        let Some(parent_ino) = self.resolve_recording(&parent_path, true, &mut dirs)? else {
             return Err(ExtError::NotFound(path.to_string()));
         };
         let parent = self.read_inode(parent_ino)?;
@@ -225,8 +241,39 @@ impl<V: VolumeMut> Ext<V> {
             return Err(ExtError::NotADirectory(path.to_string()));
         }
         check_dir_writable(&parent)?;
-        let existing = self.find_entry(&parent, name.as_bytes())?;
-        Ok(Target { parent, name, existing })
+        if !dirs.contains(&parent_ino) {
+            dirs.push(parent_ino);
+        }
+
+        let entries = self.raw_entries(&parent)?;
+        let existing =
+            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1);
+        if let Some(ino) = existing
+            && ino.0 < self.sb.first_ino
+        {
+            return Err(ExtError::corrupt(
+                format!("directory inode {parent_ino}"),
+                format!("the entry for {path} points to reserved inode {ino}"),
+            ));
+        }
+        let siblings = entries
+            .into_iter()
+            .filter(|(entry_name, _, _)| entry_name != b"." && entry_name != b"..")
+            .map(|(_, inode, _)| inode)
+            .collect();
+        Ok(Target { parent, name, existing, dirs, siblings })
+    }
+
+    /// Builds the known owners of blocks for a write through `target`: the filesystem's own
+    /// metadata, the directories on the path, the existing file and, unless the parent has more
+    /// than [`MAX_CHECKED_ENTRIES`] entries, every other entry of the parent.
+    fn known_owners_of(&self, target: &Target) -> Result<OwnerMap, ExtError> {
+        let mut inodes = Vec::new();
+        if target.siblings.len() <= MAX_CHECKED_ENTRIES {
+            inodes.extend(target.siblings.iter().copied());
+        }
+        inodes.extend(target.existing);
+        self.known_owners(&target.dirs, &inodes)
     }
 
     fn group_of_inode(&self, ino: InodeIndex) -> BlockGroupIndex {
@@ -335,14 +382,7 @@ impl<V: VolumeMut> Ext<V> {
 
         if indexed {
             let logical = self.htree_leaf_for(parent, name)?;
-            let map = self.file_map(parent)?;
-            let Some(run) = map.find(logical) else {
-                return Err(ExtError::corrupt(
-                    format!("directory inode {}", parent.index),
-                    "htree leaf is a hole",
-                ));
-            };
-            let physical = run.physical + (logical - run.logical);
+            let physical = self.dir_physical_block(parent, logical)?;
             let mut block = self.read_dir_block(parent, logical, physical)?;
             if csum && !block.has_tail {
                 return Err(ExtError::corrupt(
@@ -389,11 +429,16 @@ impl<V: VolumeMut> Ext<V> {
         block.set_checksum(&self.sb, parent.index, parent.generation());
         writes.blocks.push((physical, block.bytes));
 
-        let old_map = self.file_map(parent)?;
-        let logical = parent.size() / block_size;
+        let (old_map, logical) = self.dir_map(parent)?;
+        if old_map.runs.last().is_some_and(|run| run.logical + run.len > logical) {
+            return Err(ExtError::corrupt(
+                format!("directory inode {}", parent.index),
+                format!("blocks are mapped past its size of {} bytes, where a new block goes", parent.size()),
+            ));
+        }
         let mut runs = old_map.runs.clone();
         push_run(&mut runs, Run { logical, physical, len: 1, uninit: false });
-        plan.release_blocks(self, &expand_ranges(&old_map.metadata_blocks))?;
+        plan.release_blocks(self, &expand_ranges(&old_map.metadata_blocks), parent.index)?;
         let planned = self.plan_map(plan, parent, &runs, old_map.data_blocks() + 1)?;
         writes.blocks.extend(planned.built.nodes);
         let xattr_blocks = u64::from(parent.file_acl(&self.sb) != 0);
@@ -436,11 +481,11 @@ impl<V: VolumeMut> Ext<V> {
         writes: &mut Writes,
     ) -> Result<(), ExtError> {
         let map = self.file_map(inode)?;
-        plan.release_blocks(self, &map.all_blocks())?;
+        plan.release_blocks(self, &map.all_blocks(), inode.index)?;
         let xattr_block = inode.file_acl(&self.sb);
         if xattr_block != 0 {
             match self.release_xattr_block(xattr_block)? {
-                XattrRelease::Free(block) => plan.release_blocks(self, &[(block, 1)])?,
+                XattrRelease::Free(block) => plan.release_blocks(self, &[(block, 1)], inode.index)?,
                 XattrRelease::Rewrite(block, contents) => writes.blocks.push((block, contents)),
             }
             inode.set_file_acl(0);
@@ -486,6 +531,18 @@ fn check_file_writable(inode: &Inode) -> Result<(), ExtError> {
         if inode.has_flag(flag) {
             return Err(ExtError::unsupported(feature, format!("inode {}: {hint}", inode.index)));
         }
+    }
+    Ok(())
+}
+
+/// Rejects an inode that a directory entry names but whose link count is 0, which only a
+/// deleted inode has.
+fn check_linked(inode: &Inode) -> Result<(), ExtError> {
+    if inode.links_count() == 0 {
+        return Err(ExtError::corrupt(
+            format!("inode {}", inode.index),
+            "a directory entry names it but its link count is 0",
+        ));
     }
     Ok(())
 }
