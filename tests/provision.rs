@@ -18,6 +18,13 @@ const IDENTITY: &str = "mac=02:12:61:13:6c:42";
 /// Programs these tests use besides the fixture tools.
 const JUDGES: [&str; 5] = ["e2fsck", "debugfs", "dumpe2fs", "openssl", "mdb_dump"];
 
+/// Runs `provision IMAGE --key KEY -i IDENTITY` with `extra` arguments after them.
+fn provision_with_key(image: &Path, key: &Path, extra: &[&str]) -> common::CliRun {
+    let mut args = vec!["provision", image.to_str().unwrap(), "--key", key.to_str().unwrap(), "-i", IDENTITY];
+    args.extend_from_slice(extra);
+    run_cli(args)
+}
+
 /// Runs a program and returns its stdout, panicking with its stderr when it fails.
 fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
     let mut command = Command::new(program);
@@ -105,14 +112,7 @@ fn provision_in_place_writes_key_and_empty_store() {
     let Some(_) = require_tools(&JUDGES, test) else { return };
     let key = openssl_rsa_key(dir.path(), "device.pem");
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--identity".as_ref(),
-        IDENTITY.as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &[]);
 
     run.assert_success("provision in place");
     let request = run.stdout_json_line();
@@ -139,16 +139,7 @@ fn provision_output_leaves_input_and_keeps_holes() {
     let before = sha256_file(&image);
     let output = dir.path().join("device-0001.sdimg");
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "--identity".as_ref(),
-        IDENTITY.as_ref(),
-        "--output".as_ref(),
-        output.as_os_str(),
-    ]);
+    let run = provision_with_key(&image, &key, &["--output", output.to_str().unwrap()]);
 
     run.assert_success("provision --output");
     assert_eq!(sha256_file(&image), before, "the input image changed");
@@ -188,14 +179,7 @@ fn provision_keeps_records_and_removes_stale_auth() {
     );
     let key = openssl_rsa_key(dir.path(), "device.pem");
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &[]);
 
     run.assert_success("provision over an existing store");
     assert!(run.stderr.contains("authtoken"), "stderr does not report the removed records: {}", run.stderr);
@@ -216,15 +200,7 @@ fn reprovisioning_replaces_key_and_frees_old_blocks() {
     let first = openssl_rsa_key(dir.path(), "first.pem");
     let second = openssl_rsa_key(dir.path(), "second.pem");
     let provision = |key: &Path| {
-        run_cli([
-            "provision".as_ref(),
-            image.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "-i".as_ref(),
-            IDENTITY.as_ref(),
-        ])
-        .assert_success("provision");
+        provision_with_key(&image, key, &[]).assert_success("provision");
         extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"))
     };
 
@@ -265,14 +241,7 @@ fn provision_handles_every_data_filesystem_shape() {
         let Some(_) = require_tools(&JUDGES, test) else { return };
         let key = openssl_rsa_key(dir.path(), "device.pem");
 
-        let run = run_cli([
-            "provision".as_ref(),
-            image.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "-i".as_ref(),
-            IDENTITY.as_ref(),
-        ]);
+        let run = provision_with_key(&image, &key, &[]);
 
         assert!(run.status.success(), "{shape}: provision failed: {}", run.stderr);
         let data = extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"));
@@ -290,14 +259,7 @@ fn label_only_data_partition_gets_mender_dir() {
     let Some(_) = require_tools(&JUDGES, test) else { return };
     let key = openssl_rsa_key(dir.path(), "device.pem");
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &[]);
 
     run.assert_success("provision on a label-only data partition");
     let data = extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"));
@@ -314,12 +276,7 @@ fn bare_data_image_writes_store_only_with_layout() {
     let Some(image) = make_bare_data(dir.path(), "data.dataimg", &[], test) else { return };
     let Some(_) = require_tools(&JUDGES, test) else { return };
     let key = openssl_rsa_key(dir.path(), "device.pem");
-    let provision = |extra: &[&str]| {
-        let mut args =
-            vec!["provision", image.to_str().unwrap(), "--key", key.to_str().unwrap(), "-i", IDENTITY];
-        args.extend_from_slice(extra);
-        run_cli(args)
-    };
+    let provision = |extra: &[&str]| provision_with_key(&image, &key, extra);
 
     let without_layout = provision(&[]);
 
@@ -365,14 +322,7 @@ fn thirty_two_bit_target_leaves_store_alone() {
     );
     let key = openssl_rsa_key(dir.path(), "device.pem");
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &[]);
 
     run.assert_success("provision for a 32-bit target");
     assert!(run.stderr.contains("32-bit little-endian"), "stderr does not name the target: {}", run.stderr);
@@ -392,15 +342,7 @@ fn dry_run_writes_nothing() {
     let key = openssl_rsa_key(dir.path(), "device.pem");
     let before = sha256_file(&image);
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-        "--dry-run".as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &["--dry-run"]);
 
     run.assert_success("provision --dry-run");
     assert_eq!(sha256_file(&image), before);
@@ -604,14 +546,7 @@ fn full_data_partition_fails_before_writing() {
     let key = openssl_rsa_key(dir.path(), "device.pem");
     let before = sha256_file(&image);
 
-    let run = run_cli([
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &[]);
 
     assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
@@ -647,17 +582,7 @@ fn data_partition_in_logical_partition_is_found() {
     drop(image_file);
     let key = openssl_rsa_key(dir.path(), "device.pem");
 
-    let run = run_cli([
-        "-v".as_ref(),
-        "provision".as_ref(),
-        image.as_os_str(),
-        "--key".as_ref(),
-        key.as_os_str(),
-        "-i".as_ref(),
-        IDENTITY.as_ref(),
-        "--target-layout".as_ref(),
-        "64le".as_ref(),
-    ]);
+    let run = provision_with_key(&image, &key, &["--target-layout", "64le", "-v"]);
 
     run.assert_success("provision a data partition in a logical partition");
     assert!(run.stderr.contains("data partition: partition 6"), "{}", run.stderr);
