@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
+use crate::image::undo_log::{self, Recovery, SavedRange, UndoError};
 use crate::image::volume::FileVolume;
 
 /// Access mode of an opened image.
@@ -37,6 +38,10 @@ pub enum ImageError {
     IsDirectory { path: PathBuf },
     #[error("{path}: is not a regular file or a block device")]
     NotAFile { path: PathBuf },
+    #[error("{path}: the undo log could not be written or removed: {source}")]
+    UndoLog { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Recovery { path: PathBuf, source: UndoError },
 }
 
 /// A disk image opened for reading or for modification in place.
@@ -53,6 +58,7 @@ impl DiskImage {
     pub fn open(path: &Path, access: Access) -> Result<Self, ImageError> {
         let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
         check_file_type(path)?;
+        recover_interrupted_run(path)?;
         let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(
             |source| {
                 if access == Access::ReadWrite && source.kind() == io::ErrorKind::PermissionDenied {
@@ -103,8 +109,9 @@ impl DiskImage {
         FileVolume::new(&self.file, partition.start, partition.len)
     }
 
-    /// Writes `writes` (offsets relative to `partition`) into this image and syncs it.
-    /// Requires [`Access::ReadWrite`].
+    /// Writes `writes` (offsets relative to `partition`) into this image, all or nothing: the
+    /// original bytes go to an undo log first (see [`undo_log`]), which is removed once the
+    /// image is synced. Requires [`Access::ReadWrite`].
     pub fn apply(&self, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> Result<(), ImageError> {
         let io_error = |source| ImageError::Io { path: self.path.clone(), source };
         if self.access != Access::ReadWrite {
@@ -113,8 +120,22 @@ impl DiskImage {
                 "image was opened read-only",
             )));
         }
+        check_inside(partition, writes).map_err(io_error)?;
+
+        let mut saved = Vec::with_capacity(writes.len());
+        for (offset, data) in writes {
+            let mut original = vec![0u8; data.len()];
+            self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
+            saved.push(SavedRange { offset: partition.start + offset, original });
+        }
+        let log = undo_log::log_path(&self.path);
+        let image_len = self.file.metadata().map_err(io_error)?.len();
+        undo_log::write_log(&log, image_len, &saved)
+            .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
+
         write_ranges(&self.file, partition, writes).map_err(io_error)?;
-        self.file.sync_data().map_err(io_error)
+        self.file.sync_data().map_err(io_error)?;
+        undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
     }
 
     /// Writes a copy of this image with `writes` applied to `destination`, keeping holes as
@@ -168,16 +189,83 @@ fn check_file_type(path: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-/// Writes every range after checking that all of them lie inside `partition`.
-fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
+/// Checks that every planned write lies inside `partition`.
+fn check_inside(partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
     let inside = |(offset, data): (&u64, &Vec<u8>)| {
         offset.checked_add(data.len() as u64).is_some_and(|end| end <= partition.len)
     };
     if !writes.iter().all(inside) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "planned write lies outside its partition"));
     }
+    Ok(())
+}
+
+/// Bytes written per call, and the unit the crash tests count in.
+const WRITE_CHUNK_LEN: usize = 4096;
+
+/// Environment variable for the crash tests: `write:N` ends the process with
+/// [`FAILPOINT_EXIT_CODE`] right after the Nth chunk of an image write, as a crash would.
+pub const FAILPOINT_VAR: &str = "MENDER_PREAUTH_FAILPOINT";
+/// Exit status of a process stopped at the failpoint.
+pub const FAILPOINT_EXIT_CODE: i32 = 86;
+
+/// Writes every range after checking that all of them lie inside `partition`, in chunks of
+/// [`WRITE_CHUNK_LEN`] bytes.
+fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
+    check_inside(partition, writes)?;
+    let stop_after = failpoint_chunks();
+    let mut chunks_written = 0u64;
     for (offset, data) in writes {
-        file.write_all_at(data, partition.start + offset)?;
+        for (index, chunk) in data.chunks(WRITE_CHUNK_LEN).enumerate() {
+            let at = partition.start + offset + (index * WRITE_CHUNK_LEN) as u64;
+            file.write_all_at(chunk, at)?;
+            chunks_written += 1;
+            if stop_after == Some(chunks_written) {
+                std::process::exit(FAILPOINT_EXIT_CODE);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads [`FAILPOINT_VAR`]; `None` when unset or not of the form `write:N`.
+fn failpoint_chunks() -> Option<u64> {
+    std::env::var(FAILPOINT_VAR).ok()?.strip_prefix("write:")?.parse().ok()
+}
+
+/// Rolls back a modification of the image at `path` that a previous run left half done, if its
+/// undo log is there. Needs write access and the exclusive lock for that.
+fn recover_interrupted_run(path: &Path) -> Result<(), ImageError> {
+    let log = undo_log::log_path(path);
+    if !log.exists() {
+        return Ok(());
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            source.kind(),
+            format!(
+                "an interrupted run left the undo log {}, and rolling it back needs write access: {source}",
+                log.display()
+            ),
+        ),
+    })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(ImageError::InUse { path: path.to_path_buf() }),
+        Err(TryLockError::Error(source)) => return Err(ImageError::Io { path: path.to_path_buf(), source }),
+    }
+
+    let recovery = undo_log::recover(&log, &file)
+        .map_err(|source| ImageError::Recovery { path: path.to_path_buf(), source })?;
+    match recovery {
+        Recovery::RolledBack { ranges } => log::warn!(
+            "{}: a previous run was interrupted while writing; rolled back its {ranges} changed ranges, \
+             so the image is as it was before that run",
+            path.display()
+        ),
+        Recovery::DiscardedIncomplete => log::debug!("{}: removed an incomplete undo log", path.display()),
+        Recovery::Clean => {}
     }
     Ok(())
 }

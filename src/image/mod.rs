@@ -3,4 +3,5 @@
 pub mod disk_image;
 pub mod partition_table;
 pub mod sparse_copy;
+pub mod undo_log;
 pub mod volume;

@@ -1,0 +1,261 @@
+//! The undo log that makes an in-place modification all-or-nothing. Before the first byte of an
+//! image is changed, the original bytes of every range about to be written are saved to a file
+//! beside the image and synced. When the run finishes, the log is removed. A run that dies in
+//! between leaves the log behind, and the next run that opens the image writes the original
+//! bytes back before anything else, so the image is again exactly as it was.
+//!
+//! Layout of the log, all integers little-endian:
+//! `MAGIC` (8 bytes), image length (u64), number of ranges (u64), then per range its offset
+//! (u64), length (u64) and original bytes, and last the SHA-256 of everything before it. A log
+//! whose hash does not match was cut short while being written; the image was not touched yet,
+//! because writing starts only after the whole log is synced, so such a log is simply removed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// First bytes of an undo log, with the format version in the last two.
+const MAGIC: &[u8; 8] = b"MPUNDO01";
+const HASH_LEN: usize = 32;
+const HEADER_LEN: usize = 8 + 8 + 8;
+const RANGE_HEADER_LEN: usize = 8 + 8;
+
+/// Largest undo log read back. The ranges of one provisioning run add up to well under 1 MiB;
+/// this bound only keeps a stray huge file from being read into memory.
+const MAX_LOG_LEN: u64 = 1 << 30;
+
+/// One saved range: where it is in the image and what it held before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRange {
+    pub offset: u64,
+    pub original: Vec<u8>,
+}
+
+/// Path of the undo log of `image`: a hidden file beside it, so that it moves with the image's
+/// directory and the next run finds it whatever its working directory.
+pub fn log_path(image: &Path) -> PathBuf {
+    let name = image.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let directory = image.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    directory.join(format!(".{name}.mender-preauth-undo"))
+}
+
+/// Writes the undo log for `ranges` of an image of `image_len` bytes and syncs it and its
+/// directory, so that it survives a crash. Fails if a log exists already.
+pub fn write_log(path: &Path, image_len: u64, ranges: &[SavedRange]) -> io::Result<()> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&image_len.to_le_bytes());
+    bytes.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
+    for range in ranges {
+        bytes.extend_from_slice(&range.offset.to_le_bytes());
+        bytes.extend_from_slice(&(range.original.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&range.original);
+    }
+    let hash = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&hash);
+
+    // The log holds bytes of the image, which may include a private key: owner only.
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    sync_directory(path)
+}
+
+/// Removes the undo log once the modification is complete and synced.
+pub fn remove_log(path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    sync_directory(path)
+}
+
+/// What [`recover`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// No undo log: the last run finished or never began writing.
+    Clean,
+    /// A complete log was replayed: the image is back as it was before the interrupted run.
+    RolledBack { ranges: usize },
+    /// The log was cut short while being written, before the image was touched; it was removed.
+    DiscardedIncomplete,
+}
+
+/// Why an undo log could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    #[error("undo log {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "undo log {path} is complete but does not fit the image: {detail}; move the image and the log aside and check both"
+    )]
+    Mismatch { path: PathBuf, detail: String },
+}
+
+/// Replays the undo log at `log` onto `image` (opened for writing, under an exclusive lock),
+/// syncs the image and removes the log.
+pub fn recover(log: &Path, image: &File) -> Result<Recovery, UndoError> {
+    let io_error = |source| UndoError::Io { path: log.to_path_buf(), source };
+    let bytes = match read_bounded(log) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Recovery::Clean),
+        Err(error) => return Err(io_error(error)),
+    };
+
+    let Some((image_len, ranges)) = parse_log(&bytes) else {
+        remove_log(log).map_err(io_error)?;
+        return Ok(Recovery::DiscardedIncomplete);
+    };
+    let mismatch = |detail: String| UndoError::Mismatch { path: log.to_path_buf(), detail };
+    let actual_len = image.metadata().map_err(io_error)?.len();
+    if actual_len != image_len {
+        return Err(mismatch(format!(
+            "the log is for a {image_len}-byte image, this one has {actual_len} bytes"
+        )));
+    }
+    for range in &ranges {
+        let end = range.offset.checked_add(range.original.len() as u64);
+        if end.is_none_or(|end| end > image_len) {
+            return Err(mismatch(format!("a range at byte {} lies past the end of the image", range.offset)));
+        }
+    }
+
+    for range in &ranges {
+        image.write_all_at(&range.original, range.offset).map_err(io_error)?;
+    }
+    image.sync_all().map_err(io_error)?;
+    remove_log(log).map_err(io_error)?;
+    Ok(Recovery::RolledBack { ranges: ranges.len() })
+}
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > MAX_LOG_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{len} bytes is too large for an undo log"),
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// Parses a complete log; returns `None` for a log that is cut short or damaged.
+fn parse_log(bytes: &[u8]) -> Option<(u64, Vec<SavedRange>)> {
+    let body_len = bytes.len().checked_sub(HASH_LEN)?;
+    let (body, hash) = bytes.split_at(body_len);
+    if body.len() < HEADER_LEN || &body[..MAGIC.len()] != MAGIC || Sha256::digest(body).as_slice() != hash {
+        return None;
+    }
+
+    let image_len = read_u64(body, 8)?;
+    let count = read_u64(body, 16)?;
+    let mut ranges = Vec::new();
+    let mut at = HEADER_LEN;
+    for _ in 0..count {
+        let offset = read_u64(body, at)?;
+        let len = usize::try_from(read_u64(body, at + 8)?).ok()?;
+        let start = at.checked_add(RANGE_HEADER_LEN)?;
+        let end = start.checked_add(len)?;
+        ranges.push(SavedRange { offset, original: body.get(start..end)?.to_vec() });
+        at = end;
+    }
+    (at == body.len()).then_some((image_len, ranges))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let field = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(field.try_into().ok()?))
+}
+
+/// Syncs the directory that contains `path`, so that a created or removed name is durable.
+fn sync_directory(path: &Path) -> io::Result<()> {
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(directory)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(dir: &Path, content: &[u8]) -> (PathBuf, File) {
+        let path = dir.join("disk.img");
+        std::fs::write(&path, content).unwrap();
+        let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        (path, file)
+    }
+
+    #[test]
+    fn complete_log_rolls_the_image_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = image(dir.path(), &[1u8; 64]);
+        let log = log_path(&path);
+        write_log(
+            &log,
+            64,
+            &[
+                SavedRange { offset: 8, original: vec![1; 4] },
+                SavedRange { offset: 40, original: vec![1; 2] },
+            ],
+        )
+        .unwrap();
+        file.write_all_at(&[9; 4], 8).unwrap();
+        file.write_all_at(&[9; 2], 40).unwrap();
+
+        let recovery = recover(&log, &file).unwrap();
+
+        assert_eq!(recovery, Recovery::RolledBack { ranges: 2 });
+        assert_eq!(std::fs::read(&path).unwrap(), vec![1u8; 64]);
+        assert!(!log.exists());
+    }
+
+    #[test]
+    fn log_cut_short_is_discarded_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = image(dir.path(), &[7u8; 64]);
+        let log = log_path(&path);
+        write_log(&log, 64, &[SavedRange { offset: 0, original: vec![0; 16] }]).unwrap();
+        let full = std::fs::read(&log).unwrap();
+
+        for cut in [0, 7, HEADER_LEN, full.len() - 1] {
+            std::fs::write(&log, &full[..cut]).unwrap();
+
+            assert_eq!(recover(&log, &file).unwrap(), Recovery::DiscardedIncomplete, "cut at {cut}");
+            assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 64], "cut at {cut}");
+            assert!(!log.exists());
+        }
+    }
+
+    #[test]
+    fn log_for_another_image_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = image(dir.path(), &[7u8; 64]);
+        let log = log_path(&path);
+        write_log(&log, 128, &[SavedRange { offset: 0, original: vec![0; 16] }]).unwrap();
+
+        let error = recover(&log, &file).unwrap_err();
+
+        assert!(matches!(error, UndoError::Mismatch { .. }), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 64]);
+        assert!(log.exists(), "a log that does not fit is kept for inspection");
+    }
+
+    #[test]
+    fn no_log_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = image(dir.path(), &[7u8; 8]);
+
+        assert_eq!(recover(&log_path(&path), &file).unwrap(), Recovery::Clean);
+    }
+
+    #[test]
+    fn log_is_private_and_beside_the_image() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_path(&dir.path().join("device.sdimg"));
+
+        write_log(&log, 8, &[]).unwrap();
+
+        assert_eq!(log, dir.path().join(".device.sdimg.mender-preauth-undo"));
+        assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
