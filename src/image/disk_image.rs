@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
-use crate::image::undo_log::{self, Recovery, SavedRange, UndoError};
+use crate::image::undo_log::{self, Recovery, UndoError};
 use crate::image::volume::FileVolume;
 
 /// Access mode of an opened image.
@@ -126,7 +126,7 @@ impl DiskImage {
         for (offset, data) in writes {
             let mut original = vec![0u8; data.len()];
             self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
-            saved.push(SavedRange { offset: partition.start + offset, original });
+            saved.extend(undo_log::save_range(partition.start + offset, &original));
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();
@@ -200,7 +200,7 @@ fn check_inside(partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::R
     Ok(())
 }
 
-/// Bytes written per call, and the unit the crash tests count in.
+/// Bytes written per call while the failpoint is set: the unit the crash tests count in.
 const WRITE_CHUNK_LEN: usize = 4096;
 
 /// Environment variable for the crash tests: `write:N` ends the process with
@@ -209,15 +209,17 @@ pub const FAILPOINT_VAR: &str = "MENDER_PREAUTH_FAILPOINT";
 /// Exit status of a process stopped at the failpoint.
 pub const FAILPOINT_EXIT_CODE: i32 = 86;
 
-/// Writes every range after checking that all of them lie inside `partition`, in chunks of
-/// [`WRITE_CHUNK_LEN`] bytes.
+/// Writes every range after checking that all of them lie inside `partition`. With the failpoint
+/// set, ranges are written in chunks of [`WRITE_CHUNK_LEN`] bytes so that a test can stop the run
+/// between any two of them; otherwise each range is written in one call.
 fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
     check_inside(partition, writes)?;
     let stop_after = failpoint_chunks();
+    let chunk_len = if stop_after.is_some() { WRITE_CHUNK_LEN } else { usize::MAX };
     let mut chunks_written = 0u64;
     for (offset, data) in writes {
-        for (index, chunk) in data.chunks(WRITE_CHUNK_LEN).enumerate() {
-            let at = partition.start + offset + (index * WRITE_CHUNK_LEN) as u64;
+        for (index, chunk) in data.chunks(chunk_len).enumerate() {
+            let at = partition.start + offset + (index * chunk_len) as u64;
             file.write_all_at(chunk, at)?;
             chunks_written += 1;
             if stop_after == Some(chunks_written) {

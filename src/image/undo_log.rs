@@ -6,7 +6,9 @@
 //!
 //! Layout of the log, all integers little-endian:
 //! `MAGIC` (8 bytes), image length (u64), number of ranges (u64), then per range its offset
-//! (u64), length (u64) and original bytes, and last the SHA-256 of everything before it. A log
+//! (u64), length (u64), a kind byte and, for kind 0, the original bytes; kind 1 means the range
+//! held only zeros (a hole in a sparse image, usually), so a 64 MiB file written into free space
+//! costs 17 bytes of log. Last comes the SHA-256 of everything before it. A log
 //! whose hash does not match was cut short while being written; the image was not touched yet,
 //! because writing starts only after the whole log is synced, so such a log is simply removed.
 
@@ -21,17 +23,66 @@ use sha2::{Digest, Sha256};
 const MAGIC: &[u8; 8] = b"MPUNDO01";
 const HASH_LEN: usize = 32;
 const HEADER_LEN: usize = 8 + 8 + 8;
-const RANGE_HEADER_LEN: usize = 8 + 8;
+const RANGE_HEADER_LEN: usize = 8 + 8 + 1;
+const KIND_BYTES: u8 = 0;
+const KIND_ZEROS: u8 = 1;
 
 /// Largest undo log read back. The ranges of one provisioning run add up to well under 1 MiB;
 /// this bound only keeps a stray huge file from being read into memory.
 const MAX_LOG_LEN: u64 = 1 << 30;
 
-/// One saved range: where it is in the image and what it held before the run.
+/// One saved range: where it is in the image and what it contained before the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedRange {
     pub offset: u64,
-    pub original: Vec<u8>,
+    pub original: Original,
+}
+
+/// The original content of a saved range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Original {
+    Bytes(Vec<u8>),
+    /// `len` zero bytes, restored by punching a hole where the filesystem allows it.
+    Zeros {
+        len: u64,
+    },
+}
+
+/// Granularity at which [`save_range`] looks for runs of zeros.
+const ZERO_RUN_GRANULE: usize = 4096;
+
+/// Splits the original bytes of the range at `offset` into saved ranges, with every run of
+/// all-zero 4 KiB pieces noted as zeros rather than stored: a file written into free space next
+/// to a directory block then costs a few bytes of log, not its size.
+pub fn save_range(offset: u64, bytes: &[u8]) -> Vec<SavedRange> {
+    let mut saved: Vec<SavedRange> = Vec::new();
+    for (index, piece) in bytes.chunks(ZERO_RUN_GRANULE).enumerate() {
+        let piece_offset = offset + (index * ZERO_RUN_GRANULE) as u64;
+        let is_zero = piece.iter().all(|&byte| byte == 0);
+        match (saved.last_mut(), is_zero) {
+            (Some(SavedRange { original: Original::Zeros { len }, .. }), true) => *len += piece.len() as u64,
+            (Some(SavedRange { original: Original::Bytes(kept), .. }), false) => {
+                kept.extend_from_slice(piece)
+            }
+            (_, true) => saved.push(SavedRange {
+                offset: piece_offset,
+                original: Original::Zeros { len: piece.len() as u64 },
+            }),
+            (_, false) => {
+                saved.push(SavedRange { offset: piece_offset, original: Original::Bytes(piece.to_vec()) })
+            }
+        }
+    }
+    saved
+}
+
+impl Original {
+    fn len(&self) -> u64 {
+        match self {
+            Original::Bytes(bytes) => bytes.len() as u64,
+            Original::Zeros { len } => *len,
+        }
+    }
 }
 
 /// Path of the undo log of `image`: a hidden file beside it, so that it moves with the image's
@@ -51,8 +102,14 @@ pub fn write_log(path: &Path, image_len: u64, ranges: &[SavedRange]) -> io::Resu
     bytes.extend_from_slice(&(ranges.len() as u64).to_le_bytes());
     for range in ranges {
         bytes.extend_from_slice(&range.offset.to_le_bytes());
-        bytes.extend_from_slice(&(range.original.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&range.original);
+        bytes.extend_from_slice(&range.original.len().to_le_bytes());
+        match &range.original {
+            Original::Bytes(original) => {
+                bytes.push(KIND_BYTES);
+                bytes.extend_from_slice(original);
+            }
+            Original::Zeros { .. } => bytes.push(KIND_ZEROS),
+        }
     }
     let hash = Sha256::digest(&bytes);
     bytes.extend_from_slice(&hash);
@@ -114,18 +171,40 @@ pub fn recover(log: &Path, image: &File) -> Result<Recovery, UndoError> {
         )));
     }
     for range in &ranges {
-        let end = range.offset.checked_add(range.original.len() as u64);
+        let end = range.offset.checked_add(range.original.len());
         if end.is_none_or(|end| end > image_len) {
             return Err(mismatch(format!("a range at byte {} lies past the end of the image", range.offset)));
         }
     }
 
     for range in &ranges {
-        image.write_all_at(&range.original, range.offset).map_err(io_error)?;
+        match &range.original {
+            Original::Bytes(original) => image.write_all_at(original, range.offset).map_err(io_error)?,
+            Original::Zeros { len } => restore_zeros(image, range.offset, *len).map_err(io_error)?,
+        }
     }
     image.sync_all().map_err(io_error)?;
     remove_log(log).map_err(io_error)?;
     Ok(Recovery::RolledBack { ranges: ranges.len() })
+}
+
+/// Makes `len` bytes at `offset` zero again: a punched hole where the filesystem supports it,
+/// which also gives back the space the interrupted run allocated, else written zeros.
+fn restore_zeros(image: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    let punched = fallocate(image, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len);
+    if punched.is_ok() {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = offset;
+    let end = offset + len;
+    while at < end {
+        let chunk = (end - at).min(zeros.len() as u64) as usize;
+        image.write_all_at(&zeros[..chunk], at)?;
+        at += chunk as u64;
+    }
+    Ok(())
 }
 
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
@@ -153,10 +232,18 @@ fn parse_log(bytes: &[u8]) -> Option<(u64, Vec<SavedRange>)> {
     let mut at = HEADER_LEN;
     for _ in 0..count {
         let offset = read_u64(body, at)?;
-        let len = usize::try_from(read_u64(body, at + 8)?).ok()?;
+        let len = read_u64(body, at + 8)?;
+        let kind = *body.get(at + 16)?;
         let start = at.checked_add(RANGE_HEADER_LEN)?;
-        let end = start.checked_add(len)?;
-        ranges.push(SavedRange { offset, original: body.get(start..end)?.to_vec() });
+        let (original, end) = match kind {
+            KIND_BYTES => {
+                let end = start.checked_add(usize::try_from(len).ok()?)?;
+                (Original::Bytes(body.get(start..end)?.to_vec()), end)
+            }
+            KIND_ZEROS => (Original::Zeros { len }, start),
+            _ => return None,
+        };
+        ranges.push(SavedRange { offset, original });
         at = end;
     }
     (at == body.len()).then_some((image_len, ranges))
@@ -193,8 +280,8 @@ mod tests {
             &log,
             64,
             &[
-                SavedRange { offset: 8, original: vec![1; 4] },
-                SavedRange { offset: 40, original: vec![1; 2] },
+                SavedRange { offset: 8, original: Original::Bytes(vec![1; 4]) },
+                SavedRange { offset: 40, original: Original::Bytes(vec![1; 2]) },
             ],
         )
         .unwrap();
@@ -213,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, file) = image(dir.path(), &[7u8; 64]);
         let log = log_path(&path);
-        write_log(&log, 64, &[SavedRange { offset: 0, original: vec![0; 16] }]).unwrap();
+        write_log(&log, 64, &[SavedRange { offset: 0, original: Original::Bytes(vec![5; 16]) }]).unwrap();
         let full = std::fs::read(&log).unwrap();
 
         for cut in [0, 7, HEADER_LEN, full.len() - 1] {
@@ -230,13 +317,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, file) = image(dir.path(), &[7u8; 64]);
         let log = log_path(&path);
-        write_log(&log, 128, &[SavedRange { offset: 0, original: vec![0; 16] }]).unwrap();
+        write_log(&log, 128, &[SavedRange { offset: 0, original: Original::Bytes(vec![5; 16]) }]).unwrap();
 
         let error = recover(&log, &file).unwrap_err();
 
         assert!(matches!(error, UndoError::Mismatch { .. }), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 64]);
         assert!(log.exists(), "a log that does not fit is kept for inspection");
+    }
+
+    #[test]
+    fn zero_range_is_logged_small_and_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, file) = image(dir.path(), &[0u8; 1 << 16]);
+        let log = log_path(&path);
+        let mut original = vec![0u8; 1 << 15];
+        original[..10].fill(3);
+        file.write_all_at(&original, 4096).unwrap();
+        let saved = save_range(4096, &original);
+        assert_eq!(
+            saved,
+            vec![
+                SavedRange { offset: 4096, original: Original::Bytes(original[..4096].to_vec()) },
+                SavedRange { offset: 8192, original: Original::Zeros { len: (1 << 15) - 4096 } },
+            ]
+        );
+        write_log(&log, 1 << 16, &saved).unwrap();
+        assert!(std::fs::metadata(&log).unwrap().len() < 4096 + 100);
+        file.write_all_at(&[0xAB; 1 << 15], 4096).unwrap();
+
+        assert_eq!(recover(&log, &file).unwrap(), Recovery::RolledBack { ranges: 2 });
+
+        let mut expected = vec![0u8; 1 << 16];
+        expected[4096..4106].fill(3);
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
     }
 
     #[test]

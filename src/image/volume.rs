@@ -122,14 +122,19 @@ impl VolumeMut for Vec<u8> {
     }
 }
 
+/// Size of the pages in which [`Staged`] keeps pending writes. Every ext structure is written in
+/// whole multiples of 1 KiB at 1 KiB boundaries, so such writes never need the old bytes of a
+/// page; other writes read them from the base first.
+const STAGE_PAGE_LEN: u64 = 1024;
+
 /// Keeps every write to a volume in memory, so that a modification can be planned in full,
 /// with reads seeing the planned writes, and then either committed or dropped. Dropping a
 /// `Staged` without calling `commit` leaves the underlying volume untouched.
 #[derive(Debug)]
 pub struct Staged<V> {
     base: V,
-    /// Pending writes keyed by their offset; ranges never overlap and never touch.
-    pending: BTreeMap<u64, Vec<u8>>,
+    /// Pending pages keyed by page index; the last page of the volume may be shorter.
+    pending: BTreeMap<u64, Box<[u8]>>,
 }
 
 impl<V: Volume> Staged<V> {
@@ -143,14 +148,9 @@ impl<V: Volume> Staged<V> {
         &self.base
     }
 
-    /// Total number of bytes waiting to be written.
+    /// Total number of bytes waiting to be written, counted in whole pages.
     pub fn pending_bytes(&self) -> u64 {
-        self.pending.values().map(|data| data.len() as u64).sum()
-    }
-
-    /// The pending writes in offset order, as (offset, bytes).
-    pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.pending.iter().map(|(offset, data)| (*offset, data.as_slice()))
+        self.pending.values().map(|page| page.len() as u64).sum()
     }
 
     /// Drops every pending write.
@@ -158,19 +158,45 @@ impl<V: Volume> Staged<V> {
         self.pending.clear();
     }
 
-    /// Returns the underlying volume and the pending writes, leaving the caller to apply them.
+    /// Returns the underlying volume and the pending writes as contiguous ranges keyed by offset,
+    /// leaving the caller to apply them.
     pub fn into_parts(self) -> (V, BTreeMap<u64, Vec<u8>>) {
-        (self.base, self.pending)
+        let mut ranges: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut current: Option<(u64, Vec<u8>)> = None;
+        for (index, page) in self.pending {
+            let offset = index * STAGE_PAGE_LEN;
+            match &mut current {
+                Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
+                    bytes.extend_from_slice(&page)
+                }
+                _ => {
+                    if let Some((start, bytes)) = current.take() {
+                        ranges.insert(start, bytes);
+                    }
+                    current = Some((offset, page.into_vec()));
+                }
+            }
+        }
+        if let Some((start, bytes)) = current {
+            ranges.insert(start, bytes);
+        }
+        (self.base, ranges)
+    }
+
+    /// Length of the page at `index`: a full page, or what remains of the volume.
+    fn page_len(&self, index: u64) -> usize {
+        (self.base.len() - index * STAGE_PAGE_LEN).min(STAGE_PAGE_LEN) as usize
     }
 }
 
 impl<V: VolumeMut> Staged<V> {
     /// Writes every pending range to the underlying volume in offset order and returns it.
-    pub fn commit(mut self) -> io::Result<V> {
-        for (offset, data) in std::mem::take(&mut self.pending) {
-            self.base.write_at(offset, &data)?;
+    pub fn commit(self) -> io::Result<V> {
+        let (mut base, ranges) = self.into_parts();
+        for (offset, data) in ranges {
+            base.write_at(offset, &data)?;
         }
-        Ok(self.base)
+        Ok(base)
     }
 }
 
@@ -182,17 +208,18 @@ impl<V: Volume> Volume for Staged<V> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.base.len())?;
         self.base.read_at(offset, buf)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
 
         let end = offset + buf.len() as u64;
-        let first = self.pending.range(..=offset).next_back().map(|(start, _)| *start).unwrap_or(offset);
-        for (&start, data) in self.pending.range(first..end) {
-            let data_end = start + data.len() as u64;
-            if data_end <= offset {
-                continue;
-            }
-            let from = start.max(offset);
-            let to = data_end.min(end);
-            let src = &data[(from - start) as usize..(to - start) as usize];
+        let first_page = offset / STAGE_PAGE_LEN;
+        let last_page = (end - 1) / STAGE_PAGE_LEN;
+        for (&index, page) in self.pending.range(first_page..=last_page) {
+            let page_start = index * STAGE_PAGE_LEN;
+            let from = page_start.max(offset);
+            let to = (page_start + page.len() as u64).min(end);
+            let src = &page[(from - page_start) as usize..(to - page_start) as usize];
             buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
         }
         Ok(())
@@ -206,34 +233,26 @@ impl<V: Volume> VolumeMut for Staged<V> {
             return Ok(());
         }
 
-        // Merge the new range with every pending range it overlaps or touches, so that the map
-        // keeps one entry per contiguous run of pending bytes.
         let end = offset + data.len() as u64;
-        let mut merged_start = offset;
-        let mut merged_end = end;
-        let touching: Vec<u64> = self
-            .pending
-            .range(..=end)
-            .rev()
-            .take_while(|(start, pending)| *start + pending.as_slice().len() as u64 >= offset)
-            .map(|(start, _)| *start)
-            .collect();
-        let mut pieces = Vec::with_capacity(touching.len());
-        for start in touching {
-            let pending = self.pending.remove(&start).unwrap_or_default();
-            merged_start = merged_start.min(start);
-            merged_end = merged_end.max(start + pending.len() as u64);
-            pieces.push((start, pending));
-        }
+        for index in offset / STAGE_PAGE_LEN..=(end - 1) / STAGE_PAGE_LEN {
+            let page_start = index * STAGE_PAGE_LEN;
+            let page_len = self.page_len(index);
+            let from = page_start.max(offset);
+            let to = (page_start + page_len as u64).min(end);
+            let covers_page = from == page_start && to == page_start + page_len as u64;
 
-        let mut merged = vec![0u8; (merged_end - merged_start) as usize];
-        for (start, pending) in pieces {
-            let at = (start - merged_start) as usize;
-            merged[at..at + pending.len()].copy_from_slice(&pending);
+            if !self.pending.contains_key(&index) {
+                let mut page = vec![0u8; page_len].into_boxed_slice();
+                if !covers_page {
+                    self.base.read_at(page_start, &mut page)?;
+                }
+                self.pending.insert(index, page);
+            }
+            if let Some(page) = self.pending.get_mut(&index) {
+                let src = &data[(from - offset) as usize..(to - offset) as usize];
+                page[(from - page_start) as usize..(to - page_start) as usize].copy_from_slice(src);
+            }
         }
-        let at = (offset - merged_start) as usize;
-        merged[at..at + data.len()].copy_from_slice(data);
-        self.pending.insert(merged_start, merged);
         Ok(())
     }
 }
@@ -259,15 +278,33 @@ mod tests {
     }
 
     #[test]
-    fn staged_merges_touching_ranges() {
-        let mut staged = Staged::new(vec![0u8; 64]);
-        staged.write_at(20, &[2; 4]).unwrap();
-        staged.write_at(10, &[1; 4]).unwrap();
-        staged.write_at(14, &[3; 6]).unwrap();
+    fn staged_pages_coalesce_into_ranges() {
+        let mut staged = Staged::new(vec![0u8; 8 * 1024 + 100]);
+        staged.write_at(1024, &[1; 2048]).unwrap();
+        staged.write_at(3072, &[2; 10]).unwrap();
+        staged.write_at(8 * 1024 + 90, &[3; 10]).unwrap();
 
-        let writes: Vec<(u64, usize)> = staged.pending_writes().map(|(o, d)| (o, d.len())).collect();
-        assert_eq!(writes, vec![(10, 14)]);
-        assert_eq!(staged.pending_bytes(), 14);
+        let (_, ranges) = staged.into_parts();
+
+        let shape: Vec<(u64, usize)> = ranges.iter().map(|(offset, data)| (*offset, data.len())).collect();
+        assert_eq!(shape, vec![(1024, 3072), (8 * 1024, 100)]);
+        assert_eq!(&ranges[&1024][2048..2058], &[2; 10]);
+        assert_eq!(&ranges[&(8 * 1024)][90..], &[3; 10]);
+    }
+
+    #[test]
+    fn staged_partial_page_keeps_base_bytes() {
+        let base: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
+        let mut staged = Staged::new(base.clone());
+        staged.write_at(1030, &[0xEE; 4]).unwrap();
+
+        let (_, ranges) = staged.into_parts();
+
+        let page = &ranges[&1024];
+        assert_eq!(page.len(), 1024);
+        assert_eq!(&page[..6], &base[1024..1030]);
+        assert_eq!(&page[6..10], &[0xEE; 4]);
+        assert_eq!(&page[10..], &base[1034..2048]);
     }
 
     #[test]
