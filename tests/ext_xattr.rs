@@ -11,12 +11,13 @@ use ext_support::*;
 use mender_preauth::fs::ext::ExtError;
 
 /// Inode sizes and checksum settings the tests cover, as extra mkfs.ext4 arguments.
-const XATTR_SETS: [(&str, &[&str]); 5] = [
+const XATTR_SETS: [(&str, &[&str]); 6] = [
     ("256-byte inodes, metadata_csum", &["-b", "1024", "-I", "256"]),
     ("256-byte inodes, no csum", &["-b", "1024", "-I", "256", "-O", "^metadata_csum"]),
     ("128-byte inodes, metadata_csum", &["-b", "1024", "-I", "128"]),
     ("128-byte inodes, no csum", &["-b", "1024", "-I", "128", "-O", "^has_journal,^metadata_csum"]),
     ("4k blocks, 256-byte inodes", &["-b", "4096", "-I", "256"]),
+    ("ext2, block maps", &["-t", "ext2", "-b", "1024"]),
 ];
 
 /// An SELinux label as `setfiles` stores it, with its trailing NUL.
