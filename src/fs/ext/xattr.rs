@@ -426,7 +426,8 @@ pub(crate) enum XattrRelease {
 impl<V: Volume> Ext<V> {
     /// Reads the extended attributes of inode `ino` as (name with prefix, value): those kept in
     /// the inode first, then those of its attribute block. Values are returned as stored, so
-    /// `system.posix_acl_*` values are in the kernel's on-disk ACL format.
+    /// `system.posix_acl_*` values are in the kernel's on-disk ACL format. Name bytes that are not
+    /// UTF-8 become U+FFFD.
     pub fn xattrs(&self, ino: InodeIndex) -> Result<Vec<(String, Vec<u8>)>, ExtError> {
         let inode = self.read_inode(ino)?;
         let xattrs = self.read_xattrs(&inode)?;
