@@ -161,6 +161,15 @@ pub struct ProvisionArgs {
     #[arg(long, value_enum, value_name = "LAYOUT")]
     pub target_layout: Option<TargetLayoutArg>,
 
+    /// Extended attribute to set on the key and store files written, as NAME=VALUE; repeat for
+    /// more. NAME starts with user., trusted. or security. (for example security.selinux). VALUE
+    /// is stored as the text given, without a trailing NUL, or as bytes when written as 0x and hex
+    /// digits (0x0a00 is a newline and a NUL). Without --xattr, new files get the
+    /// security.selinux label that most files in /mender carry (or that of /mender itself). With
+    /// it, only the given attributes are set. Replaced files keep their other attributes.
+    #[arg(long = "xattr", value_name = "NAME=VALUE")]
+    pub xattrs: Vec<String>,
+
     /// Report what would change and write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -13,7 +13,9 @@ use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::volume::Staged;
-use crate::mender::data_partition::{self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy};
+use crate::mender::data_partition::{
+    self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
+};
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::detect_target;
@@ -27,6 +29,7 @@ struct DeviceKey {
 /// Provisions the image and prints the preauthorization request.
 pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let identity = args.identity.load()?;
+    let xattr_policy = xattr_policy(&args.xattrs)?;
     let time = write_time()?;
     check_output_path(args)?;
     let device_key = obtain_key(args)?;
@@ -42,7 +45,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let store_policy = store_policy(&image, &partitions, args.target_layout)?;
 
     let key_pem = device_key.key.to_device_pem()?;
-    let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, time)?;
+    let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, &xattr_policy, time)?;
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
         log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
     }
@@ -242,11 +245,13 @@ fn plan(
     data: &ClassifiedPartition,
     key_pem: &[u8],
     store_policy: &StorePolicy,
+    xattr_policy: &XattrPolicy,
     time: i64,
 ) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
     let context = || format!("{}: {}", image.path().display(), partition_name(&data.partition));
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
-    let changes = data_partition::provision(&mut ext, key_pem, store_policy, time).with_context(context)?;
+    let changes = data_partition::provision(&mut ext, key_pem, store_policy, xattr_policy, time)
+        .with_context(context)?;
     let (_, writes) = ext.into_volume().into_parts();
     Ok((changes, writes))
 }
@@ -293,7 +298,63 @@ fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tens
         StoreChange::Unchanged => format!("{} {store} as it was", tense.verb("would keep", "kept")),
         StoreChange::LeftAlone { .. } => format!("{} {store} alone", tense.verb("would leave", "left")),
     });
+    match &changes.xattrs {
+        XattrChange::Unchanged => {}
+        XattrChange::InheritedLabel(label) => parts.push(format!(
+            "{} the new files {}={:?} as in {}",
+            tense.verb("would label", "labelled"),
+            data_partition::SELINUX_XATTR,
+            String::from_utf8_lossy(label.strip_suffix(b"\0").unwrap_or(label)),
+            data_partition::MENDER_DIR
+        )),
+        XattrChange::Set(names) => parts.push(format!(
+            "{} {} on the files written",
+            tense.verb("would set", "set"),
+            names.join(", ")
+        )),
+    }
     parts.join(", ")
+}
+
+/// Prefixes of the attribute names --xattr accepts, the namespaces the ext layer writes.
+const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
+
+/// Turns the --xattr NAME=VALUE arguments into the attributes to set. Without any, new files
+/// inherit the SELinux label of /mender's files.
+fn xattr_policy(arguments: &[String]) -> anyhow::Result<XattrPolicy> {
+    if arguments.is_empty() {
+        return Ok(XattrPolicy::InheritLabel);
+    }
+    let mut attributes: Vec<(String, Vec<u8>)> = Vec::new();
+    for argument in arguments {
+        let Some((name, text)) = argument.split_once('=') else {
+            bail!("--xattr {argument:?}: expected NAME=VALUE");
+        };
+        if !XATTR_PREFIXES.iter().any(|prefix| name.len() > prefix.len() && name.starts_with(prefix)) {
+            bail!("--xattr {argument:?}: the name must start with user., trusted. or security.");
+        }
+        if attributes.iter().any(|(existing, _)| existing == name) {
+            bail!("--xattr {name} is given more than once");
+        }
+        let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) => decode_hex(hex).with_context(|| format!("--xattr {argument:?}"))?,
+            None => text.as_bytes().to_vec(),
+        };
+        attributes.push((name.to_string(), value));
+    }
+    Ok(XattrPolicy::Set(attributes))
+}
+
+/// Decodes pairs of hex digits into bytes.
+fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        bail!("the hex value after 0x has an odd number of digits ({})", hex.len());
+    }
+    let digits: Vec<u32> = hex
+        .chars()
+        .map(|digit| digit.to_digit(16).with_context(|| format!("{digit:?} is not a hex digit")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(digits.chunks(2).map(|pair| pair.iter().fold(0u8, |byte, &digit| byte << 4 | digit as u8)).collect())
 }
 
 /// Applies the planned writes in place, or to a copy at `output`, and returns the path written.

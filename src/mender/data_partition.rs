@@ -1,6 +1,8 @@
 //! The Mender files on the data partition: the device key and the client's database, which the
 //! device reaches through `/var/lib/mender -> /data/mender`.
 
+use std::collections::BTreeMap;
+
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
 use crate::image::volume::VolumeMut;
 use crate::mender::store::{self, StoreEdit, StoreError};
@@ -15,6 +17,9 @@ pub const STORE_PATH: &str = "/mender/mender-store";
 /// Largest mender-store read from an image. The 3.x client never grows its store past LMDB's
 /// default map size of 10 MiB, so anything far larger is not a store it wrote.
 const MAX_STORE_LEN: u64 = 64 << 20;
+
+/// The extended attribute that stores a file's SELinux security context.
+pub const SELINUX_XATTR: &str = "security.selinux";
 
 const MENDER_DIR_MODE: u16 = 0o755;
 const PRIVATE_FILE_MODE: u16 = 0o600;
@@ -48,12 +53,35 @@ pub enum StoreChange {
     LeftAlone { reason: String },
 }
 
+/// Extended attributes to give the files written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XattrPolicy {
+    /// Give each new file the `security.selinux` label that most entries of `/mender` carry, or
+    /// `/mender`'s own label when none does, so that an SELinux policy in enforcing mode lets the
+    /// client read it. Replaced files keep the attributes they had.
+    InheritLabel,
+    /// Set these attributes (name with prefix, value) on every file written, new or replaced.
+    Set(Vec<(String, Vec<u8>)>),
+}
+
+/// Extended attributes given to the files written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XattrChange {
+    /// No attribute was set: there was no label to copy, or no new file to give it to.
+    Unchanged,
+    /// New files got this `security.selinux` label from `/mender`.
+    InheritedLabel(Vec<u8>),
+    /// The attributes of [`XattrPolicy::Set`] were set. Contains their names.
+    Set(Vec<String>),
+}
+
 /// The changes planned on the data partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataPartitionChanges {
     pub created_mender_dir: bool,
     pub key: KeyChange,
     pub store: StoreChange,
+    pub xattrs: XattrChange,
 }
 
 /// Failure to provision the data partition.
@@ -68,15 +96,21 @@ pub enum ProvisionError {
 }
 
 /// Writes the device key and reconciles mender-store on the data partition `ext`. Every
-/// file written is owned by root with mode 0600; `/mender` is created with mode 0755 if missing.
+/// file written is owned by root with mode 0600 and gets extended attributes by `xattr_policy`.
+/// `/mender` is created with mode 0755 if missing.
 pub fn provision<V: VolumeMut>(
     ext: &mut Ext<V>,
     key_pem: &[u8],
     store_policy: &StorePolicy,
+    xattr_policy: &XattrPolicy,
     time: i64,
 ) -> Result<DataPartitionChanges, ProvisionError> {
     ext.check_writable().map_err(|source| ProvisionError::Ext { path: "/", source })?;
     let created_mender_dir = ensure_mender_dir(ext, time)?;
+    let label = match xattr_policy {
+        XattrPolicy::InheritLabel => common_label(ext)?,
+        XattrPolicy::Set(_) => None,
+    };
 
     let key = write_device_key(ext, key_pem, time)?;
 
@@ -85,7 +119,76 @@ pub fn provision<V: VolumeMut>(
         StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
     };
 
-    Ok(DataPartitionChanges { created_mender_dir, key, store })
+    let mut written = vec![(DEVICE_KEY_PATH, key == KeyChange::Created)];
+    match store {
+        StoreChange::Created => written.push((STORE_PATH, true)),
+        StoreChange::Updated { .. } => written.push((STORE_PATH, false)),
+        StoreChange::Unchanged | StoreChange::LeftAlone { .. } => {}
+    }
+    let xattrs = set_xattrs(ext, xattr_policy, label, &written)?;
+
+    Ok(DataPartitionChanges { created_mender_dir, key, store, xattrs })
+}
+
+/// Gives the files `written` (path, whether it is new) their attributes by `policy`, with
+/// `label` as the inherited `security.selinux` label.
+fn set_xattrs<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    policy: &XattrPolicy,
+    label: Option<Vec<u8>>,
+    written: &[(&'static str, bool)],
+) -> Result<XattrChange, ProvisionError> {
+    let (attributes, change) = match (policy, label) {
+        (XattrPolicy::Set(attributes), _) => {
+            let names = attributes.iter().map(|(name, _)| name.clone()).collect();
+            (attributes.clone(), XattrChange::Set(names))
+        }
+        (XattrPolicy::InheritLabel, Some(label)) if written.iter().any(|&(_, new)| new) => {
+            (vec![(SELINUX_XATTR.to_string(), label.clone())], XattrChange::InheritedLabel(label))
+        }
+        (XattrPolicy::InheritLabel, _) => return Ok(XattrChange::Unchanged),
+    };
+
+    let inherit_only = matches!(policy, XattrPolicy::InheritLabel);
+    for &(path, new) in written {
+        if inherit_only && !new {
+            continue;
+        }
+        for (name, value) in &attributes {
+            ext.set_xattr(path, name, value).map_err(|source| ProvisionError::Ext { path, source })?;
+        }
+    }
+    Ok(change)
+}
+
+/// Finds the `security.selinux` label that most entries of `/mender` carry, the smallest value
+/// among equally common ones, or `/mender`'s own label when no entry has one.
+fn common_label<V: VolumeMut>(ext: &Ext<V>) -> Result<Option<Vec<u8>>, ProvisionError> {
+    let ext_error = |source| ProvisionError::Ext { path: MENDER_DIR, source };
+    let Some(dir) = ext.lookup(MENDER_DIR).map_err(ext_error)? else {
+        return Ok(None);
+    };
+    let label_of = |ino| -> Result<Option<Vec<u8>>, ProvisionError> {
+        let xattrs = ext.xattrs(ino).map_err(ext_error)?;
+        Ok(xattrs.into_iter().find(|(name, _)| name == SELINUX_XATTR).map(|(_, value)| value))
+    };
+
+    let mut counts: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    for entry in ext.read_dir(dir).map_err(ext_error)? {
+        if entry.name == b"." || entry.name == b".." {
+            continue;
+        }
+        if let Some(label) = label_of(entry.inode)? {
+            *counts.entry(label).or_default() += 1;
+        }
+    }
+    // `max_by_key` keeps the last of equal maxima, so walking the sorted labels backwards ends
+    // on the smallest of them.
+    let most_common = counts.into_iter().rev().max_by_key(|&(_, count)| count).map(|(label, _)| label);
+    match most_common {
+        Some(label) => Ok(Some(label)),
+        None => label_of(dir),
+    }
 }
 
 fn private_file_attrs(time: i64) -> NewAttrs {

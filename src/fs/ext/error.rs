@@ -71,6 +71,18 @@ pub enum ExtError {
     #[error("{0}: too many links")]
     TooManyLinks(String),
 
+    /// An extended attribute name that the write operations do not accept.
+    #[error("invalid extended attribute name {0:?}: {1}")]
+    InvalidXattrName(String, &'static str),
+
+    /// The file has no extended attribute of this name.
+    #[error("{path}: no extended attribute named {name}")]
+    XattrNotFound { path: String, name: String },
+
+    /// The extended attributes of a file do not fit in its inode and one attribute block.
+    #[error("{path}: extended attributes need {needed} bytes in {place}, which has room for {available}")]
+    XattrNoSpace { path: String, place: &'static str, needed: usize, available: usize },
+
     /// A timestamp lies outside the range the inode format can store.
     #[error("timestamp {0} is outside the range the inodes of this filesystem can store")]
     TimeOutOfRange(i64),

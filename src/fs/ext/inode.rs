@@ -324,6 +324,21 @@ impl Inode {
         }
     }
 
+    /// Returns the bytes after the extra fields (`128 + i_extra_isize` to the inode's end), where
+    /// the inode keeps extended attributes. Empty for 128-byte inodes.
+    pub fn after_extra_fields(&self) -> &[u8] {
+        self.bytes.get(self.extra_fields_end()..).unwrap_or_default()
+    }
+
+    pub fn after_extra_fields_mut(&mut self) -> &mut [u8] {
+        let start = self.extra_fields_end();
+        self.bytes.get_mut(start..).unwrap_or_default()
+    }
+
+    fn extra_fields_end(&self) -> usize {
+        usize::from(GOOD_OLD_INODE_SIZE) + usize::from(self.extra_isize())
+    }
+
     fn has_extra_field(&self, offset: usize) -> bool {
         let end = offset + 4;
         self.bytes.len() > usize::from(GOOD_OLD_INODE_SIZE)

@@ -43,9 +43,9 @@ const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
 
 /// Blocks and inodes to write once the plan is complete.
 #[derive(Default)]
-struct Writes {
-    blocks: Vec<(u64, Vec<u8>)>,
-    inodes: Vec<Inode>,
+pub(super) struct Writes {
+    pub blocks: Vec<(u64, Vec<u8>)>,
+    pub inodes: Vec<Inode>,
 }
 
 /// The new map of a file's data.
@@ -484,7 +484,7 @@ impl<V: VolumeMut> Ext<V> {
         plan.release_blocks(self, &map.all_blocks(), inode.index)?;
         let xattr_block = inode.file_acl(&self.sb);
         if xattr_block != 0 {
-            match self.release_xattr_block(xattr_block)? {
+            match self.release_xattr_block(inode.index, xattr_block)? {
                 XattrRelease::Free(block) => plan.release_blocks(self, &[(block, 1)], inode.index)?,
                 XattrRelease::Rewrite(block, contents) => writes.blocks.push((block, contents)),
             }
@@ -504,7 +504,7 @@ impl<V: VolumeMut> Ext<V> {
     }
 
     /// Writes a complete plan: allocation state first, then blocks and inodes.
-    fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
+    pub(super) fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
         plan.commit(self)?;
         let block_size = u64::from(self.sb.block_size);
         for (block, contents) in writes.blocks {
