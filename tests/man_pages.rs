@@ -14,7 +14,9 @@ fn man_dir() -> PathBuf {
 
 /// Renders the top-level page and one page per subcommand, as (file name, troff text).
 fn render_pages() -> Vec<(String, Vec<u8>)> {
-    let command = Cli::command();
+    // Building propagates the global options (-v, -q) into every subcommand, as --help shows them.
+    let mut command = Cli::command();
+    command.build();
     let mut pages = Vec::new();
 
     let mut top = Vec::new();
