@@ -13,6 +13,7 @@
 //! writes (an I/O error) still leaves the image untouched.
 
 mod alloc;
+mod attrs;
 mod bitmap;
 mod block_group;
 mod block_map;
@@ -24,17 +25,26 @@ mod dir_entry;
 mod error;
 mod extent;
 mod features;
+mod file_data;
 mod file_map;
 mod htree;
+mod htree_write;
 mod inode;
+mod link;
 mod owners;
 mod path;
+mod remove;
+mod rename;
 mod superblock;
+mod symlink;
 #[cfg(test)]
 mod tests;
+mod transaction;
+mod tree;
 mod write;
 mod xattr;
 
+pub use attrs::SetAttrs;
 pub use error::ExtError;
 pub use inode::InodeIndex;
 pub use write::NewAttrs;
