@@ -349,3 +349,88 @@ fn write_dx_entries(bytes: &mut [u8], entries_at: usize, entries: &[(u32, u32)])
         write_u32le(bytes, at + DX_ENTRY_BLOCK, block);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::ext::htree::{HashVersion, PathNode};
+    use crate::fs::ext::tests::{image_bytes, one_file};
+    use crate::test_support::require_tools;
+
+    /// A full root over a full index node, as (root, node) bytes of a 1 KiB block filesystem
+    /// without `metadata_csum`: 124 root entries and 127 node entries.
+    fn full_two_levels(ext: &Ext<Vec<u8>>) -> (Vec<u8>, Vec<u8>) {
+        let mut root = vec![0u8; 1024];
+        write_u16le(&mut root, ROOT_ENTRIES + COUNT_LIMIT_LIMIT, 124);
+        write_u8(&mut root, ROOT_INFO_INDIRECT_LEVELS, 1);
+        let root_entries: Vec<(u32, u32)> = (0..124).map(|i| (i * 0x100_0000, 1 + i)).collect();
+        write_dx_entries(&mut root, ROOT_ENTRIES, &root_entries);
+        let mut node = ext.new_index_node();
+        assert_eq!(read_u16le(&node, NODE_ENTRIES + COUNT_LIMIT_LIMIT), 127);
+        let node_entries: Vec<(u32, u32)> = (0..127).map(|i| (i * 0x1000, 200 + i)).collect();
+        write_dx_entries(&mut node, NODE_ENTRIES, &node_entries);
+        (root, node)
+    }
+
+    fn path_through(root: Vec<u8>, node: Vec<u8>, max_levels: u8) -> HtreePath {
+        HtreePath {
+            version: HashVersion::HalfMd4 { unsigned: false },
+            hash: 0x5000,
+            levels: 1,
+            max_levels,
+            nodes: vec![
+                PathNode { logical: 0, bytes: root, chosen: 0 },
+                PathNode { logical: 1, bytes: node, chosen: 5 },
+            ],
+            leaf: 205,
+        }
+    }
+
+    #[test]
+    fn full_index_without_large_dir_is_rejected() {
+        if require_tools(&["mkfs.ext4"], "full_index_without_large_dir_is_rejected").is_none() {
+            return;
+        }
+        let ext = Ext::open(image_bytes(4096, &["-b", "1024", "-O", "^metadata_csum"], one_file)).unwrap();
+        let dir = ext.read_inode(InodeIndex::ROOT).unwrap();
+        let (root, node) = full_two_levels(&ext);
+        let path = path_through(root, node, 1);
+        let mut changes = DirChanges { blocks: BTreeMap::new(), first_new: 400, next_logical: 401 };
+        let mut levels = 1;
+        let error =
+            ext.insert_index_entry(&dir, &mut changes, &path, &mut levels, 1, 0x5002, 400).unwrap_err();
+        assert!(matches!(error, ExtError::DirectoryIndexFull(2)), "{error}");
+    }
+
+    #[test]
+    fn full_index_under_large_dir_gains_a_third_level() {
+        if require_tools(&["mkfs.ext4"], "full_index_under_large_dir_gains_a_third_level").is_none() {
+            return;
+        }
+        let ext = Ext::open(image_bytes(4096, &["-b", "1024", "-O", "^metadata_csum"], one_file)).unwrap();
+        let dir = ext.read_inode(InodeIndex::ROOT).unwrap();
+        let (root, node) = full_two_levels(&ext);
+        let path = path_through(root, node, 2);
+        let mut changes = DirChanges { blocks: BTreeMap::new(), first_new: 400, next_logical: 401 };
+        let mut levels = 1;
+        ext.insert_index_entry(&dir, &mut changes, &path, &mut levels, 1, 0x5002, 400).unwrap();
+        assert_eq!(levels, 2);
+
+        // The node split in two (block 1 and new block 401); the root's 125 entries moved to
+        // new block 402, and the root points at that block alone.
+        let (root, _) = &changes.blocks[&0];
+        assert_eq!(read_u8(root, ROOT_INFO_INDIRECT_LEVELS), 2);
+        assert_eq!(read_dx_entries(root, ROOT_ENTRIES), [(0, 402)]);
+        let (middle, _) = &changes.blocks[&402];
+        let middle = read_dx_entries(middle, NODE_ENTRIES);
+        assert_eq!(middle.len(), 125);
+        assert_eq!(middle[2], (0x100_0000, 2), "entries keep their order after the new one");
+        let (lower, _) = &changes.blocks[&1];
+        let (upper, _) = &changes.blocks[&401];
+        let (lower, upper) = (read_dx_entries(lower, NODE_ENTRIES), read_dx_entries(upper, NODE_ENTRIES));
+        assert_eq!(lower.len() + upper.len(), 128);
+        assert!(lower.contains(&(0x5002, 400)), "the new entry follows the chosen one");
+        let upper_hash = upper[0].0;
+        assert!(middle.contains(&(upper_hash, 401)), "the middle level points at the new node");
+    }
+}
