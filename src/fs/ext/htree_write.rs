@@ -430,7 +430,9 @@ mod tests {
         let (lower, upper) = (read_dx_entries(lower, NODE_ENTRIES), read_dx_entries(upper, NODE_ENTRIES));
         assert_eq!(lower.len() + upper.len(), 128);
         assert!(lower.contains(&(0x5002, 400)), "the new entry follows the chosen one");
-        let upper_hash = upper[0].0;
-        assert!(middle.contains(&(upper_hash, 401)), "the middle level points at the new node");
+        // 128 entries split at 64: the upper node starts with old entry 63 (hash 0x3F000,
+        // block 263), whose hash moves up into the middle level's entry for the new node.
+        assert_eq!(upper[0].1, 263);
+        assert_eq!(middle[1], (0x3F000, 401), "the middle level points at the new node");
     }
 }
