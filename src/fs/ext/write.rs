@@ -469,7 +469,10 @@ impl<V: VolumeMut> Ext<V> {
         }
         plan.release_inode(self, inode.index, inode.is_dir())?;
 
-        inode.set_dtime(time.clamp(1, i64::from(u32::MAX)) as u32);
+        // e2fsck reads a deletion time below the inode count as a link of the orphan list, so
+        // deletion times of the first minutes after 1970 are raised to that count.
+        let earliest = i64::from(self.sb.inodes_count.max(1));
+        inode.set_dtime(time.clamp(earliest, i64::from(u32::MAX)) as u32);
         inode.set_size(0);
         inode.set_blocks(&self.sb, 0)?;
         if inode.has_flag(FLAG_EXTENTS) {
