@@ -58,7 +58,8 @@ fn debugfs_script(image: &Path, commands: &str) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     let complaints: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
-    assert!(output.status.success() && complaints.is_empty(), "debugfs -w {commands:?}: {stderr}");
+    assert!(output.status.success(), "debugfs -w {commands:?} failed: {stderr}");
+    assert!(complaints.is_empty(), "debugfs -w {commands:?}: {stderr}");
 }
 
 /// `debugfs -w` changes of the interplay tests: a written file, a directory, a removal.
@@ -294,7 +295,8 @@ fn rename_rules_follow_posix() {
     ext.write_file("/file", b"f", &ATTRS).unwrap();
     ext.create_dir("/empty", &DIR_ATTRS).unwrap();
 
-    let cases: [(&str, &str, fn(&ExtError) -> bool); 5] = [
+    type Expected = fn(&ExtError) -> bool;
+    let cases: [(&str, &str, Expected); 5] = [
         ("/a", "/a/b/c/a", |e| matches!(e, ExtError::RenameIntoItself { .. })),
         ("/a", "/file", |e| matches!(e, ExtError::NotADirectory(_))),
         ("/file", "/empty", |e| matches!(e, ExtError::IsADirectory(_))),

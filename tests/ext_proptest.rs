@@ -172,7 +172,7 @@ impl Model {
         matches!(self.nodes[&id].kind, Kind::Dir(_))
     }
 
-    /// Every path in the tree with its node, parents before children.
+    /// Lists every path in the tree with its node, parents before children.
     fn paths(&self) -> Vec<(String, usize)> {
         let mut out = vec![("/".to_string(), 0)];
         let mut index = 0;
@@ -400,7 +400,7 @@ fn random_name(rng: &mut Rng) -> String {
     }
 }
 
-/// A data length: mostly small, sometimes several blocks, rarely megabytes.
+/// Picks a data length: mostly small, sometimes several blocks, rarely megabytes.
 fn random_len(rng: &mut Rng) -> usize {
     match rng.below(20) {
         0..=7 => rng.below(200) as usize,
@@ -615,13 +615,17 @@ fn starting_image(size_mib: u64, args: &[&str]) -> (Image, Model) {
     (image, model)
 }
 
-/// Runs one case; returns the operations applied and the first mismatch found.
+/// Operations applied and rejected, by kind.
+type Tally = BTreeMap<String, (u32, u32)>;
+
+/// Runs one case, logging each operation in `log` and counting it in `tally`. Returns the
+/// first mismatch between the writer and the model.
 fn run_case(
     seed: u64,
     size_mib: u64,
     args: &[&str],
     log: &mut Vec<String>,
-    tally: &mut BTreeMap<String, (u32, u32)>,
+    tally: &mut Tally,
 ) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
     let (image, mut model) = starting_image(size_mib, args);
@@ -769,7 +773,7 @@ fn check_with_ext4_view(image: &Path, model: &Model) -> Result<(), String> {
     Ok(())
 }
 
-/// The standard CRC32C, for resealing a superblock copy.
+/// Computes the standard CRC32C, for resealing a superblock copy.
 fn crc32c_standard(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &byte in bytes {
@@ -864,8 +868,8 @@ fn check_with_debugfs(image: &Path, model: &Model) -> Result<(), String> {
                 if &std::fs::read(&local).unwrap() != data {
                     return Err(format!("debugfs rdump {path}: contents differ"));
                 }
-                // rdump sets the owner after the mode, which clears setuid and setgid, so only
-                // the permission bits are compared here; `ls -p` above compared all of them.
+                // rdump sets the owner after the mode, which clears setuid and setgid. So only
+                // the permission bits are compared here, and `ls -p` above compared all of them.
                 if meta.permissions().mode() & 0o777 != u32::from(model.nodes[id].meta.mode & 0o777) {
                     return Err(format!("debugfs rdump {path}: mode {:o}", meta.permissions().mode()));
                 }
@@ -898,7 +902,7 @@ fn case_count() -> usize {
         .unwrap_or(2 * MATRIX.len())
 }
 
-/// The only case to run, from `MENDER_PREAUTH_PROPTEST_CASE`, to replay a failure.
+/// Returns the only case to run, from `MENDER_PREAUTH_PROPTEST_CASE`, to replay a failure.
 fn only_case() -> Option<usize> {
     std::env::var("MENDER_PREAUTH_PROPTEST_CASE").ok().and_then(|value| value.parse().ok())
 }
@@ -917,7 +921,7 @@ fn random_operations_match_the_model() {
     }
     let cases = case_count();
     let first = first_seed();
-    let results: Vec<(Vec<String>, BTreeMap<String, (u32, u32)>)> = std::thread::scope(|scope| {
+    let results: Vec<(Vec<String>, Tally)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2)
             .map(|worker| {
                 scope.spawn(move || {
@@ -945,7 +949,7 @@ fn random_operations_match_the_model() {
             .collect();
         workers.into_iter().map(|worker| worker.join().unwrap()).collect()
     });
-    let mut tally: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut tally = Tally::new();
     let mut failures = Vec::new();
     for (worker_failures, worker_tally) in results {
         failures.extend(worker_failures);

@@ -22,8 +22,8 @@ pub struct SetAttrs {
 
 impl<V: VolumeMut> Ext<V> {
     /// Changes the attributes of the inode that `path` names. A symbolic link as the last
-    /// component is changed itself, not followed, as `lchown` does; the root is `/`. The
-    /// change time changes only when `attrs.ctime` says so.
+    /// component is changed itself, not followed, as `lchown` does. The root is `/`. The
+    /// change time changes only when `attrs.ctime` is set.
     pub fn set_attrs(&mut self, path: &str, attrs: &SetAttrs) -> Result<(), ExtError> {
         self.check_writable()?;
         let ino = if components(path)?.is_empty() {
@@ -36,6 +36,7 @@ impl<V: VolumeMut> Ext<V> {
         };
         let mut inode = self.read_inode(ino)?;
         check_linked(&inode)?;
+
         if let Some(mode) = attrs.mode {
             inode.set_mode((inode.mode() & S_IFMT) | (mode & 0o7777));
         }
@@ -52,6 +53,7 @@ impl<V: VolumeMut> Ext<V> {
                 inode.set_time(which, seconds)?;
             }
         }
+
         let offset = self.inode_offset(ino)?;
         let bytes = inode.encode(&self.sb).to_vec();
         self.volume.write_at(offset, &bytes)?;

@@ -113,7 +113,7 @@ impl<V: Volume> Ext<V> {
     }
 }
 
-/// The first logical block each tree of `i_block` maps (single, double, triple indirect), and
+/// Returns the first logical block each tree of `i_block` maps (single, double, triple indirect), and
 /// the number of logical blocks it spans.
 fn indirect_trees(block_size: u32) -> [(u64, u64); 3] {
     let per_block = pointers_per_block(block_size);

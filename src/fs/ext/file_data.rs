@@ -11,9 +11,9 @@ use super::write::{NO_LARGE_FILE_MAX, Target, Writes, check_file_writable, check
 use crate::image::volume::VolumeMut;
 
 impl<V: VolumeMut> Ext<V> {
-    /// Writes `data` at byte `offset` of the existing regular file `path`, as `pwrite` does:
-    /// blocks already there are overwritten in place, holes and the space past the end get new
-    /// blocks, and the size grows when the write ends past it. A gap between the old end and
+    /// Writes `data` at byte `offset` of the existing regular file `path`, as `pwrite` does.
+    /// Blocks already there are overwritten in place, and holes and the space past the end get
+    /// new blocks. The size grows when the write ends past it. A gap between the old end and
     /// `offset` stays a hole. `time` becomes the modification and change time.
     pub fn write_at(&mut self, path: &str, offset: u64, data: &[u8], time: i64) -> Result<(), ExtError> {
         self.check_writable()?;
@@ -49,11 +49,14 @@ impl<V: VolumeMut> Ext<V> {
                     Some(run) => {
                         let physical = run.physical + (logical - run.logical);
                         let whole = from == block_start && to == block_start + block_size;
-                        let contents = if run.uninit || whole {
+                        let mut contents = if run.uninit || whole {
                             vec![0u8; block_size as usize]
                         } else {
                             self.read_block(physical)?
                         };
+                        // Bytes past the old end read as zeros once the size grows over them.
+                        let old_end_within = old_size.saturating_sub(block_start).min(block_size) as usize;
+                        contents.get_mut(old_end_within..).unwrap_or_default().fill(0);
                         (physical, contents)
                     }
                     None => {

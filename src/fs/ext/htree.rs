@@ -233,11 +233,28 @@ pub(crate) struct HtreePath {
     pub hash: u32,
     /// `indirect_levels` of the root: 0 when the root points straight at leaves.
     pub levels: u8,
-    /// The most indirect levels this filesystem allows: 1, or 2 under `large_dir`.
+    /// Maximum indirect levels this filesystem allows: 1, or 2 under `large_dir`.
     pub max_levels: u8,
     /// The root first, then one node per indirect level.
     pub nodes: Vec<PathNode>,
     pub leaf: u64,
+}
+
+/// True when the leaf that `path` reached may not hold every name of its hash: the next leaf
+/// in hash order starts with the same hash, marked by the low bit of its index entry.
+pub(crate) fn htree_continues(path: &HtreePath) -> bool {
+    for (depth, node) in path.nodes.iter().enumerate().rev() {
+        let entries_at = if depth == 0 { ROOT_ENTRIES } else { NODE_ENTRIES };
+        let count = usize::from(read_u16le(&node.bytes, entries_at + COUNT_LIMIT_COUNT));
+        let next = node.chosen + 1;
+        if next < count {
+            let next_hash = read_u32le(&node.bytes, entries_at + next * DX_ENTRY_SIZE + DX_ENTRY_HASH);
+            return next_hash & 1 == 1 && next_hash & !1 == path.hash;
+        }
+        // The followed entry is the last of its node: the next leaf hangs off the next entry
+        // one level up.
+    }
+    false
 }
 
 impl<V: Volume> Ext<V> {

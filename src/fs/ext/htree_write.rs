@@ -336,7 +336,7 @@ fn read_dx_entries(bytes: &[u8], entries_at: usize) -> Vec<(u32, u32)> {
 }
 
 /// Writes `entries` and their count into an index node, clearing the unused slots up to the
-/// limit. Entry 0's hash slot holds the count and limit, so its hash is not written.
+/// limit. Entry 0's hash slot contains the count and limit, so its hash is not written.
 fn write_dx_entries(bytes: &mut [u8], entries_at: usize, entries: &[(u32, u32)]) {
     let limit = usize::from(read_u16le(bytes, entries_at + COUNT_LIMIT_LIMIT));
     write_u16le(bytes, entries_at + COUNT_LIMIT_COUNT, entries.len() as u16);
@@ -357,7 +357,7 @@ mod tests {
     use crate::fs::ext::tests::{image_bytes, one_file};
     use crate::test_support::require_tools;
 
-    /// A full root over a full index node, as (root, node) bytes of a 1 KiB block filesystem
+    /// Builds a full root over a full index node, as (root, node) bytes of a 1 KiB block filesystem
     /// without `metadata_csum`: 124 root entries and 127 node entries.
     fn full_two_levels(ext: &Ext<Vec<u8>>) -> (Vec<u8>, Vec<u8>) {
         let mut root = vec![0u8; 1024];
@@ -403,8 +403,8 @@ mod tests {
     }
 
     #[test]
-    fn full_index_under_large_dir_gains_a_third_level() {
-        if require_tools(&["mkfs.ext4"], "full_index_under_large_dir_gains_a_third_level").is_none() {
+    fn large_dir_index_gains_third_level() {
+        if require_tools(&["mkfs.ext4"], "large_dir_index_gains_third_level").is_none() {
             return;
         }
         let ext = Ext::open(image_bytes(4096, &["-b", "1024", "-O", "^metadata_csum"], one_file)).unwrap();
@@ -416,8 +416,8 @@ mod tests {
         ext.insert_index_entry(&dir, &mut changes, &path, &mut levels, 1, 0x5002, 400).unwrap();
         assert_eq!(levels, 2);
 
-        // The node split in two (block 1 and new block 401); the root's 125 entries moved to
-        // new block 402, and the root points at that block alone.
+        // The node split in two: block 1 and new block 401. The root's 125 entries moved to new
+        // block 402, and the root points at that block alone.
         let (root, _) = &changes.blocks[&0];
         assert_eq!(read_u8(root, ROOT_INFO_INDIRECT_LEVELS), 2);
         assert_eq!(read_dx_entries(root, ROOT_ENTRIES), [(0, 402)]);

@@ -67,7 +67,8 @@ pub(super) struct Target {
     pub existing: Option<InodeIndex>,
     /// Every directory searched on the way to the parent, the parent included.
     pub dirs: Vec<InodeIndex>,
-    /// The inodes of the parent's entries other than `.` and `..`.
+    /// The inodes of the parent's entries other than `.` and `..`; none are read from a
+    /// hashed-index parent.
     pub siblings: Vec<InodeIndex>,
 }
 
@@ -245,9 +246,15 @@ impl<V: VolumeMut> Ext<V> {
             dirs.push(parent_ino);
         }
 
-        let entries = self.raw_entries(&parent)?;
-        let existing =
-            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1);
+        // A hashed-index directory is looked up through its index, and its entries are not read
+        // for the known owners: it has too many for that to stay cheap.
+        let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
+        let entries = if indexed { Vec::new() } else { self.raw_entries(&parent)? };
+        let existing = if indexed {
+            self.find_entry(&parent, name.as_bytes())?
+        } else {
+            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1)
+        };
         if let Some(ino) = existing
             && ino.0 < self.sb.first_ino
         {
