@@ -34,7 +34,7 @@ impl<V: VolumeMut> Ext<V> {
         let Target { mut parent, name, .. } = located;
 
         self.plan_dir_remove(&parent, name.as_bytes(), &mut writes)?;
-        self.remove_subdir_link(&mut parent, true)?;
+        self.remove_subdir_link(&mut parent)?;
         parent.touch(time)?;
         inode.set_links_count(0);
         inode.set_time(super::inode::Timestamp::Change, time)?;

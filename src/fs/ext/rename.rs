@@ -102,7 +102,7 @@ impl<V: VolumeMut> Ext<V> {
         let Target { mut parent, name, .. } = located;
         self.plan_dir_remove(&parent, name.as_bytes(), &mut writes)?;
         if subdir {
-            self.remove_subdir_link(&mut parent, true)?;
+            self.remove_subdir_link(&mut parent)?;
         }
         parent.touch(time)?;
         writes.inodes.push(parent);
