@@ -7,7 +7,7 @@ use super::inode::{FLAG_INLINE_DATA, Inode, InodeIndex};
 use super::write::{Target, Writes, check_dir_writable, check_linked};
 use crate::image::volume::VolumeMut;
 
-/// Most entries one `remove_tree` call visits. It bounds the walk of a damaged filesystem whose
+/// Maximum number of entries one `remove_tree` call visits. It bounds the walk of a damaged filesystem whose
 /// directories form a cycle.
 const MAX_TREE_ENTRIES: usize = 1 << 22;
 

@@ -10,7 +10,7 @@ use super::link::entry_file_type;
 use super::write::{Target, Writes, check_dir_writable, check_linked};
 use crate::image::volume::VolumeMut;
 
-/// Most `..` steps from a directory up to the root. A longer chain means a cycle.
+/// Maximum number of `..` steps from a directory up to the root. A longer chain means a cycle.
 const MAX_DEPTH: usize = 1 << 16;
 
 impl<V: VolumeMut> Ext<V> {
