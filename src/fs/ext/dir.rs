@@ -218,8 +218,14 @@ impl<V: Volume> Ext<V> {
                 let found = block.entries.iter().find(|entry| entry.inode != 0 && entry.name == name);
                 return found.map(|entry| self.checked_entry_inode(dir, entry.inode)).transpose();
             }
-            if indexed && let Some(found) = self.htree_find(dir, name)? {
-                return Ok(found);
+            if indexed {
+                // An index this module cannot follow (an unknown hash version) still lists its
+                // names in the leaves, so the scan below finds them.
+                match self.htree_find(dir, name) {
+                    Ok(Some(found)) => return Ok(found),
+                    Ok(None) | Err(ExtError::Unsupported { .. }) => {}
+                    Err(error) => return Err(error),
+                }
             }
         }
         let found = self.raw_entries(dir)?.into_iter().find(|(entry_name, _, _)| entry_name == name);
