@@ -38,10 +38,9 @@ fn unsupported_features_are_rejected_for_writing() {
     if tools("unsupported_features_are_rejected_for_writing").is_none() {
         return;
     }
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 5] = [
         ("quota", &["-O", "quota"]),
         ("bigalloc", &["-O", "bigalloc", "-C", "16384"]),
-        ("meta_bg", &["-O", "meta_bg,^resize_inode"]),
         ("mmp", &["-O", "mmp"]),
         ("encrypt", &["-O", "encrypt"]),
         ("casefold", &["-O", "casefold"]),

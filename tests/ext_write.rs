@@ -176,3 +176,34 @@ fn block_mapped_files_use_double_indirect_blocks() {
         });
     }
 }
+
+#[test]
+fn meta_bg_and_sparse_super2_are_written() {
+    if tools("meta_bg_and_sparse_super2_are_written").is_none() {
+        return;
+    }
+    // Groups of 1024 blocks of 1 KiB: 64 groups, so meta_bg places descriptor blocks in
+    // several meta groups and sparse_super2 keeps backups in two groups only.
+    let cases: [(&str, &[&str]); 3] = [
+        ("meta_bg", &["-b", "1024", "-g", "1024", "-O", "meta_bg,^resize_inode"]),
+        ("meta_bg 64bit", &["-b", "1024", "-g", "1024", "-O", "meta_bg,^resize_inode,64bit"]),
+        ("sparse_super2", &["-b", "1024", "-g", "1024", "-O", "sparse_super2,^resize_inode"]),
+    ];
+    let data = pattern(6 << 20, 11);
+    for (name, args) in cases {
+        let image = make_image(64, args, None);
+        let free_before = free_blocks(&image.path);
+        modify(&image.path, |ext| {
+            ext.create_dir_all("/a/b", &DIR_ATTRS)?;
+            ext.write_file("/a/b/big", &data, &ATTRS)?;
+            ext.write_file("/a/small", b"small", &ATTRS)
+        });
+        assert_fsck_clean(&image.path);
+        assert_eq!(debugfs_cat(&image.path, "/a/b/big"), data, "{name}");
+        assert!(free_blocks(&image.path) + 6144 <= free_before, "{name}: free count did not drop");
+
+        modify(&image.path, |ext| ext.remove_tree("/a", ATTRS.time));
+        assert_fsck_clean(&image.path);
+        assert_eq!(free_blocks(&image.path), free_before, "{name}: removal did not free every block");
+    }
+}

@@ -153,6 +153,11 @@ impl<V: Volume> Staged<V> {
         self.pending.values().map(|page| page.len() as u64).sum()
     }
 
+    /// The pending pages in offset order, as (offset, bytes).
+    pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.pending.iter().map(|(index, page)| (index * STAGE_PAGE_LEN, &page[..]))
+    }
+
     /// Drops every pending write.
     pub fn discard(&mut self) {
         self.pending.clear();

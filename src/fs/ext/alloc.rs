@@ -9,7 +9,7 @@ use super::Ext;
 use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, test_bit};
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
-    group_base_metadata_blocks, group_first_block, group_of_block,
+    group_first_block, group_of_block, group_reserved_ranges,
 };
 use super::error::ExtError;
 use super::inode::InodeIndex;
@@ -408,7 +408,8 @@ impl AllocPlan {
 }
 
 /// Builds the block bitmap the kernel builds for a group marked `BLOCK_UNINIT`. It marks the
-/// superblock backup, descriptor table and reserved descriptor blocks at the group's start, and
+/// superblock backup, the descriptor blocks (the whole table and the reserved GDT blocks, or
+/// under `meta_bg` the group's one descriptor block) at the group's start, and
 /// the group's own bitmaps and inode table when they lie inside it. The result must agree with
 /// the descriptor's free count.
 fn uninit_block_bitmap<V: Volume>(
@@ -421,9 +422,12 @@ fn uninit_block_bitmap<V: Volume>(
     let first = group_first_block(sb, group);
     let size = blocks_in_group(sb, group);
 
-    let base = group_base_metadata_blocks(sb, group).min(u64::from(size));
-    for bit in 0..base as u32 {
-        set_bit(&mut bitmap, bit);
+    for (start, len) in group_reserved_ranges(sb, group)? {
+        for block in start..start + len {
+            if block >= first && block < first + u64::from(size) {
+                set_bit(&mut bitmap, (block - first) as u32);
+            }
+        }
     }
     let own = [
         (descriptor.block_bitmap, 1u64),

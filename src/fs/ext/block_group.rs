@@ -378,15 +378,6 @@ pub(crate) fn group_reserved_ranges(
     Ok(clipped)
 }
 
-/// Blocks at the start of `group` taken by the superblock backup, the descriptor table and the
-/// blocks reserved for growing it. Only valid without `meta_bg`.
-pub(crate) fn group_base_metadata_blocks(sb: &Superblock, group: BlockGroupIndex) -> u64 {
-    if !group_has_superblock(sb, group) {
-        return 0;
-    }
-    1 + descriptor_table_blocks(sb) + u64::from(sb.reserved_gdt_blocks)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

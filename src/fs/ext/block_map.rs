@@ -113,32 +113,51 @@ impl<V: Volume> Ext<V> {
     }
 }
 
-/// Number of indirect blocks needed to map `data_blocks` blocks without holes.
-pub(crate) fn indirect_blocks_needed(data_blocks: u64, block_size: u32) -> Result<u64, ExtError> {
+/// Returns the first logical block each tree of `i_block` maps (single, double, triple indirect), and
+/// the number of logical blocks it spans.
+fn indirect_trees(block_size: u32) -> [(u64, u64); 3] {
     let per_block = pointers_per_block(block_size);
-    let mut left = data_blocks.saturating_sub(DIRECT_BLOCKS);
+    let single = (DIRECT_BLOCKS, per_block);
+    let double = (DIRECT_BLOCKS + per_block, per_block.pow(2));
+    let triple = (double.0 + per_block.pow(2), per_block.pow(3));
+    [single, double, triple]
+}
+
+/// Number of indirect blocks needed to map the sorted logical blocks of `data` (logical,
+/// physical) pairs, holes allowed.
+pub(crate) fn indirect_blocks_needed(data: &[(u64, u64)], block_size: u32) -> Result<u64, ExtError> {
+    check_addressable(data, block_size)?;
+    let per_block = pointers_per_block(block_size);
     let mut needed = 0u64;
-    for level in 1..=3u32 {
-        if left == 0 {
-            break;
+    for (level, (first, span)) in indirect_trees(block_size).into_iter().enumerate() {
+        let inside: Vec<u64> =
+            data.iter().map(|&(logical, _)| logical).filter(|&l| l >= first && l < first + span).collect();
+        if inside.is_empty() {
+            continue;
         }
-        let capacity = per_block.pow(level);
-        let here = left.min(capacity);
-        // One block at the top of this tree, and one per group of pointers on each lower level.
-        for lower in 1..level {
-            needed += here.div_ceil(per_block.pow(lower));
+        // Each level of the tree needs one block per distinct group of logical blocks that one
+        // of its blocks covers: the top block covers the whole span.
+        for depth in 0..=level as u32 {
+            let covered = span / per_block.pow(depth);
+            let mut groups: Vec<u64> = inside.iter().map(|l| (l - first) / covered).collect();
+            groups.dedup();
+            needed += groups.len() as u64;
         }
-        needed += 1;
-        left -= here;
-    }
-    if left > 0 {
-        let limit = max_blocks(block_size).saturating_mul(u64::from(block_size));
-        return Err(ExtError::FileTooLarge {
-            size: data_blocks.saturating_mul(u64::from(block_size)),
-            limit,
-        });
     }
     Ok(needed)
+}
+
+/// Fails with [`ExtError::FileTooLarge`] when a logical block lies past what a block map can
+/// address.
+fn check_addressable(data: &[(u64, u64)], block_size: u32) -> Result<(), ExtError> {
+    let max = max_blocks(block_size);
+    match data.last() {
+        Some(&(logical, _)) if logical >= max => Err(ExtError::FileTooLarge {
+            size: logical.saturating_add(1).saturating_mul(u64::from(block_size)),
+            limit: max.saturating_mul(u64::from(block_size)),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Largest number of blocks a block map can address.
@@ -147,64 +166,67 @@ fn max_blocks(block_size: u32) -> u64 {
     DIRECT_BLOCKS + per_block + per_block.pow(2) + per_block.pow(3)
 }
 
-/// Builds the block map of `data` (the data block of each logical block, in order), taking
-/// its indirect blocks from `indirect_blocks`.
+/// Builds the block map of `data`, (logical, physical) pairs in increasing logical order with
+/// holes allowed, taking its indirect blocks from `indirect_blocks`.
 pub(crate) fn build_block_map(
     block_size: u32,
-    data: &[u64],
+    data: &[(u64, u64)],
     indirect_blocks: &[u64],
 ) -> Result<BuiltMap, ExtError> {
-    let as_pointer = |block: u64| {
-        u32::try_from(block).map_err(|_| {
-            ExtError::corrupt("block map plan", format!("block {block} does not fit a 32-bit pointer"))
-        })
-    };
+    check_addressable(data, block_size)?;
     let mut area = [0u8; I_BLOCK_SIZE];
-    for (index, &block) in data.iter().take(DIRECT_BLOCKS as usize).enumerate() {
-        write_u32le(&mut area, index * 4, as_pointer(block)?);
+    for &(logical, physical) in data.iter().filter(|&&(logical, _)| logical < DIRECT_BLOCKS) {
+        write_u32le(&mut area, logical as usize * 4, as_pointer(physical)?);
     }
 
-    let per_block = pointers_per_block(block_size);
-    let mut rest = data.get(DIRECT_BLOCKS as usize..).unwrap_or_default();
     let mut free = indirect_blocks.iter();
     let mut written = Vec::new();
-    for level in 0..3u32 {
-        if rest.is_empty() {
-            break;
+    for (level, (first, span)) in indirect_trees(block_size).into_iter().enumerate() {
+        let inside: Vec<(u64, u64)> =
+            data.iter().copied().filter(|&(l, _)| l >= first && l < first + span).collect();
+        if inside.is_empty() {
+            continue;
         }
-        let capacity = per_block.pow(level + 1) as usize;
-        let (here, later) = rest.split_at(rest.len().min(capacity));
-        let top = fill_indirect(block_size, level, here, &mut free, &mut written)?;
-        write_u32le(&mut area, (SINGLE_INDIRECT + level as usize) * 4, as_pointer(top)?);
-        rest = later;
+        let top = fill_indirect(block_size, level as u32, first, &inside, &mut free, &mut written)?;
+        write_u32le(&mut area, (SINGLE_INDIRECT + level) * 4, as_pointer(top)?);
     }
     Ok(BuiltMap { block_area: area, nodes: written })
 }
 
-/// Fills one indirect block `level` levels above `data` and returns its block number.
+fn as_pointer(block: u64) -> Result<u32, ExtError> {
+    u32::try_from(block).map_err(|_| {
+        ExtError::corrupt("block map plan", format!("block {block} does not fit a 32-bit pointer"))
+    })
+}
+
+/// Fills one indirect block `level` levels above the data, covering the logical blocks from
+/// `first`, and returns its block number. `data` holds only blocks that this block covers.
 fn fill_indirect<'a>(
     block_size: u32,
     level: u32,
-    data: &[u64],
+    first: u64,
+    data: &[(u64, u64)],
     free: &mut impl Iterator<Item = &'a u64>,
     written: &mut Vec<(u64, Vec<u8>)>,
 ) -> Result<u64, ExtError> {
     let Some(&block) = free.next() else {
         return Err(ExtError::corrupt("block map plan", "fewer indirect blocks than the map needs"));
     };
-    let per_block = pointers_per_block(block_size) as usize;
-    let span = per_block.pow(level);
+    let span = pointers_per_block(block_size).pow(level);
     let mut contents = vec![0u8; block_size as usize];
-    for (index, chunk) in data.chunks(span).enumerate() {
+    let mut rest = data;
+    while let Some(&(logical, physical)) = rest.first() {
+        let index = (logical - first) / span;
+        let child_first = first + index * span;
+        let count = rest.iter().take_while(|&&(l, _)| l < child_first + span).count();
+        let (here, later) = rest.split_at(count);
         let pointer = if level == 0 {
-            chunk.first().copied().unwrap_or(0)
+            physical
         } else {
-            fill_indirect(block_size, level - 1, chunk, free, written)?
+            fill_indirect(block_size, level - 1, child_first, here, free, written)?
         };
-        let pointer = u32::try_from(pointer).map_err(|_| {
-            ExtError::corrupt("block map plan", format!("block {pointer} does not fit a 32-bit pointer"))
-        })?;
-        write_u32le(&mut contents, index * 4, pointer);
+        write_u32le(&mut contents, index as usize * 4, as_pointer(pointer)?);
+        rest = later;
     }
     written.push((block, contents));
     Ok(block)
@@ -214,20 +236,38 @@ fn fill_indirect<'a>(
 mod tests {
     use super::*;
 
+    fn dense(count: u64) -> Vec<(u64, u64)> {
+        (0..count).map(|i| (i, 5000 + i)).collect()
+    }
+
     #[test]
     fn indirect_counts_for_1k_blocks() {
-        assert_eq!(indirect_blocks_needed(12, 1024).unwrap(), 0);
-        assert_eq!(indirect_blocks_needed(13, 1024).unwrap(), 1);
-        assert_eq!(indirect_blocks_needed(12 + 256, 1024).unwrap(), 1);
+        assert_eq!(indirect_blocks_needed(&dense(12), 1024).unwrap(), 0);
+        assert_eq!(indirect_blocks_needed(&dense(13), 1024).unwrap(), 1);
+        assert_eq!(indirect_blocks_needed(&dense(12 + 256), 1024).unwrap(), 1);
         // One double indirect block and one single indirect block below it.
-        assert_eq!(indirect_blocks_needed(12 + 256 + 1, 1024).unwrap(), 3);
-        assert_eq!(indirect_blocks_needed(12 + 256 + 257, 1024).unwrap(), 4);
+        assert_eq!(indirect_blocks_needed(&dense(12 + 256 + 1), 1024).unwrap(), 3);
+        assert_eq!(indirect_blocks_needed(&dense(12 + 256 + 257), 1024).unwrap(), 4);
+    }
+
+    #[test]
+    fn holes_need_no_indirect_blocks() {
+        // One block deep inside the double indirect range: the top block and one below it.
+        let sparse = [(0, 7000), (12 + 256 + 1000, 7001)];
+        assert_eq!(indirect_blocks_needed(&sparse, 1024).unwrap(), 2);
+        let built = build_block_map(1024, &sparse, &[100, 101]).unwrap();
+        assert_eq!(read_u32le(&built.block_area, 12 * 4), 0, "no single indirect block");
+        assert_eq!(read_u32le(&built.block_area, 13 * 4), 100);
+        let (_, top) = built.nodes.iter().find(|(block, _)| *block == 100).unwrap();
+        assert_eq!(read_u32le(top, (1000 / 256) * 4), 101);
+        let (_, leaf) = built.nodes.iter().find(|(block, _)| *block == 101).unwrap();
+        assert_eq!(read_u32le(leaf, (1000 % 256) * 4), 7001);
     }
 
     #[test]
     fn built_map_uses_every_planned_block() {
-        let data: Vec<u64> = (0..600).map(|i| 5000 + i).collect();
-        let needed = indirect_blocks_needed(600, 1024).unwrap();
+        let data = dense(600);
+        let needed = indirect_blocks_needed(&data, 1024).unwrap();
         let indirect: Vec<u64> = (0..needed).map(|i| 100 + i).collect();
         let built = build_block_map(1024, &data, &indirect).unwrap();
         assert_eq!(built.nodes.len() as u64, needed);

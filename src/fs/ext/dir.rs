@@ -6,7 +6,8 @@ use super::dir_entry::{FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_UNKNOWN, parse_entry}
 use super::error::ExtError;
 use super::features;
 use super::file_map::FileMap;
-use super::inode::{FLAG_INLINE_DATA, I_BLOCK_SIZE, Inode, InodeIndex};
+use super::htree::htree_continues;
+use super::inode::{FLAG_INDEX, FLAG_INLINE_DATA, I_BLOCK_SIZE, Inode, InodeIndex};
 use super::{DirEntry, Ext, FileKind};
 use crate::image::volume::Volume;
 
@@ -206,9 +207,41 @@ impl<V: Volume> Ext<V> {
         Ok(run.physical + (logical - run.logical))
     }
 
-    /// Finds `name` in directory `dir` by scanning every block.
+    /// Finds `name` in directory `dir`: through the hashed index when the directory has one,
+    /// in block 0 for `.` and `..`, else by scanning every block.
     pub(crate) fn find_entry(&self, dir: &Inode, name: &[u8]) -> Result<Option<InodeIndex>, ExtError> {
+        let indexed = dir.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
+        if !dir.has_flag(FLAG_INLINE_DATA) {
+            if name == b"." || name == b".." {
+                let physical = self.dir_physical_block(dir, 0)?;
+                let block = self.read_dir_block(dir, 0, physical)?;
+                let found = block.entries.iter().find(|entry| entry.inode != 0 && entry.name == name);
+                return found.map(|entry| self.checked_entry_inode(dir, entry.inode)).transpose();
+            }
+            if indexed {
+                // An index this module cannot follow (an unknown hash version) still lists its
+                // names in the leaves, so the scan below finds them.
+                match self.htree_find(dir, name) {
+                    Ok(Some(found)) => return Ok(found),
+                    Ok(None) | Err(ExtError::Unsupported { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
         let found = self.raw_entries(dir)?.into_iter().find(|(entry_name, _, _)| entry_name == name);
         Ok(found.map(|(_, inode, _)| inode))
+    }
+
+    /// Looks `name` up through the hashed index of `dir`: `Some(result)` when the leaf its
+    /// hash selects settles it, `None` when the name may continue in the next leaf because
+    /// its hash collides across a split, which a full scan then settles.
+    fn htree_find(&self, dir: &Inode, name: &[u8]) -> Result<Option<Option<InodeIndex>>, ExtError> {
+        let path = self.htree_path(dir, name)?;
+        let physical = self.dir_physical_block(dir, path.leaf)?;
+        let block = self.read_dir_block(dir, path.leaf, physical)?;
+        if let Some(entry) = block.entries.iter().find(|entry| entry.inode != 0 && entry.name == name) {
+            return Ok(Some(Some(self.checked_entry_inode(dir, entry.inode)?)));
+        }
+        if htree_continues(&path) { Ok(None) } else { Ok(Some(None)) }
     }
 }

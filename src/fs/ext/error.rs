@@ -83,6 +83,27 @@ pub enum ExtError {
     #[error("{path}: extended attributes need {needed} bytes in {place}, which has room for {available}")]
     XattrNoSpace { path: String, place: &'static str, needed: usize, available: usize },
 
+    /// A directory to remove or to replace by a rename still has entries besides `.` and `..`.
+    #[error("{0}: directory not empty")]
+    DirectoryNotEmpty(String),
+
+    /// A rename would move a directory into itself or one of its own subdirectories.
+    #[error("cannot move {from} into its own subdirectory {to}")]
+    RenameIntoItself { from: String, to: String },
+
+    /// A hard link was requested for a directory, which ext4 does not allow.
+    #[error("{0}: hard links to directories are not allowed")]
+    HardLinkToDirectory(String),
+
+    /// A symbolic link target is empty, contains a NUL byte or does not fit one block.
+    #[error("invalid symbolic link target of {len} bytes: {reason}")]
+    InvalidSymlinkTarget { len: usize, reason: &'static str },
+
+    /// A hashed-index directory needs another index level than the filesystem allows: the
+    /// kernel reports this as "Directory index full!" and ENOSPC.
+    #[error("directory inode {0}: its hashed index is full; enable large_dir or use another directory")]
+    DirectoryIndexFull(u32),
+
     /// A timestamp lies outside the range the inode format can store.
     #[error("timestamp {0} is outside the range the inodes of this filesystem can store")]
     TimeOutOfRange(i64),

@@ -12,22 +12,22 @@ use crate::image::volume::Volume;
 /// Offsets in the root block, after the fake `.` and `..` entries.
 const ROOT_INFO_RESERVED_ZERO: usize = 0x18;
 const ROOT_INFO_HASH_VERSION: usize = 0x1C;
-const ROOT_INFO_LENGTH: usize = 0x1D;
-const ROOT_INFO_INDIRECT_LEVELS: usize = 0x1E;
+pub(crate) const ROOT_INFO_LENGTH: usize = 0x1D;
+pub(crate) const ROOT_INFO_INDIRECT_LEVELS: usize = 0x1E;
 /// Offset of the count/limit header (and the entries) in the root block.
-const ROOT_ENTRIES: usize = 0x20;
+pub(crate) const ROOT_ENTRIES: usize = 0x20;
 /// Offset of the count/limit header in an interior index block, after a fake empty entry.
-const NODE_ENTRIES: usize = 0x8;
-const COUNT_LIMIT_LIMIT: usize = 0x0;
-const COUNT_LIMIT_COUNT: usize = 0x2;
-const DX_ENTRY_SIZE: usize = 8;
-const DX_ENTRY_HASH: usize = 0x0;
-const DX_ENTRY_BLOCK: usize = 0x4;
+pub(crate) const NODE_ENTRIES: usize = 0x8;
+pub(crate) const COUNT_LIMIT_LIMIT: usize = 0x0;
+pub(crate) const COUNT_LIMIT_COUNT: usize = 0x2;
+pub(crate) const DX_ENTRY_SIZE: usize = 8;
+pub(crate) const DX_ENTRY_HASH: usize = 0x0;
+pub(crate) const DX_ENTRY_BLOCK: usize = 0x4;
 /// Size of the checksum tail after the last possible index entry.
-const DX_TAIL_SIZE: usize = 8;
+pub(crate) const DX_TAIL_SIZE: usize = 8;
 /// Only the low 28 bits of an index entry's block are the logical block number.
-const DX_BLOCK_MASK: u32 = 0x0FFF_FFFF;
-const ROOT_INFO_SIZE: u8 = 8;
+pub(crate) const DX_BLOCK_MASK: u32 = 0x0FFF_FFFF;
+pub(crate) const ROOT_INFO_SIZE: u8 = 8;
 
 /// Hash algorithms of `s_def_hash_version` and the root's `hash_version`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,25 +201,66 @@ impl IndexNode<'_> {
         })
     }
 
-    /// Logical block of the child whose hash range holds `hash`: the last entry whose hash is
-    /// not above it (entry 0 covers everything below entry 1).
-    fn child_for(&self, hash: u32) -> u32 {
-        let mut chosen = read_u32le(self.entries, DX_ENTRY_BLOCK);
+    /// Index and logical block of the child whose hash range holds `hash`: the last entry whose
+    /// hash is not above it (entry 0 covers everything below entry 1).
+    fn child_for(&self, hash: u32) -> (usize, u32) {
+        let mut chosen = (0, read_u32le(self.entries, DX_ENTRY_BLOCK));
         for index in 1..self.count {
             let entry = self.entries.get(index * DX_ENTRY_SIZE..).unwrap_or_default();
             if read_u32le(entry, DX_ENTRY_HASH) > hash {
                 break;
             }
-            chosen = read_u32le(entry, DX_ENTRY_BLOCK);
+            chosen = (index, read_u32le(entry, DX_ENTRY_BLOCK));
         }
-        chosen & DX_BLOCK_MASK
+        (chosen.0, chosen.1 & DX_BLOCK_MASK)
     }
 }
 
+/// One index node on the way from the root to a leaf.
+#[derive(Clone, Debug)]
+pub(crate) struct PathNode {
+    /// Logical block of the node in the directory; 0 is the root.
+    pub logical: u64,
+    pub bytes: Vec<u8>,
+    /// Index of the entry the walk followed.
+    pub chosen: usize,
+}
+
+/// The walk from an htree root to the leaf for one hash.
+#[derive(Clone, Debug)]
+pub(crate) struct HtreePath {
+    pub version: HashVersion,
+    pub hash: u32,
+    /// `indirect_levels` of the root: 0 when the root points straight at leaves.
+    pub levels: u8,
+    /// Maximum indirect levels this filesystem allows: 1, or 2 under `large_dir`.
+    pub max_levels: u8,
+    /// The root first, then one node per indirect level.
+    pub nodes: Vec<PathNode>,
+    pub leaf: u64,
+}
+
+/// True when the leaf that `path` reached may not hold every name of its hash: the next leaf
+/// in hash order starts with the same hash, marked by the low bit of its index entry.
+pub(crate) fn htree_continues(path: &HtreePath) -> bool {
+    for (depth, node) in path.nodes.iter().enumerate().rev() {
+        let entries_at = if depth == 0 { ROOT_ENTRIES } else { NODE_ENTRIES };
+        let count = usize::from(read_u16le(&node.bytes, entries_at + COUNT_LIMIT_COUNT));
+        let next = node.chosen + 1;
+        if next < count {
+            let next_hash = read_u32le(&node.bytes, entries_at + next * DX_ENTRY_SIZE + DX_ENTRY_HASH);
+            return next_hash & 1 == 1 && next_hash & !1 == path.hash;
+        }
+        // The followed entry is the last of its node: the next leaf hangs off the next entry
+        // one level up.
+    }
+    false
+}
+
 impl<V: Volume> Ext<V> {
-    /// Finds the logical block of the leaf of the htree directory `dir` that holds (or would
-    /// hold) `name`.
-    pub(crate) fn htree_leaf_for(&self, dir: &Inode, name: &[u8]) -> Result<u64, ExtError> {
+    /// Walks the index of the htree directory `dir` to the leaf for `name`, checking every
+    /// node on the way.
+    pub(crate) fn htree_path(&self, dir: &Inode, name: &[u8]) -> Result<HtreePath, ExtError> {
         let structure = format!("inode {} htree root", dir.index);
         let corrupt = |structure: &str, detail: String| ExtError::corrupt(structure, detail);
         let root = self.read_dir_logical_block(dir, 0)?;
@@ -243,8 +284,10 @@ impl<V: Volume> Ext<V> {
 
         let hash = name_hash(version, name, &self.sb.hash_seed);
         let mut node_block = root;
+        let mut node_logical = 0u64;
         let mut entries_at = ROOT_ENTRIES;
         let mut node_structure = structure;
+        let mut nodes = Vec::new();
         // Logical blocks known to hold index nodes: the root, and every child of a node above
         // the last level. A leaf among them would have its entries written over the index.
         // NOTE: with three levels (large_dir) the index nodes in other branches of the middle
@@ -255,7 +298,9 @@ impl<V: Volume> Ext<V> {
             if level < levels {
                 index_blocks.extend(node.children().map(u64::from));
             }
-            let child = u64::from(node.child_for(hash));
+            let (chosen, child) = node.child_for(hash);
+            let child = u64::from(child);
+            nodes.push(PathNode { logical: node_logical, bytes: node_block.clone(), chosen });
             if level == levels {
                 if index_blocks.contains(&child) {
                     let role = if child == 0 { "the index root" } else { "an index block" };
@@ -264,12 +309,26 @@ impl<V: Volume> Ext<V> {
                         format!("the leaf for this name is block {child}, which is {role}"),
                     ));
                 }
-                return Ok(child);
+                return Ok(HtreePath {
+                    version,
+                    hash,
+                    levels,
+                    max_levels: max_levels - 1,
+                    nodes,
+                    leaf: child,
+                });
             }
             if child == 0 {
                 return Err(corrupt(&node_structure, "an index entry points to the index root".to_string()));
             }
+            if nodes.iter().any(|node| node.logical == child) {
+                return Err(corrupt(
+                    &node_structure,
+                    format!("index block {child} appears twice on one path"),
+                ));
+            }
             node_block = self.read_dir_logical_block(dir, child)?;
+            node_logical = child;
             entries_at = NODE_ENTRIES;
             node_structure = format!("inode {} htree index block {child}", dir.index);
         }

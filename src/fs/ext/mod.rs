@@ -2,9 +2,15 @@
 //!
 //! One file per on-disk structure: `superblock`, `block_group` (group descriptors), `inode`,
 //! `extent` and `block_map` (the two ways a file maps its blocks), `dir_entry` and `dir_block`,
-//! `htree` (hashed directory indexes), `bitmap` and `alloc`, `checksum`, `xattr`. [`Ext`] ties
-//! them together: the read operations live in this file and in `dir` and `path`, the write
-//! operations in `write`.
+//! `htree` and `htree_write` (hashed directory indexes), `bitmap` and `alloc`, `checksum`,
+//! `xattr`. [`Ext`] ties them together. The read operations live in this file and in `dir` and
+//! `path`. The write operations live in `write` (create, write whole files, remove files),
+//! `file_data` (write at an offset, truncate), `symlink`, `link`, `rename`, `remove`
+//! (directories and trees), `tree` (`mkdir -p`) and `attrs`. Operations made of several steps
+//! run in a `transaction`.
+//!
+//! A linear directory that grows past one block stays linear, even with `dir_index`: that is
+//! valid, and only directories that are already indexed get new index entries.
 //!
 //! Writes go straight to the volume, bypassing the journal, so they are only allowed on a
 //! filesystem whose journal is clean. Every write operation first plans all its changes,
@@ -13,6 +19,7 @@
 //! writes (an I/O error) still leaves the image untouched.
 
 mod alloc;
+mod attrs;
 mod bitmap;
 mod block_group;
 mod block_map;
@@ -24,17 +31,26 @@ mod dir_entry;
 mod error;
 mod extent;
 mod features;
+mod file_data;
 mod file_map;
 mod htree;
+mod htree_write;
 mod inode;
+mod link;
 mod owners;
 mod path;
+mod remove;
+mod rename;
 mod superblock;
+mod symlink;
 #[cfg(test)]
 mod tests;
+mod transaction;
+mod tree;
 mod write;
 mod xattr;
 
+pub use attrs::SetAttrs;
 pub use error::ExtError;
 pub use inode::InodeIndex;
 pub use write::NewAttrs;

@@ -15,7 +15,7 @@ use crate::test_support::require_tools;
 const ATTRS: NewAttrs = NewAttrs { mode: 0o600, uid: 0, gid: 0, time: 1_700_000_000 };
 
 /// Builds an image with `mkfs.ext4 args -d source` and returns its bytes.
-fn image_bytes(size_kib: u64, args: &[&str], populate: impl FnOnce(&Path)) -> Vec<u8> {
+pub(super) fn image_bytes(size_kib: u64, args: &[&str], populate: impl FnOnce(&Path)) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     std::fs::create_dir(&source).unwrap();
@@ -34,7 +34,7 @@ fn image_bytes(size_kib: u64, args: &[&str], populate: impl FnOnce(&Path)) -> Ve
     std::fs::read(image).unwrap()
 }
 
-fn one_file(source: &Path) {
+pub(super) fn one_file(source: &Path) {
     std::fs::create_dir(source.join("dir")).unwrap();
     std::fs::write(source.join("dir/file"), vec![7u8; 5000]).unwrap();
 }

@@ -35,11 +35,11 @@ pub struct NewAttrs {
 }
 
 /// Most links a directory counts before `dir_nlink` lets the count stick at 1.
-const EXT4_LINK_MAX: u16 = 65000;
+pub(super) const EXT4_LINK_MAX: u16 = 65000;
 /// Most links a directory can have without `dir_nlink`, as ext2 and ext3 allow.
-const EXT2_LINK_MAX: u16 = 32000;
+pub(super) const EXT2_LINK_MAX: u16 = 32000;
 /// Largest file without the `large_file` feature.
-const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
+pub(super) const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
 
 /// Blocks and inodes to write once the plan is complete.
 #[derive(Default)]
@@ -49,10 +49,10 @@ pub(super) struct Writes {
 }
 
 /// The new map of a file's data.
-struct PlannedData {
-    built: BuiltMap,
+pub(super) struct PlannedData {
+    pub built: BuiltMap,
     /// Data blocks and map blocks used.
-    blocks_used: u64,
+    pub blocks_used: u64,
 }
 
 /// Maximum number of entries of a directory whose inodes' blocks join the known owners of a
@@ -61,14 +61,15 @@ struct PlannedData {
 const MAX_CHECKED_ENTRIES: usize = 64;
 
 /// The directory that receives a path's last component, and what that name names now.
-struct Target {
-    parent: Inode,
-    name: DirEntryName,
-    existing: Option<InodeIndex>,
+pub(super) struct Target {
+    pub parent: Inode,
+    pub name: DirEntryName,
+    pub existing: Option<InodeIndex>,
     /// Every directory searched on the way to the parent, the parent included.
-    dirs: Vec<InodeIndex>,
-    /// The inodes of the parent's entries other than `.` and `..`.
-    siblings: Vec<InodeIndex>,
+    pub dirs: Vec<InodeIndex>,
+    /// The inodes of the parent's entries other than `.` and `..`; none are read from a
+    /// hashed-index parent.
+    pub siblings: Vec<InodeIndex>,
 }
 
 impl<V: VolumeMut> Ext<V> {
@@ -229,7 +230,7 @@ impl<V: VolumeMut> Ext<V> {
     }
 
     /// Resolves the parent of `path` (following symbolic links) and looks up its last name.
-    fn locate(&self, path: &str) -> Result<Target, ExtError> {
+    pub(super) fn locate(&self, path: &str) -> Result<Target, ExtError> {
         let (parent_path, last) = split_parent(path)?;
         let name = DirEntryName::new(last, path)?;
         let mut dirs = Vec::new();
@@ -245,9 +246,15 @@ impl<V: VolumeMut> Ext<V> {
             dirs.push(parent_ino);
         }
 
-        let entries = self.raw_entries(&parent)?;
-        let existing =
-            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1);
+        // A hashed-index directory is looked up through its index, and its entries are not read
+        // for the known owners: it has too many for that to stay cheap.
+        let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
+        let entries = if indexed { Vec::new() } else { self.raw_entries(&parent)? };
+        let existing = if indexed {
+            self.find_entry(&parent, name.as_bytes())?
+        } else {
+            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1)
+        };
         if let Some(ino) = existing
             && ino.0 < self.sb.first_ino
         {
@@ -267,7 +274,7 @@ impl<V: VolumeMut> Ext<V> {
     /// Builds the known owners of blocks for a write through `target`: the filesystem's own
     /// metadata, the directories on the path, the existing file and, unless the parent has more
     /// than [`MAX_CHECKED_ENTRIES`] entries, every other entry of the parent.
-    fn known_owners_of(&self, target: &Target) -> Result<OwnerMap, ExtError> {
+    pub(super) fn known_owners_of(&self, target: &Target) -> Result<OwnerMap, ExtError> {
         let mut inodes = Vec::new();
         if target.siblings.len() <= MAX_CHECKED_ENTRIES {
             inodes.extend(target.siblings.iter().copied());
@@ -276,13 +283,13 @@ impl<V: VolumeMut> Ext<V> {
         self.known_owners(&target.dirs, &inodes)
     }
 
-    fn group_of_inode(&self, ino: InodeIndex) -> BlockGroupIndex {
+    pub(super) fn group_of_inode(&self, ino: InodeIndex) -> BlockGroupIndex {
         BlockGroupIndex((ino.0.saturating_sub(1)) / self.sb.inodes_per_group)
     }
 
     /// Creates an inode of type and permissions `mode` with the owner and times of `attrs`,
     /// mapped by extents when the filesystem has them.
-    fn new_inode(&self, ino: InodeIndex, mode: u16, attrs: &NewAttrs) -> Result<Inode, ExtError> {
+    pub(super) fn new_inode(&self, ino: InodeIndex, mode: u16, attrs: &NewAttrs) -> Result<Inode, ExtError> {
         let mut inode = Inode::new_zeroed(&self.sb, ino);
         inode.set_mode(mode);
         inode.set_owner(attrs.uid, attrs.gid);
@@ -295,12 +302,12 @@ impl<V: VolumeMut> Ext<V> {
     }
 
     /// First block a file of `inode`'s format cannot use: block maps hold 32-bit block numbers.
-    fn block_limit(&self, inode: &Inode) -> u64 {
+    pub(super) fn block_limit(&self, inode: &Inode) -> u64 {
         if inode.has_flag(FLAG_EXTENTS) { self.sb.blocks_count } else { self.sb.blocks_count.min(1 << 32) }
     }
 
     /// Allocates blocks for `data` near the inode, queues the data writes and builds the map.
-    fn plan_file_data(
+    pub(super) fn plan_file_data(
         &self,
         plan: &mut AllocPlan,
         inode: &Inode,
@@ -328,7 +335,7 @@ impl<V: VolumeMut> Ext<V> {
 
     /// Builds the map of `runs` (`data_blocks` blocks in all) in `inode`'s format, allocating the
     /// extent tree or indirect blocks it needs.
-    fn plan_map(
+    pub(super) fn plan_map(
         &self,
         plan: &mut AllocPlan,
         inode: &Inode,
@@ -346,17 +353,11 @@ impl<V: VolumeMut> Ext<V> {
             let built = build_tree(&self.sb, inode.index, inode.generation(), runs, &tree_blocks)?;
             return Ok(PlannedData { built, blocks_used: data_blocks + needed });
         }
-        let mut data = Vec::new();
-        for run in runs {
-            if run.logical != data.len() as u64 {
-                return Err(ExtError::unsupported(
-                    "block map with holes",
-                    format!("inode {} has holes, which rewriting its block map does not handle", inode.index),
-                ));
-            }
-            data.extend(run.physical..run.physical + run.len);
-        }
-        let needed = indirect_blocks_needed(data.len() as u64, self.sb.block_size)?;
+        let data: Vec<(u64, u64)> = runs
+            .iter()
+            .flat_map(|run| (0..run.len).map(move |index| (run.logical + index, run.physical + index)))
+            .collect();
+        let needed = indirect_blocks_needed(&data, self.sb.block_size)?;
         let indirect = expand(plan.allocate_blocks(self, goal, needed, limit)?);
         let built = build_block_map(self.sb.block_size, &data, &indirect)?;
         Ok(PlannedData { built, blocks_used: data_blocks + needed })
@@ -365,9 +366,9 @@ impl<V: VolumeMut> Ext<V> {
 
 impl<V: VolumeMut> Ext<V> {
     /// Plans adding the entry `name` for `child` to directory `parent`: into the first block
-    /// with room, or a new block appended to a linear directory. A hashed-index directory gets
-    /// the entry in the leaf its hash selects, or an error when that leaf is full.
-    fn plan_dir_insert(
+    /// with room, or a new block appended to a linear directory, which stays linear. A
+    /// hashed-index directory gets the entry in the leaf its hash selects, split when full.
+    pub(super) fn plan_dir_insert(
         &self,
         plan: &mut AllocPlan,
         parent: &mut Inode,
@@ -381,29 +382,7 @@ impl<V: VolumeMut> Ext<V> {
         let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
 
         if indexed {
-            let logical = self.htree_leaf_for(parent, name)?;
-            let physical = self.dir_physical_block(parent, logical)?;
-            let mut block = self.read_dir_block(parent, logical, physical)?;
-            if csum && !block.has_tail {
-                return Err(ExtError::corrupt(
-                    format!("directory inode {} block {logical}", parent.index),
-                    "leaf block has no checksum tail",
-                ));
-            }
-            let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) else {
-                return Err(ExtError::unsupported(
-                    "splitting a full hashed-index directory block",
-                    format!(
-                        "the leaf of directory inode {} that this name hashes to is full; \
-                         make room in that directory or rebuild its index with `e2fsck -fD`",
-                        parent.index
-                    ),
-                ));
-            };
-            block.insert(room, child.0, name, file_type, filetype);
-            block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((physical, block.bytes));
-            return Ok(());
+            return self.plan_htree_insert(plan, parent, name, child, file_type, writes);
         }
 
         for located in self.dir_blocks(parent)? {
@@ -448,7 +427,12 @@ impl<V: VolumeMut> Ext<V> {
     }
 
     /// Plans removing the entry `name` from directory `parent`.
-    fn plan_dir_remove(&self, parent: &Inode, name: &[u8], writes: &mut Writes) -> Result<(), ExtError> {
+    pub(super) fn plan_dir_remove(
+        &self,
+        parent: &Inode,
+        name: &[u8],
+        writes: &mut Writes,
+    ) -> Result<(), ExtError> {
         for located in self.dir_blocks(parent)? {
             let mut block = located.block;
             if !block.entries.iter().any(|entry| entry.inode != 0 && entry.name == name) {
@@ -473,7 +457,7 @@ impl<V: VolumeMut> Ext<V> {
 
     /// Plans freeing an inode whose last link is gone: its blocks, its extended attribute block
     /// reference and the inode itself, which keeps `time` as its deletion time.
-    fn plan_release_inode(
+    pub(super) fn plan_release_inode(
         &self,
         plan: &mut AllocPlan,
         inode: &mut Inode,
@@ -490,9 +474,12 @@ impl<V: VolumeMut> Ext<V> {
             }
             inode.set_file_acl(0);
         }
-        plan.release_inode(self, inode.index, false)?;
+        plan.release_inode(self, inode.index, inode.is_dir())?;
 
-        inode.set_dtime(time.clamp(1, i64::from(u32::MAX)) as u32);
+        // e2fsck reads a deletion time below the inode count as a link of the orphan list, so
+        // deletion times of the first minutes after 1970 are raised to that count.
+        let earliest = i64::from(self.sb.inodes_count.max(1));
+        inode.set_dtime(time.clamp(earliest, i64::from(u32::MAX)) as u32);
         inode.set_size(0);
         inode.set_blocks(&self.sb, 0)?;
         if inode.has_flag(FLAG_EXTENTS) {
@@ -507,8 +494,24 @@ impl<V: VolumeMut> Ext<V> {
     pub(super) fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
         plan.commit(self)?;
         let block_size = u64::from(self.sb.block_size);
+        // Consecutive writes to adjacent blocks go out as one write. Their order is kept, so a
+        // block written twice still ends with its last contents.
+        let mut pending: Option<(u64, Vec<u8>)> = None;
         for (block, contents) in writes.blocks {
-            self.volume.write_at(block * block_size, &contents)?;
+            let offset = block * block_size;
+            match &mut pending {
+                Some((start, buffer)) if *start + buffer.len() as u64 == offset => {
+                    buffer.extend_from_slice(&contents);
+                }
+                _ => {
+                    if let Some((start, buffer)) = pending.replace((offset, contents)) {
+                        self.volume.write_at(start, &buffer)?;
+                    }
+                }
+            }
+        }
+        if let Some((start, buffer)) = pending {
+            self.volume.write_at(start, &buffer)?;
         }
         for mut inode in writes.inodes {
             let offset = self.inode_offset(inode.index)?;
@@ -520,7 +523,7 @@ impl<V: VolumeMut> Ext<V> {
 }
 
 /// Rejects changes to the data of a file kept in a form writes do not handle.
-fn check_file_writable(inode: &Inode) -> Result<(), ExtError> {
+pub(super) fn check_file_writable(inode: &Inode) -> Result<(), ExtError> {
     let rejected = [
         (FLAG_INLINE_DATA, "inline_data", "files with inline data cannot be rewritten yet"),
         (FLAG_ENCRYPT, "encrypt", "encrypted files cannot be written"),
@@ -537,7 +540,7 @@ fn check_file_writable(inode: &Inode) -> Result<(), ExtError> {
 
 /// Rejects an inode that a directory entry names but whose link count is 0, which only a
 /// deleted inode has.
-fn check_linked(inode: &Inode) -> Result<(), ExtError> {
+pub(super) fn check_linked(inode: &Inode) -> Result<(), ExtError> {
     if inode.links_count() == 0 {
         return Err(ExtError::corrupt(
             format!("inode {}", inode.index),
@@ -548,7 +551,7 @@ fn check_linked(inode: &Inode) -> Result<(), ExtError> {
 }
 
 /// Rejects changes to a directory kept in a form writes do not handle.
-fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
+pub(super) fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
     let rejected = [
         (FLAG_INLINE_DATA, "inline_data", "directories with inline data cannot be modified yet"),
         (FLAG_ENCRYPT, "encrypt", "encrypted directories cannot be modified"),
@@ -563,11 +566,11 @@ fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
 }
 
 /// Lists the blocks of (start, length) runs one by one.
-fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
+pub(super) fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
     runs.into_iter().flat_map(|(start, len)| start..start + len).collect()
 }
 
 /// Turns single blocks into (start, 1) ranges.
-fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
+pub(super) fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
     blocks.iter().map(|&block| (block, 1)).collect()
 }
