@@ -428,3 +428,31 @@ fn unsupported_features_reject_writes() {
         assert_eq!(sha256_file(&image.path), before, "{feature}");
     }
 }
+
+#[test]
+fn compound_operations_release_shared_blocks() {
+    if tools("compound_operations_release_shared_blocks").is_none() {
+        return;
+    }
+    for (name, args) in XATTR_SETS {
+        let image = image_with_files(args);
+        debugfs_ea_set(&image.path, "/a", "user.large", &large_value());
+        let shared = share_block_of_a_with_b(&image.path);
+
+        // Renaming /a over /b frees /b, one of the two users of the block.
+        modify(&image.path, |ext| ext.rename("/a", "/b", ATTRS.time));
+        assert_fsck_clean(&image.path);
+        assert_eq!(refcount(&image.path, shared), 1, "{name}: the replaced file dropped its reference");
+        assert_eq!(debugfs_ea_get(&image.path, "/b", "user.large"), Some(large_value()), "{name}");
+
+        // A tree holding the last user frees the block with everything else.
+        modify(&image.path, |ext| ext.create_dir_all("/tree/deeper", &ATTRS).map(drop));
+        modify(&image.path, |ext| ext.rename("/b", "/tree/deeper/b", ATTRS.time));
+        let free_before = free_blocks(&image.path);
+        modify(&image.path, |ext| ext.remove_tree("/tree", ATTRS.time));
+        assert_fsck_clean(&image.path);
+        let freed = free_blocks(&image.path) - free_before;
+        let data_blocks = inspect(&image.path, |ext| 3000u64.div_ceil(u64::from(ext.block_size())));
+        assert_eq!(freed, data_blocks + 1 + 2, "{name}: data, the attribute block and two directory blocks");
+    }
+}
