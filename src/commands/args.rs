@@ -175,7 +175,51 @@ pub struct ProvisionArgs {
     pub dry_run: bool,
 
     #[command(flatten)]
+    pub records: RecordsArgs,
+
+    #[command(flatten)]
     pub request: RequestArgs,
+}
+
+/// Artifact records to write into mender-store, as the Mender client stores them after
+/// installing an Artifact.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Artifact records")]
+pub struct RecordsArgs {
+    /// Store NAME as the installed Artifact's name (the artifact-name record). With any of the
+    /// options below and no --artifact-name, the stored name is kept, or when there is none, the
+    /// artifact_name of /etc/mender/artifact_info on rootfs A is stored.
+    #[arg(long, value_name = "NAME")]
+    pub artifact_name: Option<String>,
+
+    /// Add a provide to the artifact-provides record, as KEY:VALUE split at the first colon;
+    /// repeat for more. Stored provides are kept unless --clears-provides matches them.
+    #[arg(long = "provides", value_name = "KEY:VALUE")]
+    pub provides: Vec<String>,
+
+    /// Remove the stored provides whose names match PATTERN before adding new ones; `*` matches
+    /// any run of characters and `\*` a literal star, as in an Artifact's
+    /// clears_artifact_provides. Repeat for more; `*` clears all.
+    #[arg(long = "clears-provides", value_name = "PATTERN")]
+    pub clears_provides: Vec<String>,
+
+    /// Add the provides a bootstrap Artifact of this image would install: rootfs-image.version
+    /// (the Artifact name) and rootfs-image.checksum (SHA-256 of rootfs A's filesystem, the
+    /// first block-count x block-size bytes of its partition, which equals the .ext4 file of a
+    /// Yocto build). Clears rootfs-image.* and rootfs_image_checksum first. --provides values
+    /// win over these.
+    #[arg(long)]
+    pub bootstrap_provides: bool,
+}
+
+impl RecordsArgs {
+    /// Returns true when any option asks to change the Artifact records.
+    pub fn requested(&self) -> bool {
+        self.artifact_name.is_some()
+            || !self.provides.is_empty()
+            || !self.clears_provides.is_empty()
+            || self.bootstrap_provides
+    }
 }
 
 /// Arguments of `inspect`.
@@ -188,4 +232,112 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `store`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// One operation on mender-store.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Print every record as KEY=VALUE, in key order. Values of authentication records are not
+    /// shown, and values that are not printable text are shown by size.
+    List(StoreListArgs),
+    /// Print the value of one record, followed by a newline.
+    Get(StoreGetArgs),
+    /// Create or replace one record; the store is created when missing.
+    Set(StoreSetArgs),
+    /// Remove records; naming a record that does not exist is an error.
+    Delete(StoreDeleteArgs),
+}
+
+/// How to find the data partition of an image.
+#[derive(Debug, Clone, Args)]
+pub struct StoreImageArgs {
+    /// Disk image or bare ext2/3/4 data filesystem image.
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+
+    /// Number of the data partition (as in p4), instead of finding it by content; 0 is the
+    /// whole file of a bare filesystem image.
+    #[arg(long, value_name = "N")]
+    pub data_partition: Option<u32>,
+}
+
+/// How to write a changed store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreWriteArgs {
+    /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.
+    /// Without it IMAGE is changed in place.
+    #[arg(short, long, value_name = "NEW_IMAGE")]
+    pub output: Option<PathBuf>,
+
+    /// Device word size and byte order for mender-store, instead of reading them from the ELF
+    /// header of a binary on the root filesystem.
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub target_layout: Option<TargetLayoutArg>,
+
+    /// Report what would change and write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `store list`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreListArgs {
+    #[command(flatten)]
+    pub image: StoreImageArgs,
+
+    /// Print one JSON array of {key, size, value, secret} instead of text; value is null for
+    /// authentication records and for values that are not UTF-8 text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `store get`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreGetArgs {
+    #[command(flatten)]
+    pub image: StoreImageArgs,
+
+    /// Key of the record, e.g. artifact-name or artifact-provides.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+}
+
+/// Arguments of `store set`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreSetArgs {
+    #[command(flatten)]
+    pub image: StoreImageArgs,
+
+    /// Key of the record. artifact-name must not be empty and artifact-provides must be a JSON
+    /// object of strings, because the Mender client fails on anything else.
+    #[arg(value_name = "KEY")]
+    pub key: String,
+
+    /// Value to store, as the bytes of the argument.
+    #[arg(value_name = "VALUE")]
+    pub value: String,
+
+    #[command(flatten)]
+    pub write: StoreWriteArgs,
+}
+
+/// Arguments of `store delete`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreDeleteArgs {
+    #[command(flatten)]
+    pub image: StoreImageArgs,
+
+    /// Keys of the records to remove.
+    #[arg(value_name = "KEY", required = true)]
+    pub keys: Vec<String>,
+
+    #[command(flatten)]
+    pub write: StoreWriteArgs,
 }

@@ -6,11 +6,14 @@ mod inspect;
 mod keygen;
 mod output;
 mod preauth;
+mod progress;
 mod provision;
+mod records;
+mod store;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs};
+pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs, StoreArgs};
 
 /// Preauthorize Mender devices offline.
 ///
@@ -47,6 +50,9 @@ pub enum Command {
     /// Show an image's partitions, their roles, the device key and the mender-store records.
     #[command(after_long_help = INSPECT_JSON_SCHEMA)]
     Inspect(InspectArgs),
+    /// List, read and change the records of mender-store on an image's data partition.
+    #[command(after_long_help = STORE_HELP)]
+    Store(StoreArgs),
 }
 
 /// Examples shown at the end of `provision --help` and in its man page.
@@ -90,6 +96,23 @@ With --json, one object:
   warnings         list of sentences about states that make a preauthorized device show up
                    as pending";
 
+/// Notes and examples shown at the end of `store --help` and in its man page.
+const STORE_HELP: &str = "\
+The store is /mender/mender-store on the data partition, which the device reads as
+/var/lib/mender/mender-store. The Mender client 3.x keeps the installed Artifact's name in
+artifact-name and its provides in artifact-provides (a JSON object of strings); without
+artifact-name it reports the artifact_name of /etc/mender/artifact_info. Changes are written with
+mode 0600 and owner 0:0, all or nothing, and only for targets whose word size and byte order match
+this host's; set and delete take --output, --dry-run and --target-layout as provision does.
+
+Examples:
+  mender-preauth store list core-image.sdimg
+  mender-preauth store get core-image.sdimg artifact-provides
+  mender-preauth store set core-image.sdimg artifact-name release-2
+  mender-preauth store delete core-image.sdimg authtoken --output device-0001.sdimg
+
+Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+
 /// Runs the subcommand that `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -98,5 +121,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Preauth(args) => preauth::run_preauth(&args),
         Command::Provision(args) => provision::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Store(args) => store::run(&args),
     }
 }

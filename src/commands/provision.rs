@@ -9,6 +9,7 @@ use clap::ValueEnum;
 
 use crate::commands::args::{ProvisionArgs, TargetLayoutArg};
 use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
+use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
@@ -17,6 +18,7 @@ use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
 };
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
+use crate::mender::records::RecordsUpdate;
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::detect_target;
 
@@ -31,7 +33,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let identity = args.identity.load()?;
     let xattr_policy = xattr_policy(&args.xattrs)?;
     let time = write_time()?;
-    check_output_path(args)?;
+    check_output_path(args.output.as_deref(), &args.image)?;
     let device_key = obtain_key(args)?;
     let request = args.request.request_json(&identity, &device_key.key.public_key())?;
     let key_files = generated_key_files(args, &device_key)?;
@@ -43,9 +45,14 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         .with_context(|| args.image.display().to_string())?;
     log::debug!("data partition: {}", describe(data));
     let store_policy = store_policy(&image, &partitions, args.target_layout)?;
+    let records = records_update(&args.records, &image, &partitions)?;
+    if let (false, StorePolicy::LeaveAlone { reason }) = (records.is_empty(), &store_policy) {
+        bail!("{}: cannot write the Artifact records: {reason}", args.image.display());
+    }
 
     let key_pem = device_key.key.to_device_pem()?;
-    let (changes, writes) = plan(&image, data, key_pem.as_bytes(), &store_policy, &xattr_policy, time)?;
+    let (changes, writes) =
+        plan(&image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
         log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
     }
@@ -88,10 +95,10 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     request_output.write_line(&request)
 }
 
-/// Checks --output before any work: its directory must exist, and it must not name IMAGE.
-fn check_output_path(args: &ProvisionArgs) -> anyhow::Result<()> {
-    let Some(output) = &args.output else { return Ok(()) };
-    if same_file(output, &args.image) {
+/// Checks --output before any work: its directory must exist, and it must not name `image`.
+pub(super) fn check_output_path(output: Option<&Path>, image: &Path) -> anyhow::Result<()> {
+    let Some(output) = output else { return Ok(()) };
+    if same_file(output, image) {
         bail!(
             "{}: --output names the input image itself; leave --output out to change IMAGE in place",
             output.display()
@@ -170,7 +177,7 @@ fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Resul
 }
 
 /// Chooses what to do with mender-store from the target's word size and byte order.
-fn store_policy(
+pub(super) fn store_policy(
     image: &DiskImage,
     partitions: &[ClassifiedPartition],
     requested: Option<TargetLayoutArg>,
@@ -245,12 +252,13 @@ fn plan(
     data: &ClassifiedPartition,
     key_pem: &[u8],
     store_policy: &StorePolicy,
+    records: &RecordsUpdate,
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
     let context = || format!("{}: {}", image.path().display(), partition_name(&data.partition));
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
-    let changes = data_partition::provision(&mut ext, key_pem, store_policy, xattr_policy, time)
+    let changes = data_partition::provision(&mut ext, key_pem, store_policy, records, xattr_policy, time)
         .with_context(context)?;
     let (_, writes) = ext.into_volume().into_parts();
     Ok((changes, writes))
@@ -258,7 +266,7 @@ fn plan(
 
 /// Whether a summary describes changes about to be made or made already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tense {
+pub(super) enum Tense {
     Planned,
     Done,
 }
@@ -289,15 +297,7 @@ fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tens
         device_key.key.description(),
         device_key.key.public_key().fingerprint_sha256()
     ));
-    let store = data_partition::STORE_PATH;
-    parts.push(match &changes.store {
-        StoreChange::Created => format!("{} an empty {store}", tense.verb("would create", "created")),
-        StoreChange::Updated { removed } => {
-            format!("{} {} from {store}", tense.verb("would remove", "removed"), removed.join(" and "))
-        }
-        StoreChange::Unchanged => format!("{} {store} as it was", tense.verb("would keep", "kept")),
-        StoreChange::LeftAlone { .. } => format!("{} {store} alone", tense.verb("would leave", "left")),
-    });
+    parts.push(describe_store_change(&changes.store, tense));
     match &changes.xattrs {
         XattrChange::Unchanged => {}
         XattrChange::InheritedLabel(label) => parts.push(format!(
@@ -314,6 +314,32 @@ fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tens
         )),
     }
     parts.join(", ")
+}
+
+/// Describes a change to mender-store in one phrase.
+pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> String {
+    let store = data_partition::STORE_PATH;
+    match change {
+        StoreChange::Created { set } if set.is_empty() => {
+            format!("{} an empty {store}", tense.verb("would create", "created"))
+        }
+        StoreChange::Created { set } => {
+            format!("{} {store} with {}", tense.verb("would create", "created"), set.join(", "))
+        }
+        StoreChange::Updated { removed, set } => {
+            let mut changes = Vec::new();
+            if !removed.is_empty() {
+                let verb = tense.verb("would remove", "removed");
+                changes.push(format!("{verb} {} from {store}", removed.join(" and ")));
+            }
+            if !set.is_empty() {
+                changes.push(format!("{} {} in {store}", tense.verb("would set", "set"), set.join(", ")));
+            }
+            changes.join(", ")
+        }
+        StoreChange::Unchanged => format!("{} {store} as it was", tense.verb("would keep", "kept")),
+        StoreChange::LeftAlone { .. } => format!("{} {store} alone", tense.verb("would leave", "left")),
+    }
 }
 
 /// Prefixes of the attribute names --xattr accepts, the namespaces the ext layer writes.
@@ -358,7 +384,7 @@ fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
-fn commit(
+pub(super) fn commit(
     image: &DiskImage,
     partition: &Partition,
     writes: &BTreeMap<u64, Vec<u8>>,

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
-use crate::image::volume::VolumeMut;
-use crate::mender::store::{self, StoreEdit, StoreError};
+use crate::image::volume::{Volume, VolumeMut};
+use crate::mender::records::{RecordsError, RecordsUpdate};
+use crate::mender::store::{self, Records, StoreEdit, StoreError};
 
 /// Directory of the client's files, relative to the data partition's root.
 pub const MENDER_DIR: &str = "/mender";
@@ -43,10 +44,10 @@ pub enum KeyChange {
 /// Change made to mender-store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChange {
-    /// No store existed; an empty one was created.
-    Created,
-    /// The store existed; these stale records were removed and the rest kept.
-    Updated { removed: Vec<String> },
+    /// No store existed; one was created, holding the records set.
+    Created { set: Vec<String> },
+    /// The store existed; these records were removed and these set, and the rest kept.
+    Updated { removed: Vec<String>, set: Vec<String> },
     /// The store existed and needed no change.
     Unchanged,
     /// The store was not touched, for this reason.
@@ -93,15 +94,18 @@ pub enum ProvisionError {
     WrongKind { path: &'static str, expected: &'static str },
     #[error("{STORE_PATH} on the data partition: {source}")]
     Store { source: StoreError },
+    #[error("{STORE_PATH} on the data partition: {source}")]
+    Records { source: RecordsError },
 }
 
-/// Writes the device key and reconciles mender-store on the data partition `ext`. Every
-/// file written is owned by root with mode 0600 and gets extended attributes by `xattr_policy`.
-/// `/mender` is created with mode 0755 if missing.
+/// Writes the device key and reconciles mender-store on the data partition `ext`, with the
+/// Artifact records changed by `records`. Every file written is owned by root with mode 0600 and
+/// gets extended attributes by `xattr_policy`. `/mender` is created with mode 0755 if missing.
 pub fn provision<V: VolumeMut>(
     ext: &mut Ext<V>,
     key_pem: &[u8],
     store_policy: &StorePolicy,
+    records: &RecordsUpdate,
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> Result<DataPartitionChanges, ProvisionError> {
@@ -115,19 +119,67 @@ pub fn provision<V: VolumeMut>(
     let key = write_device_key(ext, key_pem, time)?;
 
     let store = match store_policy {
-        StorePolicy::Reconcile => reconcile_store(ext, time)?,
+        StorePolicy::Reconcile => reconcile_store(ext, records, time)?,
         StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
     };
 
     let mut written = vec![(DEVICE_KEY_PATH, key == KeyChange::Created)];
-    match store {
-        StoreChange::Created => written.push((STORE_PATH, true)),
-        StoreChange::Updated { .. } => written.push((STORE_PATH, false)),
-        StoreChange::Unchanged | StoreChange::LeftAlone { .. } => {}
-    }
+    written.extend(store_written(&store));
     let xattrs = set_xattrs(ext, xattr_policy, label, &written)?;
 
     Ok(DataPartitionChanges { created_mender_dir, key, store, xattrs })
+}
+
+/// Changes to mender-store alone, made by [`edit_store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEditChanges {
+    pub created_mender_dir: bool,
+    pub store: StoreChange,
+    pub xattrs: XattrChange,
+}
+
+/// Reads the records of mender-store on the data partition, or `None` when there is no store.
+pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionError> {
+    match read_store_file(ext)? {
+        Some(bytes) => store::read_records(&bytes).map(Some).map_err(|source| ProvisionError::Store { source }),
+        None => Ok(None),
+    }
+}
+
+/// Changes mender-store on the data partition `ext` by the edit that `plan` makes from the
+/// current records (none when there is no store yet). A new store is created, with `/mender`
+/// when missing. The store is written with mode 0600, owner 0:0 and attributes by
+/// `xattr_policy`; it is not written when the edit changes no record.
+pub fn edit_store<V: VolumeMut, E: From<ProvisionError>>(
+    ext: &mut Ext<V>,
+    plan: impl FnOnce(&Records) -> Result<StoreEdit, E>,
+    xattr_policy: &XattrPolicy,
+    time: i64,
+) -> Result<StoreEditChanges, E> {
+    ext.check_writable().map_err(|source| ProvisionError::Ext { path: "/", source })?;
+    let created_mender_dir = ensure_mender_dir(ext, time)?;
+    let label = match xattr_policy {
+        XattrPolicy::InheritLabel => common_label(ext)?,
+        XattrPolicy::Set(_) => None,
+    };
+
+    let existing = read_store_file(ext)?;
+    let current = parse_store(existing.as_deref())?;
+    let edit = plan(&current)?;
+    let store = write_store_edit(ext, existing.as_deref(), &current, &edit, time)?;
+
+    let written: Vec<(&'static str, bool)> = store_written(&store).into_iter().collect();
+    let xattrs = set_xattrs(ext, xattr_policy, label, &written)?;
+    Ok(StoreEditChanges { created_mender_dir, store, xattrs })
+}
+
+/// The store file as a file written by this run (path, whether it is new), if it was written.
+fn store_written(change: &StoreChange) -> Option<(&'static str, bool)> {
+    match change {
+        StoreChange::Created { .. } => Some((STORE_PATH, true)),
+        StoreChange::Updated { .. } => Some((STORE_PATH, false)),
+        StoreChange::Unchanged | StoreChange::LeftAlone { .. } => None,
+    }
 }
 
 /// Gives the files `written` (path, whether it is new) their attributes by `policy`, with
@@ -235,26 +287,63 @@ fn write_device_key<V: VolumeMut>(
     Ok(change)
 }
 
-fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreChange, ProvisionError> {
-    let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
-    let existing = match find(ext, STORE_PATH)? {
-        Some((ino, FileKind::Regular)) => Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?),
-        Some(_) => return Err(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" }),
-        None => None,
-    };
+/// Removes the records tied to a previous key and applies the Artifact records of `records`.
+fn reconcile_store<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    records: &RecordsUpdate,
+    time: i64,
+) -> Result<StoreChange, ProvisionError> {
+    let existing = read_store_file(ext)?;
+    let current = parse_store(existing.as_deref())?;
 
-    let edit = StoreEdit::remove_stale_auth_keys();
-    let outcome =
-        store::apply_edit(existing.as_deref(), &edit).map_err(|source| ProvisionError::Store { source })?;
-    if existing.is_some() && outcome.removed.is_empty() {
+    let mut edit = StoreEdit::remove_stale_auth_keys();
+    if !records.is_empty() {
+        let plan = records.plan(&current).map_err(|source| ProvisionError::Records { source })?;
+        edit.set = plan.edit.set;
+    }
+    write_store_edit(ext, existing.as_deref(), &current, &edit, time)
+}
+
+/// Returns the bytes of the store file, or `None` when there is none.
+fn read_store_file<V: Volume>(ext: &Ext<V>) -> Result<Option<Vec<u8>>, ProvisionError> {
+    let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
+    let ino = match ext.lookup(STORE_PATH).map_err(ext_error)? {
+        Some(ino) => ino,
+        None => return Ok(None),
+    };
+    if ext.metadata(ino).map_err(ext_error)?.kind != FileKind::Regular {
+        return Err(ProvisionError::WrongKind { path: STORE_PATH, expected: "regular file" });
+    }
+    Ok(Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?))
+}
+
+/// Reads the records of a store file; no file is an empty store.
+fn parse_store(existing: Option<&[u8]>) -> Result<Records, ProvisionError> {
+    match existing {
+        Some(bytes) => store::read_records(bytes).map_err(|source| ProvisionError::Store { source }),
+        None => Ok(Records::new()),
+    }
+}
+
+/// Applies `edit` to the store whose file is `existing` and whose records are `current`, and
+/// writes the result unless it holds the same records as before.
+fn write_store_edit<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    existing: Option<&[u8]>,
+    current: &Records,
+    edit: &StoreEdit,
+    time: i64,
+) -> Result<StoreChange, ProvisionError> {
+    let outcome = store::apply_edit(existing, edit).map_err(|source| ProvisionError::Store { source })?;
+    if existing.is_some() && outcome.records == *current {
         return Ok(StoreChange::Unchanged);
     }
-    ext.write_file(STORE_PATH, &outcome.bytes, &private_file_attrs(time)).map_err(ext_error)?;
+    ext.write_file(STORE_PATH, &outcome.bytes, &private_file_attrs(time))
+        .map_err(|source| ProvisionError::Ext { path: STORE_PATH, source })?;
 
+    let names = |keys: &[Vec<u8>]| keys.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect();
     Ok(match existing {
-        None => StoreChange::Created,
-        Some(_) => StoreChange::Updated {
-            removed: outcome.removed.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect(),
-        },
+        None => StoreChange::Created { set: names(&outcome.set) },
+        Some(_) => StoreChange::Updated { removed: names(&outcome.removed), set: names(&outcome.set) },
     })
 }

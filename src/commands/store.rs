@@ -1,0 +1,178 @@
+//! `mender-preauth store`: list, read and change the records of mender-store on an image's
+//! data partition. Changes go through the same all-or-nothing machinery as `provision`.
+
+use std::io::Write;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Serialize;
+
+use crate::commands::args::{
+    StoreArgs, StoreCommand, StoreDeleteArgs, StoreGetArgs, StoreImageArgs, StoreListArgs, StoreSetArgs,
+    StoreWriteArgs,
+};
+use crate::commands::output::{print_line, write_time};
+use crate::commands::provision::{Tense, check_output_path, commit, describe_store_change, store_policy};
+use crate::fs::ext::Ext;
+use crate::image::disk_image::{Access, DiskImage};
+use crate::image::volume::Staged;
+use crate::mender::data_partition::{self, STORE_PATH, StoreChange, StorePolicy, XattrPolicy};
+use crate::mender::provides::parse_provides;
+use crate::mender::records::{ARTIFACT_NAME_KEY, ARTIFACT_PROVIDES_KEY};
+use crate::mender::roles::{self, partition_name};
+use crate::mender::store::{Records, STALE_AUTH_KEYS, StoreEdit};
+
+/// Runs the `store` operation that `args` names.
+pub fn run(args: &StoreArgs) -> anyhow::Result<()> {
+    match &args.command {
+        StoreCommand::List(args) => list(args),
+        StoreCommand::Get(args) => get(args),
+        StoreCommand::Set(args) => set(args),
+        StoreCommand::Delete(args) => delete(args),
+    }
+}
+
+/// One record in `store list --json`.
+#[derive(Debug, Serialize)]
+struct RecordEntry {
+    key: String,
+    size: usize,
+    /// The value when it is UTF-8 text and not a secret.
+    value: Option<String>,
+    /// True for authentication records, whose values are never shown.
+    secret: bool,
+}
+
+fn list(args: &StoreListArgs) -> anyhow::Result<()> {
+    let records = read_records(&args.image)?.unwrap_or_default();
+    let entries: Vec<RecordEntry> = records.iter().map(|(key, value)| record_entry(key, value)).collect();
+
+    if args.json {
+        let json = serde_json::to_string_pretty(&entries).context("encoding the records as JSON")?;
+        return print_line(&json);
+    }
+    let lines: Vec<String> = entries.iter().map(render_entry).collect();
+    if lines.is_empty() {
+        return Ok(());
+    }
+    print_line(&lines.join("\n"))
+}
+
+fn record_entry(key: &[u8], value: &[u8]) -> RecordEntry {
+    let secret = STALE_AUTH_KEYS.iter().any(|auth_key| auth_key.as_bytes() == key);
+    let text = std::str::from_utf8(value).ok().filter(|_| !secret).map(str::to_string);
+    RecordEntry { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: text, secret }
+}
+
+/// Renders a record as `KEY=VALUE`. Values that would break the line (control characters) or
+/// that are secret or binary are described by size instead.
+fn render_entry(entry: &RecordEntry) -> String {
+    match &entry.value {
+        Some(value) if !value.chars().any(char::is_control) => format!("{}={value}", entry.key),
+        _ if entry.secret => format!("{}=<{} bytes, not shown>", entry.key, entry.size),
+        Some(_) => format!("{}=<{} bytes of text with control characters>", entry.key, entry.size),
+        None => format!("{}=<{} bytes of binary data>", entry.key, entry.size),
+    }
+}
+
+fn get(args: &StoreGetArgs) -> anyhow::Result<()> {
+    let path = args.image.image.display();
+    let Some(records) = read_records(&args.image)? else {
+        bail!("{path}: there is no {STORE_PATH} on the data partition, so no record {:?}", args.key);
+    };
+    let Some(value) = records.get(args.key.as_bytes()) else {
+        bail!("{path}: {STORE_PATH} has no record {:?}", args.key);
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(value)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
+}
+
+fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
+    check_value(&args.key, args.value.as_bytes()).with_context(|| format!("{:?}", args.key))?;
+    let record = (args.key.as_bytes().to_vec(), args.value.as_bytes().to_vec());
+    modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))
+}
+
+/// Rejects values of the client's own records that the Mender client 3.4 fails on: an empty
+/// Artifact name (`show-artifact` reports it as an error) and provides that are not a JSON
+/// object of strings (`show-provides` and every update fail to read them).
+fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
+    match key {
+        ARTIFACT_NAME_KEY if value.is_empty() => bail!("the Artifact name must not be empty"),
+        ARTIFACT_PROVIDES_KEY => parse_provides(value).map(|_| ()).map_err(anyhow::Error::from),
+        _ => Ok(()),
+    }
+}
+
+fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
+    modify(&args.image, &args.write, |records| {
+        for key in &args.keys {
+            if !records.contains_key(key.as_bytes()) {
+                return Err(anyhow!("{STORE_PATH} has no record {key:?}"));
+            }
+        }
+        let remove = args.keys.iter().map(|key| key.as_bytes().to_vec()).collect();
+        Ok(StoreEdit { remove, set: Vec::new() })
+    })
+}
+
+/// Reads the records of mender-store on the image's data partition, or `None` when it has no
+/// store.
+fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
+    let path = args.image.display();
+    let image = DiskImage::open(&args.image, Access::ReadOnly)?;
+    let partitions = roles::classify(image.file(), image.table())
+        .with_context(|| format!("{path}: reading partitions"))?;
+    let data = roles::find_data_partition(&partitions, args.data_partition).with_context(|| path.to_string())?;
+
+    let context = || format!("{path}: {}", partition_name(&data.partition));
+    let ext = Ext::open(image.volume(&data.partition)).with_context(context)?;
+    let records = data_partition::read_store(&ext).with_context(context)?;
+    if records.is_none() {
+        log::info!("{path}: there is no {STORE_PATH} on {}", partition_name(&data.partition));
+    }
+    Ok(records)
+}
+
+/// Changes the store by the edit `plan` makes from its records, in memory first, then in place
+/// or into the copy --output names, all or nothing.
+fn modify(
+    image_args: &StoreImageArgs,
+    write: &StoreWriteArgs,
+    plan: impl FnOnce(&Records) -> anyhow::Result<StoreEdit>,
+) -> anyhow::Result<()> {
+    let path = image_args.image.display();
+    let time = write_time()?;
+    check_output_path(write.output.as_deref(), &image_args.image)?;
+    let access = if write.output.is_none() && !write.dry_run { Access::ReadWrite } else { Access::ReadOnly };
+    let image = DiskImage::open(&image_args.image, access)?;
+    let partitions = roles::classify(image.file(), image.table())
+        .with_context(|| format!("{path}: reading partitions"))?;
+    let data =
+        roles::find_data_partition(&partitions, image_args.data_partition).with_context(|| path.to_string())?;
+    if let StorePolicy::LeaveAlone { reason } = store_policy(&image, &partitions, write.target_layout)? {
+        bail!("{path}: cannot write {STORE_PATH}: {reason}");
+    }
+
+    let context = || format!("{path}: {}", partition_name(&data.partition));
+    let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
+    let changes =
+        data_partition::edit_store(&mut ext, plan, &XattrPolicy::InheritLabel, time).with_context(context)?;
+    let (_, writes) = ext.into_volume().into_parts();
+
+    if write.dry_run {
+        log::info!("dry run, nothing was written: {}", describe_store_change(&changes.store, Tense::Planned));
+        return Ok(());
+    }
+    if changes.store == StoreChange::Unchanged && write.output.is_none() {
+        log::info!("{path}: {}", describe_store_change(&changes.store, Tense::Done));
+        return Ok(());
+    }
+    let written = commit(&image, &data.partition, &writes, write.output.as_deref())?;
+    log::info!("{}: {}", written.display(), describe_store_change(&changes.store, Tense::Done));
+    Ok(())
+}

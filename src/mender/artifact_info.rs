@@ -1,0 +1,113 @@
+//! `/etc/mender/artifact_info` on the root filesystem: the name of the Artifact a Yocto build
+//! put there, which the Mender client 3.x reports while mender-store has no `artifact-name`.
+//!
+//! The rules are those of the client 3.4's `device.GetManifestData`: each line is trimmed, lines
+//! starting with `#` are comments, every other line must contain `=`, the key before the first
+//! `=` is compared untrimmed, the value after it is trimmed, and a key given twice is an error.
+
+/// Path of the file on the root filesystem.
+pub const ARTIFACT_INFO_PATH: &str = "/etc/mender/artifact_info";
+
+/// Key of the Artifact name in the file.
+const ARTIFACT_NAME_KEY: &str = "artifact_name";
+
+/// Errors in the file, as the client would report them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactInfoError {
+    /// A line that is neither a comment nor `key=value`; the client 3.4 rejects empty lines too.
+    #[error("{ARTIFACT_INFO_PATH} line {line}: expected key=value, as the Mender client requires")]
+    MissingEquals {
+        /// Line number, from 1.
+        line: usize,
+    },
+
+    /// The key appears on more than one line.
+    #[error("{ARTIFACT_INFO_PATH} gives {ARTIFACT_NAME_KEY} more than once (lines {first} and {second})")]
+    Repeated {
+        /// Line of the first occurrence, from 1.
+        first: usize,
+        /// Line of the second occurrence, from 1.
+        second: usize,
+    },
+}
+
+/// Returns the `artifact_name` value of the file's text, or `None` when the file does not give
+/// one. An empty value is returned as given; the client then reports that the name is empty.
+pub fn parse_artifact_name(text: &[u8]) -> Result<Option<String>, ArtifactInfoError> {
+    let text = String::from_utf8_lossy(text);
+    let mut found: Option<(usize, String)> = None;
+
+    // Go's bufio.Scanner splits at "\n", drops one "\r" before it (the trim covers that) and
+    // yields the text after the last "\n" only when it is not empty.
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    for (index, line) in lines.into_iter().enumerate() {
+        let number = index + 1;
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(ArtifactInfoError::MissingEquals { line: number });
+        };
+        if key != ARTIFACT_NAME_KEY {
+            continue;
+        }
+        if let Some((first, _)) = found {
+            return Err(ArtifactInfoError::Repeated { first, second: number });
+        }
+        found = Some((number, value.trim().to_string()));
+    }
+    Ok(found.map(|(_, name)| name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yocto_file_gives_name() {
+        assert_eq!(parse_artifact_name(b"artifact_name=release-1\n").unwrap(), Some("release-1".into()));
+    }
+
+    #[test]
+    fn value_is_trimmed_and_comments_skipped() {
+        let text = b"# built by Yocto\n  artifact_name=  release 2 \r\nartifact_group=lab\n";
+
+        assert_eq!(parse_artifact_name(text).unwrap(), Some("release 2".into()));
+    }
+
+    #[test]
+    fn key_is_compared_untrimmed() {
+        assert_eq!(parse_artifact_name(b"artifact_name =x\n").unwrap(), None);
+    }
+
+    #[test]
+    fn empty_file_has_no_name() {
+        assert_eq!(parse_artifact_name(b"").unwrap(), None);
+        assert_eq!(parse_artifact_name(b"other=x").unwrap(), None);
+    }
+
+    #[test]
+    fn lone_newline_is_an_empty_line() {
+        assert_eq!(parse_artifact_name(b"\n"), Err(ArtifactInfoError::MissingEquals { line: 1 }));
+    }
+
+    #[test]
+    fn line_without_equals_is_an_error() {
+        assert_eq!(
+            parse_artifact_name(b"artifact_name=a\n\nother=b\n"),
+            Err(ArtifactInfoError::MissingEquals { line: 2 })
+        );
+    }
+
+    #[test]
+    fn repeated_name_is_an_error() {
+        assert_eq!(
+            parse_artifact_name(b"artifact_name=a\nartifact_name=b\n"),
+            Err(ArtifactInfoError::Repeated { first: 1, second: 2 })
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! Artifact provides as the Mender client 3.x keeps them: the `artifact-provides` record of
+//! mender-store holds a JSON object of strings, written by Go's `json.Marshal` of a
+//! `map[string]string`, and `clears_artifact_provides` patterns select the provides that an
+//! installed Artifact removes.
+//!
+//! Sources: client 3.4 `datastore/datastore.go` (`CommitArtifactData`, `LoadProvides`) and the
+//! vendored mender-artifact `utils/attributes.go` (`StringsMatchingWildcards`).
+
+use std::collections::BTreeMap;
+
+use crate::preauth::json::write_go_json_string;
+
+/// Provides by name, in the bytewise order in which Go's `json.Marshal` writes map keys.
+pub type Provides = BTreeMap<String, String>;
+
+/// Names that `mender show-provides` takes from other records (`artifact-name`,
+/// `artifact-group`). The client 3.4 reads `artifact-provides` into the same map after them, so
+/// a provide with one of these names would hide the real record.
+pub const RESERVED_PROVIDE_NAMES: [&str; 2] = ["artifact_name", "artifact_group"];
+
+/// Errors in provides or in a clears-provides pattern.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvidesError {
+    /// The stored record is not what the client writes.
+    #[error("artifact-provides is not a JSON object of strings: {0}")]
+    InvalidRecord(String),
+
+    /// A `KEY:VALUE` argument has no colon or an empty key.
+    #[error("invalid provide {argument:?}: expected KEY:VALUE with a non-empty KEY")]
+    InvalidArgument {
+        /// The argument as given.
+        argument: String,
+    },
+
+    /// A provide name that the client reads from another record.
+    #[error("invalid provide {name:?}: the client takes {name} from another record; use --artifact-name")]
+    ReservedName {
+        /// The name given.
+        name: String,
+    },
+
+    /// A pattern the client rejects or would read as a regular expression.
+    #[error("invalid clears-provides pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+}
+
+/// Parses an `artifact-provides` record. Like Go's `json.Unmarshal` into a map of strings, it
+/// takes `null` as no provides and keeps the last of repeated names.
+pub fn parse_provides(record: &[u8]) -> Result<Provides, ProvidesError> {
+    let parsed: Option<Provides> =
+        serde_json::from_slice(record).map_err(|error| ProvidesError::InvalidRecord(error.to_string()))?;
+    Ok(parsed.unwrap_or_default())
+}
+
+/// Encodes provides as the client 3.4 stores them: `json.Marshal` of a `map[string]string`, with
+/// keys sorted bytewise and Go's string escaping.
+pub fn encode_provides(provides: &Provides) -> Vec<u8> {
+    let mut out = String::from("{");
+    for (index, (name, value)) in provides.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        write_go_json_string(&mut out, name.as_bytes());
+        out.push(':');
+        write_go_json_string(&mut out, value.as_bytes());
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+/// Parses a `KEY:VALUE` provide argument, split at the first colon as mender-artifact's
+/// `--provides` does. The value may be empty or contain more colons.
+pub fn parse_provide_argument(argument: &str) -> Result<(String, String), ProvidesError> {
+    let Some((name, value)) = argument.split_once(':') else {
+        return Err(ProvidesError::InvalidArgument { argument: argument.to_string() });
+    };
+    if name.is_empty() {
+        return Err(ProvidesError::InvalidArgument { argument: argument.to_string() });
+    }
+    if RESERVED_PROVIDE_NAMES.contains(&name) {
+        return Err(ProvidesError::ReservedName { name: name.to_string() });
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// One `clears_artifact_provides` pattern: `*` matches any run of characters, and a backslash
+/// makes the next character literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClearsPattern {
+    text: String,
+    parts: Vec<PatternPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternPart {
+    Literal(char),
+    Star,
+}
+
+impl ClearsPattern {
+    /// Parses a pattern with the client's rules. The client turns the pattern into a Go regular
+    /// expression and copies a backslash and the character after it unchanged, so `\*` is a
+    /// literal star but `\d` would be a digit class. Only escapes of punctuation mean the same
+    /// in both readings, so escapes of letters, digits and other characters are rejected.
+    pub fn parse(text: &str) -> Result<Self, ProvidesError> {
+        let invalid = |reason| ProvidesError::InvalidPattern { pattern: text.to_string(), reason };
+        let mut parts = Vec::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' => parts.push(PatternPart::Star),
+                '\\' => match chars.next() {
+                    None => return Err(invalid("it ends with a backslash")),
+                    Some(escaped) if escaped.is_ascii_punctuation() => parts.push(PatternPart::Literal(escaped)),
+                    Some(_) => return Err(invalid("a backslash may only precede punctuation such as \\*")),
+                },
+                c => parts.push(PatternPart::Literal(c)),
+            }
+        }
+        Ok(ClearsPattern { text: text.to_string(), parts })
+    }
+
+    /// The pattern as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Returns true when the pattern matches the whole of `name`. A star does not match a
+    /// newline, because Go's `.` does not.
+    pub fn matches(&self, name: &str) -> bool {
+        let name: Vec<char> = name.chars().collect();
+        matches_from(&self.parts, &name)
+    }
+}
+
+/// Matches `parts` against all of `name`, trying every length for each star. Patterns and names
+/// are short, so the backtracking stays cheap.
+fn matches_from(parts: &[PatternPart], name: &[char]) -> bool {
+    match parts.split_first() {
+        None => name.is_empty(),
+        Some((PatternPart::Literal(expected), rest)) => {
+            name.first() == Some(expected) && matches_from(rest, &name[1..])
+        }
+        Some((PatternPart::Star, rest)) => {
+            let max_len = name.iter().position(|&c| c == '\n').unwrap_or(name.len());
+            (0..=max_len).any(|len| matches_from(rest, &name[len..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(text: &str) -> ClearsPattern {
+        ClearsPattern::parse(text).unwrap()
+    }
+
+    #[test]
+    fn encoding_sorts_names_and_escapes_like_go() {
+        let provides = Provides::from([
+            ("rootfs-image.version".to_string(), "release <1> & \"2\"".to_string()),
+            ("data-partition.app.version".to_string(), "Zoë".to_string()),
+        ]);
+
+        let encoded = String::from_utf8(encode_provides(&provides)).unwrap();
+
+        assert_eq!(
+            encoded,
+            r#"{"data-partition.app.version":"Zoë","rootfs-image.version":"release \u003c1\u003e \u0026 \"2\""}"#
+        );
+    }
+
+    #[test]
+    fn empty_provides_encode_as_empty_object() {
+        assert_eq!(encode_provides(&Provides::new()), b"{}");
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let record = br#"{"a.b":"1","rootfs-image.checksum":"ab12"}"#;
+
+        let provides = parse_provides(record).unwrap();
+
+        assert_eq!(provides.get("a.b").map(String::as_str), Some("1"));
+        assert_eq!(encode_provides(&provides), record);
+    }
+
+    #[test]
+    fn null_record_is_no_provides() {
+        assert_eq!(parse_provides(b"null").unwrap(), Provides::new());
+    }
+
+    #[test]
+    fn non_string_values_are_rejected() {
+        assert!(parse_provides(br#"{"a":1}"#).is_err());
+        assert!(parse_provides(br#"["a"]"#).is_err());
+        assert!(parse_provides(b"not json").is_err());
+    }
+
+    #[test]
+    fn provide_argument_splits_at_first_colon() {
+        assert_eq!(parse_provide_argument("a.b:c:d").unwrap(), ("a.b".to_string(), "c:d".to_string()));
+        assert_eq!(parse_provide_argument("a:").unwrap(), ("a".to_string(), String::new()));
+    }
+
+    #[test]
+    fn provide_argument_needs_colon_and_key() {
+        assert!(parse_provide_argument("no-colon").is_err());
+        assert!(parse_provide_argument(":value").is_err());
+        assert!(parse_provide_argument("artifact_name:x").is_err());
+    }
+
+    #[test]
+    fn star_matches_any_run() {
+        let rootfs = pattern("rootfs-image.*");
+
+        assert!(rootfs.matches("rootfs-image.version"));
+        assert!(rootfs.matches("rootfs-image."));
+        assert!(!rootfs.matches("rootfs-image"));
+        assert!(!rootfs.matches("xrootfs-image.version"));
+        assert!(pattern("*").matches(""));
+        assert!(pattern("a*b*c").matches("a-b-b-c"));
+        assert!(!pattern("a*b*c").matches("a-c-b"));
+    }
+
+    #[test]
+    fn dot_is_literal() {
+        assert!(!pattern("rootfs-image.version").matches("rootfs-imageXversion"));
+    }
+
+    #[test]
+    fn star_stops_at_newline() {
+        assert!(!pattern("a*").matches("a\nb"));
+    }
+
+    #[test]
+    fn escaped_star_is_literal() {
+        let literal = pattern(r"a\*");
+
+        assert!(literal.matches("a*"));
+        assert!(!literal.matches("ab"));
+    }
+
+    #[test]
+    fn bad_escapes_are_rejected() {
+        assert!(ClearsPattern::parse("a\\").is_err());
+        assert!(ClearsPattern::parse(r"\d").is_err());
+    }
+}

@@ -1,0 +1,263 @@
+//! The Artifact records of mender-store: `artifact-name` and `artifact-provides`, planned as the
+//! Mender client 3.4 commits them after installing an Artifact (`datastore.CommitArtifactData`):
+//! the stored provides that match a clears-provides pattern go, the new provides are added over
+//! the rest, and the name is written beside them.
+
+use crate::mender::provides::{self, ClearsPattern, Provides, ProvidesError};
+use crate::mender::store::{Records, StoreEdit};
+
+/// Key of the installed Artifact's name (`datastore.ArtifactNameKey`, since client 2.0).
+pub const ARTIFACT_NAME_KEY: &str = "artifact-name";
+/// Key of the installed Artifact's provides, a JSON object of strings
+/// (`datastore.ArtifactTypeInfoProvidesKey`).
+pub const ARTIFACT_PROVIDES_KEY: &str = "artifact-provides";
+
+/// Provide names a bootstrap Artifact from meta-mender or mender-convert carries.
+pub const ROOTFS_VERSION_PROVIDE: &str = "rootfs-image.version";
+pub const ROOTFS_CHECKSUM_PROVIDE: &str = "rootfs-image.checksum";
+
+/// Patterns that `--bootstrap-provides` clears before adding its provides: the defaults
+/// mender-artifact 3.x gives a rootfs-image Artifact, less `artifact_group`, which is a record of
+/// its own. Provides describing an earlier root filesystem must not outlive it.
+pub const BOOTSTRAP_CLEARS: [&str; 2] = ["rootfs-image.*", "rootfs_image_checksum"];
+
+/// Requested changes to the Artifact records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsUpdate {
+    /// Name to store as `artifact-name`; without it the stored name is kept, or when there is
+    /// none, `fallback_name` is stored.
+    pub artifact_name: Option<String>,
+    /// Name read from the root filesystem's artifact_info, or why there is none.
+    pub fallback_name: Result<String, String>,
+    /// Patterns of stored provides to remove.
+    pub clears: Vec<ClearsPattern>,
+    /// SHA-256 (lower-case hex) of the root filesystem, for the bootstrap provides.
+    pub rootfs_checksum: Option<String>,
+    /// Provides to set, after the bootstrap provides, so they win over them.
+    pub provides: Vec<(String, String)>,
+}
+
+/// Errors planning the Artifact records.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// No name given, none stored, none on the root filesystem.
+    #[error("no Artifact name: mender-store has no {ARTIFACT_NAME_KEY} record and {reason}; give --artifact-name")]
+    NoArtifactName {
+        /// Why the root filesystem gave none.
+        reason: String,
+    },
+
+    /// The name is empty, which the client reports as an error.
+    #[error("the Artifact name is empty; the Mender client rejects an empty name")]
+    EmptyArtifactName,
+
+    /// The stored provides cannot be read.
+    #[error(transparent)]
+    Provides(#[from] ProvidesError),
+}
+
+/// The records an update writes, and the name it chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordsPlan {
+    /// The records to set.
+    pub edit: StoreEdit,
+    /// The Artifact name after the update.
+    pub artifact_name: String,
+    /// The provides after the update.
+    pub provides: Provides,
+    /// Provides that were stored and are removed.
+    pub cleared: Vec<String>,
+}
+
+/// No change: the Artifact records stay as they are.
+impl Default for RecordsUpdate {
+    fn default() -> Self {
+        RecordsUpdate {
+            artifact_name: None,
+            fallback_name: Err("artifact_info was not read".to_string()),
+            clears: Vec::new(),
+            rootfs_checksum: None,
+            provides: Vec::new(),
+        }
+    }
+}
+
+impl RecordsUpdate {
+    /// Returns true when the update changes nothing, so the Artifact records stay as they are.
+    pub fn is_empty(&self) -> bool {
+        self.artifact_name.is_none()
+            && self.clears.is_empty()
+            && self.rootfs_checksum.is_none()
+            && self.provides.is_empty()
+    }
+
+    /// Plans the records for a store that holds `existing`. The name is written even when only
+    /// provides change, because the client 3.4 always commits both together, and a 4.x client
+    /// takes a store without `artifact-name` as never provisioned.
+    pub fn plan(&self, existing: &Records) -> Result<RecordsPlan, RecordsError> {
+        let artifact_name = self.choose_name(existing)?;
+
+        let mut provides = match existing.get(ARTIFACT_PROVIDES_KEY.as_bytes()) {
+            Some(record) => provides::parse_provides(record)?,
+            None => Provides::new(),
+        };
+        let bootstrap_clears = match self.rootfs_checksum {
+            Some(_) => BOOTSTRAP_CLEARS.iter().map(|text| ClearsPattern::parse(text)).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let cleared: Vec<String> = provides
+            .keys()
+            .filter(|name| self.clears.iter().chain(&bootstrap_clears).any(|pattern| pattern.matches(name)))
+            .cloned()
+            .collect();
+        for name in &cleared {
+            provides.remove(name);
+        }
+
+        if let Some(checksum) = &self.rootfs_checksum {
+            provides.insert(ROOTFS_VERSION_PROVIDE.to_string(), artifact_name.clone());
+            provides.insert(ROOTFS_CHECKSUM_PROVIDE.to_string(), checksum.clone());
+        }
+        for (name, value) in &self.provides {
+            provides.insert(name.clone(), value.clone());
+        }
+
+        let edit = StoreEdit {
+            remove: Vec::new(),
+            set: vec![
+                (ARTIFACT_NAME_KEY.as_bytes().to_vec(), artifact_name.as_bytes().to_vec()),
+                (ARTIFACT_PROVIDES_KEY.as_bytes().to_vec(), provides::encode_provides(&provides)),
+            ],
+        };
+        Ok(RecordsPlan { edit, artifact_name, provides, cleared })
+    }
+
+    /// Picks the name: the one given, else the stored one, else artifact_info's.
+    fn choose_name(&self, existing: &Records) -> Result<String, RecordsError> {
+        let stored = existing.get(ARTIFACT_NAME_KEY.as_bytes()).map(|name| String::from_utf8_lossy(name).into_owned());
+        let name = match (&self.artifact_name, stored, &self.fallback_name) {
+            (Some(given), _, _) => given.clone(),
+            (None, Some(stored), _) => stored,
+            (None, None, Ok(fallback)) => fallback.clone(),
+            (None, None, Err(reason)) => return Err(RecordsError::NoArtifactName { reason: reason.clone() }),
+        };
+        if name.is_empty() {
+            return Err(RecordsError::EmptyArtifactName);
+        }
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(pairs: &[(&str, &str)]) -> Records {
+        pairs.iter().map(|(key, value)| (key.as_bytes().to_vec(), value.as_bytes().to_vec())).collect()
+    }
+
+    fn set_value<'a>(plan: &'a RecordsPlan, key: &str) -> &'a str {
+        let (_, value) = plan.edit.set.iter().find(|(name, _)| name == key.as_bytes()).unwrap();
+        std::str::from_utf8(value).unwrap()
+    }
+
+    fn update() -> RecordsUpdate {
+        RecordsUpdate { fallback_name: Ok("from-artifact-info".into()), ..RecordsUpdate::default() }
+    }
+
+    #[test]
+    fn given_name_wins() {
+        let update = RecordsUpdate { artifact_name: Some("given".into()), ..update() };
+
+        let plan = update.plan(&records(&[("artifact-name", "stored")])).unwrap();
+
+        assert_eq!(set_value(&plan, "artifact-name"), "given");
+        assert_eq!(set_value(&plan, "artifact-provides"), "{}");
+    }
+
+    #[test]
+    fn stored_name_is_kept() {
+        let update = RecordsUpdate { provides: vec![("a".into(), "1".into())], ..update() };
+
+        let plan = update.plan(&records(&[("artifact-name", "stored")])).unwrap();
+
+        assert_eq!(set_value(&plan, "artifact-name"), "stored");
+        assert_eq!(set_value(&plan, "artifact-provides"), r#"{"a":"1"}"#);
+    }
+
+    #[test]
+    fn artifact_info_name_fills_empty_store() {
+        let plan = update().plan(&Records::new()).unwrap();
+
+        assert_eq!(plan.artifact_name, "from-artifact-info");
+    }
+
+    #[test]
+    fn missing_name_is_an_error() {
+        let update = RecordsUpdate { fallback_name: Err("there is no root filesystem".into()), ..update() };
+
+        let error = update.plan(&Records::new()).unwrap_err();
+
+        assert!(error.to_string().contains("there is no root filesystem"), "{error}");
+    }
+
+    #[test]
+    fn empty_name_is_an_error() {
+        let update = RecordsUpdate { artifact_name: Some(String::new()), ..update() };
+
+        assert!(matches!(update.plan(&Records::new()), Err(RecordsError::EmptyArtifactName)));
+    }
+
+    #[test]
+    fn clears_remove_matching_stored_provides() {
+        let existing = records(&[("artifact-provides", r#"{"app.version":"1","rootfs-image.version":"old","x":"y"}"#)]);
+        let update = RecordsUpdate {
+            clears: vec![ClearsPattern::parse("rootfs-image.*").unwrap(), ClearsPattern::parse("x").unwrap()],
+            provides: vec![("rootfs-image.version".into(), "new".into())],
+            ..update()
+        };
+
+        let plan = update.plan(&existing).unwrap();
+
+        assert_eq!(set_value(&plan, "artifact-provides"), r#"{"app.version":"1","rootfs-image.version":"new"}"#);
+        assert_eq!(plan.cleared, vec!["rootfs-image.version".to_string(), "x".to_string()]);
+    }
+
+    #[test]
+    fn bootstrap_provides_replace_rootfs_provides() {
+        let existing = records(&[
+            ("artifact-name", "release-1"),
+            ("artifact-provides", r#"{"app.version":"3","rootfs-image.foo":"old","rootfs_image_checksum":"old"}"#),
+        ]);
+        let update = RecordsUpdate { rootfs_checksum: Some("ab".repeat(32)), ..update() };
+
+        let plan = update.plan(&existing).unwrap();
+
+        let expected = format!(
+            r#"{{"app.version":"3","rootfs-image.checksum":"{}","rootfs-image.version":"release-1"}}"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(set_value(&plan, "artifact-provides"), expected);
+    }
+
+    #[test]
+    fn given_provides_win_over_bootstrap_provides() {
+        let update = RecordsUpdate {
+            rootfs_checksum: Some("00".repeat(32)),
+            provides: vec![("rootfs-image.version".into(), "custom".into())],
+            ..update()
+        };
+
+        let plan = update.plan(&Records::new()).unwrap();
+
+        assert_eq!(plan.provides.get("rootfs-image.version").map(String::as_str), Some("custom"));
+    }
+
+    #[test]
+    fn corrupt_stored_provides_are_an_error() {
+        let existing = records(&[("artifact-provides", "[1]")]);
+        let update = RecordsUpdate { provides: vec![("a".into(), "1".into())], ..update() };
+
+        assert!(matches!(update.plan(&existing), Err(RecordsError::Provides(_))));
+    }
+}
