@@ -36,7 +36,7 @@ impl ProgressLine {
             return;
         }
         self.last_drawn = Some(Instant::now());
-        let percent = if self.total == 0 { 100 } else { done.saturating_mul(100) / self.total };
+        let percent = done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
         let mib_per_second = done as f64 / self.started.elapsed().as_secs_f64() / f64::from(1 << 20);
         let mut stderr = std::io::stderr().lock();
         let _ = write!(

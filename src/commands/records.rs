@@ -51,12 +51,21 @@ pub fn records_update(
         ),
     };
 
-    Ok(RecordsUpdate { artifact_name: args.artifact_name.clone(), fallback_name, clears, rootfs_checksum, provides })
+    Ok(RecordsUpdate {
+        artifact_name: args.artifact_name.clone(),
+        fallback_name,
+        clears,
+        rootfs_checksum,
+        provides,
+    })
 }
 
 /// Reads the Artifact name from artifact_info on `rootfs`. A missing or broken file is not an
 /// error yet, because the store may hold a name; the reason is kept for the message.
-fn artifact_info_name(image: &DiskImage, rootfs: &ClassifiedPartition) -> anyhow::Result<Result<String, String>> {
+fn artifact_info_name(
+    image: &DiskImage,
+    rootfs: &ClassifiedPartition,
+) -> anyhow::Result<Result<String, String>> {
     let name = partition_name(&rootfs.partition);
     let ext = Ext::open(image.volume(&rootfs.partition))
         .with_context(|| format!("{}: rootfs A ({name})", image.path().display()))?;
@@ -74,14 +83,12 @@ fn rootfs_checksum(image: &DiskImage, rootfs: &ClassifiedPartition) -> anyhow::R
     let len = Ext::open(&volume).with_context(context)?.size_bytes();
 
     let started = std::time::Instant::now();
-    let mut progress = ProgressLine::start(format!("hashing rootfs A ({})", partition_name(&rootfs.partition)), len);
+    let mut progress =
+        ProgressLine::start(format!("hashing rootfs A ({})", partition_name(&rootfs.partition)), len);
     let checksum = volume_sha256(&volume, len, &mut |done| progress.update(done));
     progress.finish();
     let checksum = checksum.with_context(context)?;
 
-    log::debug!(
-        "rootfs A: SHA-256 {checksum} over {len} bytes in {:.2} s",
-        started.elapsed().as_secs_f64()
-    );
+    log::debug!("rootfs A: SHA-256 {checksum} over {len} bytes in {:.2} s", started.elapsed().as_secs_f64());
     Ok(checksum)
 }

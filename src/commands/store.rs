@@ -127,7 +127,8 @@ fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
     let image = DiskImage::open(&args.image, Access::ReadOnly)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{path}: reading partitions"))?;
-    let data = roles::find_data_partition(&partitions, args.data_partition).with_context(|| path.to_string())?;
+    let data =
+        roles::find_data_partition(&partitions, args.data_partition).with_context(|| path.to_string())?;
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let ext = Ext::open(image.volume(&data.partition)).with_context(context)?;
@@ -152,8 +153,8 @@ fn modify(
     let image = DiskImage::open(&image_args.image, access)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{path}: reading partitions"))?;
-    let data =
-        roles::find_data_partition(&partitions, image_args.data_partition).with_context(|| path.to_string())?;
+    let data = roles::find_data_partition(&partitions, image_args.data_partition)
+        .with_context(|| path.to_string())?;
     if let StorePolicy::LeaveAlone { reason } = store_policy(&image, &partitions, write.target_layout)? {
         bail!("{path}: cannot write {STORE_PATH}: {reason}");
     }

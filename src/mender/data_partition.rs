@@ -141,7 +141,9 @@ pub struct StoreEditChanges {
 /// Reads the records of mender-store on the data partition, or `None` when there is no store.
 pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionError> {
     match read_store_file(ext)? {
-        Some(bytes) => store::read_records(&bytes).map(Some).map_err(|source| ProvisionError::Store { source }),
+        Some(bytes) => {
+            store::read_records(&bytes).map(Some).map_err(|source| ProvisionError::Store { source })
+        }
         None => Ok(None),
     }
 }

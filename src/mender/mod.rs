@@ -4,9 +4,9 @@
 pub mod artifact_info;
 pub mod data_partition;
 pub mod device_key;
-pub mod roles;
 pub mod provides;
 pub mod records;
+pub mod roles;
 pub mod rootfs;
 pub mod store;
 pub mod target;

@@ -116,7 +116,9 @@ impl ClearsPattern {
                 '*' => parts.push(PatternPart::Star),
                 '\\' => match chars.next() {
                     None => return Err(invalid("it ends with a backslash")),
-                    Some(escaped) if escaped.is_ascii_punctuation() => parts.push(PatternPart::Literal(escaped)),
+                    Some(escaped) if escaped.is_ascii_punctuation() => {
+                        parts.push(PatternPart::Literal(escaped))
+                    }
                     Some(_) => return Err(invalid("a backslash may only precede punctuation such as \\*")),
                 },
                 c => parts.push(PatternPart::Literal(c)),

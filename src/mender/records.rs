@@ -41,7 +41,9 @@ pub struct RecordsUpdate {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     /// No name given, none stored, none on the root filesystem.
-    #[error("no Artifact name: mender-store has no {ARTIFACT_NAME_KEY} record and {reason}; give --artifact-name")]
+    #[error(
+        "no Artifact name: mender-store has no {ARTIFACT_NAME_KEY} record and {reason}; give --artifact-name"
+    )]
     NoArtifactName {
         /// Why the root filesystem gave none.
         reason: String,
@@ -102,7 +104,9 @@ impl RecordsUpdate {
             None => Provides::new(),
         };
         let bootstrap_clears = match self.rootfs_checksum {
-            Some(_) => BOOTSTRAP_CLEARS.iter().map(|text| ClearsPattern::parse(text)).collect::<Result<_, _>>()?,
+            Some(_) => {
+                BOOTSTRAP_CLEARS.iter().map(|text| ClearsPattern::parse(text)).collect::<Result<_, _>>()?
+            }
             None => Vec::new(),
         };
         let cleared: Vec<String> = provides
@@ -134,7 +138,8 @@ impl RecordsUpdate {
 
     /// Picks the name: the one given, else the stored one, else artifact_info's.
     fn choose_name(&self, existing: &Records) -> Result<String, RecordsError> {
-        let stored = existing.get(ARTIFACT_NAME_KEY.as_bytes()).map(|name| String::from_utf8_lossy(name).into_owned());
+        let stored =
+            existing.get(ARTIFACT_NAME_KEY.as_bytes()).map(|name| String::from_utf8_lossy(name).into_owned());
         let name = match (&self.artifact_name, stored, &self.fallback_name) {
             (Some(given), _, _) => given.clone(),
             (None, Some(stored), _) => stored,
@@ -210,7 +215,8 @@ mod tests {
 
     #[test]
     fn clears_remove_matching_stored_provides() {
-        let existing = records(&[("artifact-provides", r#"{"app.version":"1","rootfs-image.version":"old","x":"y"}"#)]);
+        let existing =
+            records(&[("artifact-provides", r#"{"app.version":"1","rootfs-image.version":"old","x":"y"}"#)]);
         let update = RecordsUpdate {
             clears: vec![ClearsPattern::parse("rootfs-image.*").unwrap(), ClearsPattern::parse("x").unwrap()],
             provides: vec![("rootfs-image.version".into(), "new".into())],
@@ -219,7 +225,10 @@ mod tests {
 
         let plan = update.plan(&existing).unwrap();
 
-        assert_eq!(set_value(&plan, "artifact-provides"), r#"{"app.version":"1","rootfs-image.version":"new"}"#);
+        assert_eq!(
+            set_value(&plan, "artifact-provides"),
+            r#"{"app.version":"1","rootfs-image.version":"new"}"#
+        );
         assert_eq!(plan.cleared, vec!["rootfs-image.version".to_string(), "x".to_string()]);
     }
 
@@ -227,7 +236,10 @@ mod tests {
     fn bootstrap_provides_replace_rootfs_provides() {
         let existing = records(&[
             ("artifact-name", "release-1"),
-            ("artifact-provides", r#"{"app.version":"3","rootfs-image.foo":"old","rootfs_image_checksum":"old"}"#),
+            (
+                "artifact-provides",
+                r#"{"app.version":"3","rootfs-image.foo":"old","rootfs_image_checksum":"old"}"#,
+            ),
         ]);
         let update = RecordsUpdate { rootfs_checksum: Some("ab".repeat(32)), ..update() };
 

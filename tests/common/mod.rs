@@ -419,3 +419,101 @@ pub fn effective_uid() -> Option<u32> {
     // The fields are real, effective, saved and filesystem UID.
     line.split_whitespace().nth(2)?.parse().ok()
 }
+
+/// Runs a program with `args` and returns its stdout, panicking with its stderr when it fails.
+pub fn run_judge(program: &str, args: &[&OsStr]) -> Vec<u8> {
+    let mut command = Command::new(judge(program));
+    command.args(args).env("LC_ALL", "C");
+    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Builds the LMDB file `dir/name` holding `records` with the real mdb_load (MDB_NOSUBDIR).
+/// Values are written in mdb_load's printable format, so they must not contain a backslash.
+pub fn mdb_load_records(dir: &Path, name: &str, records: &[(&str, &str)]) -> PathBuf {
+    let dump = dir.join(format!("{name}.dump"));
+    let mut text = String::from("VERSION=3\nformat=print\ntype=btree\nHEADER=END\n");
+    for (key, value) in records {
+        assert!(!key.contains('\\') && !value.contains('\\'), "mdb_load_records takes no backslashes");
+        text.push_str(&format!(" {key}\n {value}\n"));
+    }
+    text.push_str("DATA=END\n");
+    std::fs::write(&dump, text).unwrap_or_else(|error| panic!("failed to write {}: {error}", dump.display()));
+    let store = dir.join(name);
+    run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store.as_os_str()]);
+    store
+}
+
+/// Returns the records of an LMDB file as (key, value) pairs, read with the real `mdb_dump -p`,
+/// with its backslash escapes decoded.
+pub fn mdb_dump_pairs(store: &Path) -> Vec<(String, String)> {
+    let stdout = run_judge("mdb_dump", &[OsStr::new("-n"), OsStr::new("-p"), store.as_os_str()]);
+    let text = String::from_utf8(stdout).expect("mdb_dump printed text that is not UTF-8");
+    let data: Vec<String> = text
+        .lines()
+        .skip_while(|line| *line != "HEADER=END")
+        .skip(1)
+        .take_while(|line| *line != "DATA=END")
+        .map(|line| decode_mdb_print(line.strip_prefix(' ').unwrap_or(line)))
+        .collect();
+    assert!(data.len().is_multiple_of(2), "mdb_dump printed an odd number of data lines:\n{text}");
+    data.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect()
+}
+
+/// Decodes mdb_dump's printable format: `\\` is a backslash, `\XX` a byte in hex.
+fn decode_mdb_print(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'\\' && bytes.get(index + 1) == Some(&b'\\') {
+            decoded.push(b'\\');
+            index += 2;
+        } else if bytes[index] == b'\\' && index + 3 <= bytes.len() {
+            let hex =
+                std::str::from_utf8(&bytes[index + 1..index + 3]).expect("mdb_dump escape is not ASCII");
+            decoded.push(
+                u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad mdb_dump escape in {line}")),
+            );
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).expect("mdb_dump value is not UTF-8")
+}
+
+/// Runs debugfs in write mode with one request per line on the filesystem at `fs`, panicking
+/// when it reports an error.
+pub fn debugfs_write_requests(fs: &Path, requests: &[String]) {
+    let script = tempfile::NamedTempFile::new().expect("failed to create a debugfs script");
+    std::fs::write(script.path(), requests.join("\n") + "\n").expect("failed to write the debugfs script");
+    let mut command = Command::new(judge("debugfs"));
+    command.arg("-w").arg("-f").arg(script.path()).arg(fs);
+    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
+    assert!(output.status.success() && errors.is_empty(), "debugfs -w {requests:?}: {stderr}");
+}
+
+/// Lists the names in directory `dir` of the filesystem at `fs` with `debugfs -R "ls -p DIR"`,
+/// without `.` and `..`, sorted.
+pub fn debugfs_ls(fs: &Path, dir: &str) -> Vec<String> {
+    let stdout = debugfs(fs, &format!("ls -p \"{dir}\""), |_| false);
+    let text = String::from_utf8_lossy(&stdout);
+    // `ls -p` prints /inode/mode/uid/gid/name/size/ per entry.
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.split('/').nth(5).map(str::to_owned))
+        .filter(|name| name != "." && name != ".." && !name.is_empty())
+        .collect();
+    names.sort();
+    names
+}
