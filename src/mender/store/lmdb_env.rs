@@ -125,8 +125,10 @@ fn write_new_store_with_map_size(records: &Records, map_size: usize) -> Result<V
     let path = dir.path().join(STORE_FILE_NAME);
 
     {
+        // The file is read back and deleted at once, so flushing it to disk would only cost time:
+        // durability comes from the undo log when the image is written.
         let env = Environment::new()
-            .set_flags(base_flags())
+            .set_flags(base_flags() | EnvironmentFlags::NO_SYNC | EnvironmentFlags::NO_META_SYNC)
             .set_map_size(map_size)
             .open_with_permissions(&path, 0o600)
             .map_err(|source| StoreError::Lmdb { operation: "create a new store", source })?;
