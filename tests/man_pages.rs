@@ -12,7 +12,8 @@ fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("man")
 }
 
-/// Renders the top-level page and one page per subcommand, as (file name, troff text).
+/// Renders the top-level page, one page per subcommand, and one per subcommand of a subcommand
+/// (`mender-preauth-store-list`), as (file name, troff text).
 fn render_pages() -> Vec<(String, Vec<u8>)> {
     // Building propagates the global options (-v, -q) into every subcommand, as --help shows them.
     let mut command = Cli::command();
@@ -23,17 +24,28 @@ fn render_pages() -> Vec<(String, Vec<u8>)> {
     clap_mangen::Man::new(command.clone()).render(&mut top).unwrap();
     pages.push(("mender-preauth.1".to_string(), top));
 
+    let version = command.get_version().unwrap_or_default().to_string();
     for subcommand in command.get_subcommands() {
         let name = format!("mender-preauth-{}", subcommand.get_name());
-        let page_command = subcommand
-            .clone()
-            .name(name.clone())
-            .version(command.get_version().unwrap_or_default().to_string());
-        let mut page = Vec::new();
-        clap_mangen::Man::new(page_command).render(&mut page).unwrap();
-        pages.push((format!("{name}.1"), page));
+        pages.push(render_page(subcommand, &name, &version));
+        // clap adds a `help` subcommand, with one subcommand per topic, to every command with
+        // subcommands; the page of the top-level `help` documents it once.
+        if subcommand.get_name() == "help" {
+            continue;
+        }
+        for nested in subcommand.get_subcommands().filter(|nested| nested.get_name() != "help") {
+            let nested_name = format!("{name}-{}", nested.get_name());
+            pages.push(render_page(nested, &nested_name, &version));
+        }
     }
     pages
+}
+
+fn render_page(command: &clap::Command, name: &str, version: &str) -> (String, Vec<u8>) {
+    let page_command = command.clone().name(name.to_string()).version(version.to_string());
+    let mut page = Vec::new();
+    clap_mangen::Man::new(page_command).render(&mut page).unwrap();
+    (format!("{name}.1"), page)
 }
 
 #[test]

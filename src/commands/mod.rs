@@ -61,8 +61,10 @@ The data partition is the ext2/3/4 partition whose root holds mender/, else the 
 data. The device key is written to /mender/mender-agent.pem (mode 0600, owner 0:0), which the
 client reads as /var/lib/mender/mender-agent.pem. In /mender/mender-store the records tied to a
 previous key (authtoken, auth-token-cache-invalidator) are removed and all others kept; the
-store is written only for targets whose word size and byte order match this host's. Every log
-line goes to stderr; stdout holds only the JSON line.
+store is written only for targets whose word size and byte order match this host's. The Artifact
+record options write artifact-name and artifact-provides as the Mender client 3.x commits them
+after an install: stored provides matching --clears-provides go, the new ones are added, and the
+name is written with them. Every log line goes to stderr; stdout holds only the JSON line.
 
 Examples:
   Provision a copy of an image with a new key and preauthorize it:
@@ -74,6 +76,10 @@ Examples:
 
   Install an existing key in place, identity from a file:
     mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt
+
+  Also record what a bootstrap Artifact would install, so the first update can be a delta:
+    mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
+        --bootstrap-provides
 
 Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
 
