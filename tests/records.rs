@@ -81,7 +81,7 @@ const PROVISIONED_FILES: [&str; 3] = ["device_type", "mender-agent.pem", "mender
 const STORE_ONLY_FILES: [&str; 2] = ["device_type", "mender-store"];
 
 /// Checks the data partition with e2fsck, the store's mode and owner with debugfs, that /mender
-/// holds exactly `files`, and returns the store's records by mdb_dump.
+/// contains exactly `files`, and returns the store's records by mdb_dump.
 fn judge_data_partition(image: &Path, dir: &Path, files: &[&str]) -> Vec<(String, String)> {
     let data = extract_partition(image, DATA_PARTITION, &dir.join("data.ext4"));
     e2fsck_clean(&data);

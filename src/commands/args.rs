@@ -197,9 +197,9 @@ pub struct RecordsArgs {
     #[arg(long = "provides", value_name = "KEY:VALUE")]
     pub provides: Vec<String>,
 
-    /// Remove the stored provides whose names match PATTERN before adding new ones; `*` matches
-    /// any run of characters and `\*` a literal star, as in an Artifact's
-    /// clears_artifact_provides. Repeat for more; `*` clears all.
+    /// Remove the stored provides whose names match PATTERN before adding new ones. As in an
+    /// Artifact's clears_artifact_provides, `*` matches any run of characters and `\*` a literal
+    /// star. Repeat for more patterns; `*` alone clears all provides.
     #[arg(long = "clears-provides", value_name = "PATTERN")]
     pub clears_provides: Vec<String>,
 
@@ -213,7 +213,7 @@ pub struct RecordsArgs {
 }
 
 impl RecordsArgs {
-    /// Returns true when any option asks to change the Artifact records.
+    /// Returns true when any option requests a change to the Artifact records.
     pub fn requested(&self) -> bool {
         self.artifact_name.is_some()
             || !self.provides.is_empty()

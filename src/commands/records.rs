@@ -13,9 +13,9 @@ use crate::mender::records::RecordsUpdate;
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::{read_artifact_name, volume_sha256};
 
-/// Builds the update the options ask for. Arguments are checked first; the root filesystem is
-/// read only for what the options need: artifact_info when no --artifact-name is given, the
-/// whole filesystem for --bootstrap-provides.
+/// Builds the update the options request. Arguments are checked first. Then the root filesystem
+/// is read for artifact_info when no --artifact-name is given, and hashed whole for
+/// --bootstrap-provides.
 pub fn records_update(
     args: &RecordsArgs,
     image: &DiskImage,

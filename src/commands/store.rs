@@ -97,9 +97,9 @@ fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
     modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))
 }
 
-/// Rejects values of the client's own records that the Mender client 3.4 fails on: an empty
-/// Artifact name (`show-artifact` reports it as an error) and provides that are not a JSON
-/// object of strings (`show-provides` and every update fail to read them).
+/// Rejects values of the client's own records that the Mender client 3.4 fails on. An empty
+/// Artifact name makes `show-artifact` report an error. Provides that are not a JSON object of
+/// strings make `show-provides` and every update fail.
 fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
     match key {
         ARTIFACT_NAME_KEY if value.is_empty() => bail!("the Artifact name must not be empty"),

@@ -1,9 +1,10 @@
 //! `/etc/mender/artifact_info` on the root filesystem: the name of the Artifact a Yocto build
 //! put there, which the Mender client 3.x reports while mender-store has no `artifact-name`.
 //!
-//! The rules are those of the client 3.4's `device.GetManifestData`: each line is trimmed, lines
-//! starting with `#` are comments, every other line must contain `=`, the key before the first
-//! `=` is compared untrimmed, the value after it is trimmed, and a key given twice is an error.
+//! The rules are those of the client 3.4's `device.GetManifestData`. Each line is trimmed, and
+//! lines starting with `#` are comments. Every other line must contain `=`. The key before the
+//! first `=` is compared untrimmed, the value after it is trimmed, and a key given twice is an
+//! error.
 
 /// Path of the file on the root filesystem.
 pub const ARTIFACT_INFO_PATH: &str = "/etc/mender/artifact_info";

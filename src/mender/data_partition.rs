@@ -175,7 +175,8 @@ pub fn edit_store<V: VolumeMut, E: From<ProvisionError>>(
     Ok(StoreEditChanges { created_mender_dir, store, xattrs })
 }
 
-/// The store file as a file written by this run (path, whether it is new), if it was written.
+/// Returns the store file as a file written by this run (path, whether it is new), if it was
+/// written.
 fn store_written(change: &StoreChange) -> Option<(&'static str, bool)> {
     match change {
         StoreChange::Created { .. } => Some((STORE_PATH, true)),
@@ -328,7 +329,7 @@ fn parse_store(existing: Option<&[u8]>) -> Result<Records, ProvisionError> {
 }
 
 /// Applies `edit` to the store whose file is `existing` and whose records are `current`, and
-/// writes the result unless it holds the same records as before.
+/// writes the result unless it contains the same records as before.
 fn write_store_edit<V: VolumeMut>(
     ext: &mut Ext<V>,
     existing: Option<&[u8]>,

@@ -1,7 +1,7 @@
-//! Artifact provides as the Mender client 3.x keeps them: the `artifact-provides` record of
-//! mender-store holds a JSON object of strings, written by Go's `json.Marshal` of a
-//! `map[string]string`, and `clears_artifact_provides` patterns select the provides that an
-//! installed Artifact removes.
+//! Artifact provides as the Mender client 3.x keeps them. The `artifact-provides` record of
+//! mender-store is a JSON object of strings, written by Go's `json.Marshal` of a
+//! `map[string]string`. The `clears_artifact_provides` patterns of an installed Artifact select
+//! the stored provides it removes.
 //!
 //! Sources: client 3.4 `datastore/datastore.go` (`CommitArtifactData`, `LoadProvides`) and the
 //! vendored mender-artifact `utils/attributes.go` (`StringsMatchingWildcards`).
@@ -44,7 +44,7 @@ pub enum ProvidesError {
     InvalidPattern {
         /// The pattern as given.
         pattern: String,
-        /// Why it is rejected.
+        /// The reason it is rejected.
         reason: &'static str,
     },
 }
@@ -127,7 +127,7 @@ impl ClearsPattern {
         Ok(ClearsPattern { text: text.to_string(), parts })
     }
 
-    /// The pattern as given.
+    /// Returns the pattern as given.
     pub fn as_str(&self) -> &str {
         &self.text
     }

@@ -1,6 +1,6 @@
-//! The Artifact records of mender-store: `artifact-name` and `artifact-provides`, planned as the
-//! Mender client 3.4 commits them after installing an Artifact (`datastore.CommitArtifactData`):
-//! the stored provides that match a clears-provides pattern go, the new provides are added over
+//! The Artifact records of mender-store, `artifact-name` and `artifact-provides`, planned as the
+//! Mender client 3.4 commits them after installing an Artifact (`datastore.CommitArtifactData`).
+//! The stored provides that match a clears-provides pattern go, the new provides are added over
 //! the rest, and the name is written beside them.
 
 use crate::mender::provides::{self, ClearsPattern, Provides, ProvidesError};
@@ -45,7 +45,7 @@ pub enum RecordsError {
         "no Artifact name: mender-store has no {ARTIFACT_NAME_KEY} record and {reason}; give --artifact-name"
     )]
     NoArtifactName {
-        /// Why the root filesystem gave none.
+        /// The reason the root filesystem gave none.
         reason: String,
     },
 
@@ -93,7 +93,7 @@ impl RecordsUpdate {
             && self.provides.is_empty()
     }
 
-    /// Plans the records for a store that holds `existing`. The name is written even when only
+    /// Plans the records for a store that contains `existing`. The name is written even when only
     /// provides change, because the client 3.4 always commits both together, and a 4.x client
     /// takes a store without `artifact-name` as never provisioned.
     pub fn plan(&self, existing: &Records) -> Result<RecordsPlan, RecordsError> {
