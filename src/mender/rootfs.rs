@@ -137,3 +137,40 @@ fn hash_volume<V: Volume + Sync>(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    #[test]
+    fn checksum_covers_prefix_across_chunks() {
+        let volume: Vec<u8> = (0..2 * HASH_CHUNK_LEN + 4099).map(|index| (index % 251) as u8).collect();
+        let len = (2 * HASH_CHUNK_LEN + 4096) as u64;
+        let mut reported = Vec::new();
+
+        let checksum = volume_sha256(&volume, len, &mut |done| reported.push(done)).unwrap();
+
+        assert_eq!(checksum, hex(&Sha256::digest(&volume[..len as usize])));
+        assert_eq!(reported, [HASH_CHUNK_LEN as u64, 2 * HASH_CHUNK_LEN as u64, len]);
+    }
+
+    #[test]
+    fn checksum_of_empty_prefix_is_empty_digest() {
+        let checksum = volume_sha256(&vec![1u8; 16], 0, &mut |_| {}).unwrap();
+
+        assert_eq!(checksum, hex(&Sha256::digest(b"")));
+    }
+
+    #[test]
+    fn length_past_volume_end_is_an_error() {
+        let volume = vec![0u8; HASH_CHUNK_LEN + 10];
+
+        let result = volume_sha256(&volume, (HASH_CHUNK_LEN + 11) as u64, &mut |_| {});
+
+        assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+}
