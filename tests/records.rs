@@ -388,7 +388,7 @@ fn bad_record_input_leaves_image_unchanged() {
     let missing = "/nonexistent/device.sdimg".to_owned();
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
-        ("provides without colon", provision_args(&["--provides", "app.version"]), "app.version"),
+        ("provides without colon", provision_args(&["--provides", "app.version"]), "\"app.version\""),
         ("provides with empty key", provision_args(&["--provides", ":1"]), ":1"),
         ("reserved provide name", provision_args(&["--provides", "artifact_name:x"]), "artifact_name"),
         ("pattern ending in backslash", provision_args(&["--clears-provides", "a\\"]), "a\\\\"),
@@ -441,6 +441,11 @@ fn bad_record_input_leaves_image_unchanged() {
         );
         assert_eq!(run.stderr.lines().count(), 1, "{case}: stderr is not one line: {}", run.stderr);
         assert!(run.stderr.contains(named), "{case}: stderr does not name {named}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("device.sdimg"),
+            "{case}: stderr does not name the image: {}",
+            run.stderr
+        );
         assert!(run.stdout.is_empty(), "{case}: stdout is not empty: {}", run.stdout);
         assert_eq!(sha256_file(&image), before, "{case}: the image changed");
     }

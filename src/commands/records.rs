@@ -24,15 +24,16 @@ pub fn records_update(
     if !args.requested() {
         return Ok(RecordsUpdate::default());
     }
+    let path = image.path().display();
     let provides = args
         .provides
         .iter()
-        .map(|argument| parse_provide_argument(argument).context("--provides"))
+        .map(|argument| parse_provide_argument(argument).with_context(|| format!("{path}: --provides")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let clears = args
         .clears_provides
         .iter()
-        .map(|pattern| ClearsPattern::parse(pattern).context("--clears-provides"))
+        .map(|pattern| ClearsPattern::parse(pattern).with_context(|| format!("{path}: --clears-provides")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let rootfs = roles::find_role(partitions, Role::RootfsA);
 

@@ -92,7 +92,7 @@ fn get(args: &StoreGetArgs) -> anyhow::Result<()> {
 }
 
 fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
-    check_value(&args.key, args.value.as_bytes()).with_context(|| format!("{:?}", args.key))?;
+    check_value(&args.key, args.value.as_bytes()).with_context(|| args.image.image.display().to_string())?;
     let record = (args.key.as_bytes().to_vec(), args.value.as_bytes().to_vec());
     modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))
 }
@@ -102,7 +102,9 @@ fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
 /// strings make `show-provides` and every update fail.
 fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
     match key {
-        ARTIFACT_NAME_KEY if value.is_empty() => bail!("the Artifact name must not be empty"),
+        ARTIFACT_NAME_KEY if value.is_empty() => {
+            bail!("{ARTIFACT_NAME_KEY} must not be empty, because the Mender client rejects an empty name")
+        }
         ARTIFACT_PROVIDES_KEY => parse_provides(value).map(|_| ()).map_err(anyhow::Error::from),
         _ => Ok(()),
     }
