@@ -144,11 +144,6 @@ pub struct ProvisionArgs {
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
-    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
-    /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
-    #[arg(long, value_enum, value_name = "BYTES")]
-    pub sector_size: Option<SectorSizeArg>,
-
     #[command(flatten)]
     pub identity: IdentityArgs,
 
@@ -185,6 +180,11 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "N")]
     pub data_partition: Option<u32>,
 
+    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
+    /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
+    #[arg(long, value_enum, value_name = "BYTES")]
+    pub sector_size: Option<SectorSizeArg>,
+
     /// Device word size and byte order for mender-store, instead of reading them from the ELF
     /// header of a binary on the root filesystem.
     #[arg(long, value_enum, value_name = "LAYOUT")]
@@ -214,12 +214,12 @@ pub struct InspectArgs {
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+
     /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
     /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
     #[arg(long, value_enum, value_name = "BYTES")]
     pub sector_size: Option<SectorSizeArg>,
-
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
