@@ -474,3 +474,30 @@ fn mbr_without_boot_partition_provisions() {
         openssl_pubout(&std::fs::read(&key).unwrap(), work.path())
     );
 }
+
+#[test]
+fn ext_boot_partition_is_found_by_its_kernel() {
+    let test = "ext_boot_partition_is_found_by_its_kernel";
+    if require_tools(&["mkfs.ext4"], test).is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(work.path(), "device.uefiimg", &["--label", "gpt"], test) else { return };
+    let staging = work.path().join("boot");
+    std::fs::create_dir_all(staging.join("extlinux")).unwrap();
+    std::fs::write(staging.join("zImage"), b"not really a kernel").unwrap();
+    let boot_fs = work.path().join("boot.ext4");
+    std::fs::File::create(&boot_fs).unwrap().set_len(8 << 20).unwrap();
+    run_tool("mkfs.ext4", &["-q", "-F", "-L", "boot", "-d", path_str(&staging), path_str(&boot_fs)]);
+    let image_file = std::fs::OpenOptions::new().write(true).open(&image).unwrap();
+    image_file.write_all_at(&std::fs::read(&boot_fs).unwrap(), 8 << 20).unwrap();
+
+    let report = inspect_json(&image, &[]);
+
+    let boot = &report["partitions"][0];
+    assert_eq!(boot["filesystem"], "ext4");
+    assert_eq!(boot["role"], "boot");
+    let reason = boot["role_reason"].as_str().unwrap();
+    assert!(reason == "holds /zImage" || reason == "holds /extlinux", "unexpected reason {reason:?}");
+    assert_eq!(report["partitions"][3]["role"], "data");
+}

@@ -426,4 +426,98 @@ mod tests {
         assert_eq!(fat_label(&sector), None);
         assert_eq!(fat_label(&[0u8; 100]), None);
     }
+
+    fn classified(number: u32, filesystem: Filesystem, markers: ExtMarkers) -> ClassifiedPartition {
+        let partition = Partition {
+            number,
+            start: u64::from(number) << 20,
+            len: 1 << 20,
+            partition_type: crate::image::partition_table::PartitionType::Mbr(0x83),
+            bootable: false,
+            name: Default::default(),
+        };
+        ClassifiedPartition { partition, filesystem, role: None, reason: String::new(), markers }
+    }
+
+    fn ext(label: &str) -> Filesystem {
+        Filesystem::Ext { kind: "ext4", label: label.to_string() }
+    }
+
+    fn rootfs_markers() -> ExtMarkers {
+        ExtMarkers { has_etc_mender: true, ..ExtMarkers::default() }
+    }
+
+    fn roles_and_reasons(partitions: &[ClassifiedPartition]) -> Vec<(Option<&'static str>, &str)> {
+        partitions
+            .iter()
+            .map(|partition| (partition.role.map(Role::name), partition.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn ext_with_kernel_at_root_is_boot() {
+        let boot_markers = ExtMarkers { boot_file: Some("zImage".into()), ..ExtMarkers::default() };
+        let mut partitions = vec![
+            classified(1, ext("boot"), boot_markers),
+            classified(2, ext("root"), rootfs_markers()),
+            classified(3, Filesystem::Empty, ExtMarkers::default()),
+            classified(4, ext("data"), ExtMarkers { has_mender_dir: true, ..ExtMarkers::default() }),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("boot"), "holds /zImage"),
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "unformatted, after rootfs A"),
+                (Some("data"), "holds /mender"),
+            ]
+        );
+    }
+
+    #[test]
+    fn second_rootfs_is_b_and_says_so() {
+        let mut partitions = vec![
+            classified(1, Filesystem::Vfat { label: "boot".into() }, ExtMarkers::default()),
+            classified(2, ext("root"), rootfs_markers()),
+            classified(3, ext("root"), ExtMarkers { has_mender_binary: true, ..ExtMarkers::default() }),
+            classified(4, ext("data"), ExtMarkers::default()),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("boot"), "vfat filesystem"),
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "holds /usr/bin/mender*, after rootfs A"),
+                (Some("data"), "labelled data"),
+            ]
+        );
+    }
+
+    #[test]
+    fn image_without_boot_partition_has_no_boot_role() {
+        let mut partitions = vec![
+            classified(1, ext("root"), rootfs_markers()),
+            classified(2, Filesystem::Empty, ExtMarkers::default()),
+            classified(3, ext("data"), ExtMarkers { has_mender_dir: true, ..ExtMarkers::default() }),
+            classified(4, ext("scratch"), ExtMarkers::default()),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "unformatted, after rootfs A"),
+                (Some("data"), "holds /mender"),
+                (None, ""),
+            ]
+        );
+    }
 }
