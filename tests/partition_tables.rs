@@ -1,8 +1,10 @@
 //! `provision` and `inspect` on GPT images, on images with 4096-byte sectors and on an MBR image
-//! without a boot partition, all built by `scripts/make-fixtures` with sfdisk or fdisk. Judges:
-//! `sfdisk --verify` and `sfdisk -d` (or `fdisk -b 4096` where sfdisk 2.38 cannot set the sector
-//! size) for the partition table, which must stay unchanged; `e2fsck -fn` and `debugfs` for the
-//! data partition; `mender-artifact cat` for reading the key back out of a GPT image.
+//! without a boot partition, all built by `scripts/make-fixtures` with sfdisk or fdisk.
+//!
+//! The partition table must stay unchanged, as `sfdisk --verify` and `sfdisk -d` judge it, or
+//! `fdisk -b 4096`, because sfdisk 2.38 cannot set the sector size of an image file. `e2fsck -fn`
+//! and `debugfs` judge the data partition, and `mender-artifact cat` reads the key back out of a
+//! GPT image.
 
 mod common;
 
@@ -304,8 +306,8 @@ fn damaged_primary_entry_array_uses_backup() {
     assert!(!debugfs_cat(&data, "/mender/mender-agent.pem").is_empty());
 }
 
-/// Provisions `image` after `damage` and checks that the run fails with one line naming the
-/// image and `cause`, leaving the image byte for byte as it was.
+/// Provisions `image` and checks that the run fails with one line naming the image and `cause`,
+/// leaving the image byte for byte as it was.
 fn assert_rejected_unchanged(image: &Path, key: &Path, cause: &str) {
     let before = sha256_file(image);
 

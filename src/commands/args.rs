@@ -57,7 +57,7 @@ pub enum SectorSizeArg {
 }
 
 impl SectorSizeArg {
-    /// The sector size the partition table reader takes.
+    /// Converts the argument to the sector size the partition table reader takes.
     pub fn sector_size(self) -> SectorSize {
         match self {
             SectorSizeArg::Bytes512 => SectorSize::Bytes512,

@@ -273,8 +273,8 @@ fn assign_roles(partitions: &mut [ClassifiedPartition]) {
     assign_boot(partitions);
 }
 
-/// The first rootfs found is A, a second one B. An unformatted partition right after rootfs A
-/// is the inactive rootfs B that the first update will fill.
+/// Marks a second rootfs as rootfs B, or else an unformatted partition right after rootfs A,
+/// because that is the inactive rootfs that the first update will fill.
 fn assign_rootfs_b(partitions: &mut [ClassifiedPartition]) {
     let mut rootfs_seen = 0;
     let mut after_rootfs_a = false;
@@ -297,8 +297,8 @@ fn assign_rootfs_b(partitions: &mut [ClassifiedPartition]) {
     }
 }
 
-/// The boot partition is the first partition left without a role that holds a FAT filesystem,
-/// or an ext filesystem with kernel or boot loader files at its root.
+/// Gives the boot role to the first partition left without a role that contains a FAT
+/// filesystem, or an ext filesystem with kernel or boot loader files at its root.
 fn assign_boot(partitions: &mut [ClassifiedPartition]) {
     let boot = partitions.iter_mut().filter(|partition| partition.role.is_none()).find_map(|partition| {
         let reason = match (&partition.filesystem, &partition.markers.boot_file) {

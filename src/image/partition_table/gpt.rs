@@ -1,15 +1,15 @@
 //! GUID Partition Tables, as the UEFI specification (2.10, chapter 5 "GUID Partition Table (GPT)
-//! Disk Layout") defines them: a protective MBR at LBA 0, the primary GPT header at LBA 1 with
-//! its partition entry array after it, and a backup header at the disk's last LBA with its own
-//! array before it. Both CRC32s (header and entry array) are verified, and a damaged primary is
+//! Disk Layout") defines them. A protective MBR is at LBA 0 and the primary GPT header at LBA 1,
+//! with its partition entry array after it. A backup header is at the disk's last LBA, with its
+//! own array before it. Both CRC32s (header and entry array) are verified, and a damaged primary is
 //! replaced by the backup, with a warning.
 //!
 //! The format is parsed here rather than with the `gpt` crate (4.1), because that crate does not
-//! fit a reader that must reject hostile images without panicking or writing: it asserts that
-//! entries are 128 bytes (a panic on a valid 256-byte entry size), allocates whatever entry
+//! fit a reader that must reject hostile images without panicking or writing. It asserts that
+//! entries are 128 bytes, so a valid 256-byte entry size panics. It allocates whatever entry
 //! count times entry size a header claims, wants a device that implements `Write`, and does not
 //! fall back to the backup entry array when only the primary array is damaged. CRC32 comes from
-//! the `crc` crate (`CRC_32_ISO_HDLC` is the CRC32 the specification uses).
+//! the `crc` crate, whose `CRC_32_ISO_HDLC` is the CRC32 the specification uses.
 
 use std::fmt;
 use std::fs::File;
@@ -25,15 +25,16 @@ const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
 /// The header signature, "EFI PART".
 const SIGNATURE: &[u8; 8] = b"EFI PART";
-/// Major revision accepted; every GPT written so far is revision 1.0 (0x00010000).
+/// Major revision accepted. The UEFI specification up to 2.10 defines only revision 1.0
+/// (0x00010000).
 const REVISION_MAJOR: u16 = 1;
 /// Size of the header fields defined by revision 1.0.
 const MIN_HEADER_SIZE: u32 = 92;
-/// Entry sizes are 128 × 2^n bytes; this bound keeps one entry inside a 4096-byte sector.
+/// Entry sizes are 128 × 2^n bytes, and this bound keeps one entry inside a 4096-byte sector.
 const MIN_ENTRY_SIZE: u32 = 128;
 const MAX_ENTRY_SIZE: u32 = 4096;
-/// Maximum size of the partition entry array read. Partitioning tools write 16 KiB (128 entries
-/// of 128 bytes); the bound keeps a hostile entry count from making the reader allocate gigabytes.
+/// Maximum size of the partition entry array read. sfdisk and fdisk write 16 KiB (128 entries of
+/// 128 bytes), and the bound keeps a hostile entry count from making the reader allocate gigabytes.
 const MAX_ENTRY_ARRAY_LEN: u64 = 1 << 20;
 
 // Offsets of the GPT header fields.
@@ -148,7 +149,7 @@ pub(super) fn type_name(guid: &Guid) -> Option<&'static str> {
     TYPE_NAMES.iter().find(|(known, _)| *known == text).map(|(_, name)| *name)
 }
 
-/// Which of the two copies of the GPT a header is.
+/// The copy of the GPT a header belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copy {
     Primary,
@@ -167,7 +168,7 @@ struct Header {
     entry_array_crc: u32,
 }
 
-/// Where the GPT structures of one image lie, in its sectors.
+/// The image file and its sector size and last LBA, which locate the GPT structures.
 #[derive(Debug, Clone, Copy)]
 struct Layout<'a> {
     file: &'a File,
@@ -177,7 +178,7 @@ struct Layout<'a> {
 }
 
 /// Returns the byte offset of a primary GPT header signature, at LBA 1 for 512-byte or for
-/// 4096-byte sectors, or `None` when neither holds one.
+/// 4096-byte sectors, or `None` when neither contains one.
 pub(super) fn find_primary_header(file: &File, image_len: u64) -> std::io::Result<Option<u64>> {
     for size in [SectorSize::Bytes512, SectorSize::Bytes4096] {
         if has_signature(file, image_len, size.bytes())? {
@@ -284,7 +285,7 @@ impl<T> TransposeIo<T> for Result<T, Problem> {
     }
 }
 
-/// Why one copy of the GPT could not be used.
+/// The reason one copy of the GPT could not be used.
 #[derive(Debug)]
 enum Problem {
     /// The copy is damaged or inconsistent, in words.
@@ -359,7 +360,7 @@ fn other_sector_size_hint(
 }
 
 /// Reads and validates the header of one GPT copy at `lba`. The outer result fails only when the
-/// file cannot be read; the inner one says why the header is invalid.
+/// file cannot be read, and the inner one gives the reason the header is invalid.
 fn read_header(
     layout: &Layout,
     lba: u64,
@@ -615,12 +616,12 @@ mod tests {
         entries: Vec<TestEntry>,
     }
 
-    /// The GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI System) as stored on disk.
+    /// Returns the GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI System) as stored on disk.
     fn efi_system_guid() -> [u8; 16] {
         [0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B]
     }
 
-    /// The GUID 0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem) as stored on disk.
+    /// Returns the GUID 0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem) as stored on disk.
     fn linux_guid() -> [u8; 16] {
         [0xAF, 0x3D, 0xC6, 0x0F, 0x83, 0x84, 0x72, 0x47, 0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4]
     }
@@ -721,7 +722,8 @@ mod tests {
         }
     }
 
-    /// A 16 MiB disk of 512-byte sectors with partitions 1 (EFI System, "boot") and 3 (Linux, "data").
+    /// Describes a 16 MiB disk of 512-byte sectors with partitions 1 (EFI System, "boot") and 3
+    /// (Linux, "data").
     fn two_partition_disk() -> TestDisk {
         TestDisk::new(512, 32768).with(0, efi_system_guid(), 2048, 4095, "boot").with(
             2,
@@ -866,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_size_not_a_power_of_two_is_rejected() {
+    fn entry_size_192_is_rejected() {
         let mut disk = two_partition_disk();
         disk.entry_size = 192;
         let image = disk.build();
@@ -936,7 +938,7 @@ mod tests {
     }
 
     #[test]
-    fn gpt_without_protective_mbr_is_read_with_a_warning() {
+    fn missing_protective_mbr_is_a_warning() {
         let image = two_partition_disk().build();
         image.as_file().write_all_at(&[0u8; 512], 0).unwrap();
 

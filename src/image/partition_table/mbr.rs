@@ -114,8 +114,8 @@ fn read_partitions(
 /// Chooses the sector size an MBR was written for. The MBR records sectors without their size,
 /// so the start of every primary partition is probed for a filesystem (an ext superblock or a
 /// FAT boot sector) at both sizes. 4096 wins only when it finds more filesystems than 512 and
-/// every partition then still fits in the image; ties, such as an image whose partitions are all
-/// unformatted or logical, are read with 512.
+/// every partition then still fits in the image. A tie, such as an image whose partitions are
+/// all unformatted or logical, is read with 512.
 fn detect_sector_size(
     file: &File,
     image_len: u64,

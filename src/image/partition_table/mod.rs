@@ -1,7 +1,7 @@
 //! The partition table of a disk image: MBR with primary and logical partitions (`mbr`), GPT
 //! (`gpt`), or none at all for a bare filesystem image. Images with 512-byte and with 4096-byte
-//! logical sectors are read; the sector size is detected from where the table's structures lie,
-//! or given by the caller. The table is only ever read: no code here writes to the image.
+//! logical sectors are read. The caller gives the sector size, or it is detected from where the
+//! table's structures lie. No code here writes to the image.
 
 mod gpt;
 mod mbr;
@@ -43,7 +43,7 @@ pub enum SectorSize {
 }
 
 impl SectorSize {
-    /// The sector size in bytes.
+    /// Returns the sector size in bytes.
     pub fn bytes(self) -> u64 {
         match self {
             SectorSize::Bytes512 => 512,
@@ -51,7 +51,7 @@ impl SectorSize {
         }
     }
 
-    /// The other of the two sector sizes, for hints in error messages.
+    /// Returns the other of the two sector sizes, for hints in error messages.
     fn other(self) -> SectorSize {
         match self {
             SectorSize::Bytes512 => SectorSize::Bytes4096,
