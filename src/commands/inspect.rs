@@ -238,10 +238,13 @@ fn key_warnings(key: Option<&KeyReport>) -> Vec<String> {
 }
 
 fn render_text(report: &Report) -> String {
-    let mut lines = vec![format!(
-        "image: {} ({} bytes, partition table: {}, {}-byte sectors)",
-        report.image, report.size, report.partition_table, report.sector_size
-    )];
+    // A bare filesystem image has no sectors to speak of.
+    let table = match report.partition_table {
+        "none" => "none".to_string(),
+        kind => format!("{kind}, {}-byte sectors", report.sector_size),
+    };
+    let mut lines =
+        vec![format!("image: {} ({} bytes, partition table: {table})", report.image, report.size)];
     lines.extend(render_partitions(&report.partitions));
 
     match &report.target {

@@ -77,7 +77,8 @@ With --json, one object:
   image            path as given
   size             image size in bytes
   partition_table  \"mbr\", \"gpt\" or \"none\" (a bare filesystem image)
-  sector_size      logical sector size in bytes the table was read with: 512 or 4096
+  sector_size      logical sector size in bytes the table was read with: 512 or 4096 (512
+                   for a bare filesystem image)
   partitions       list of {number, start, size, type_id, type_name, name, filesystem, label,
                    role, role_reason}; start and size are in bytes; number is as Linux names the
                    partition (GPT: entry index + 1), 0 for the whole file of a bare image;
