@@ -503,3 +503,77 @@ fn ext_boot_partition_is_found_by_its_kernel() {
     assert!(reason == "holds /zImage" || reason == "holds /extlinux", "unexpected reason {reason:?}");
     assert_eq!(report["partitions"][3]["role"], "data");
 }
+
+/// Replaces the protective MBR of `image` by a hybrid one that sfdisk writes: an 0xEE entry over
+/// the GPT area and a FAT32 entry of `boot_sectors` sectors at the boot partition's start.
+fn write_hybrid_mbr(image: &Path, boot_sectors: u64, work: &Path) {
+    let scratch = work.join("hybrid-mbr.scratch");
+    std::fs::File::create(&scratch).unwrap().set_len(std::fs::metadata(image).unwrap().len()).unwrap();
+    let script = work.join("hybrid-mbr.sfdisk");
+    let boot_start = (8 << 20) / 512;
+    std::fs::write(
+        &script,
+        format!(
+            "label: dos\nunit: sectors\n\nstart=1, size={}, type=ee\nstart={boot_start}, size={boot_sectors}, type=c\n",
+            boot_start - 1
+        ),
+    )
+    .unwrap();
+    let sfdisk = find_program("sfdisk").unwrap();
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg("\"$0\" --quiet --no-reread --no-tell-kernel \"$1\" <\"$2\"")
+        .arg(sfdisk)
+        .arg(&scratch)
+        .arg(&script);
+    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
+    assert!(output.status.success(), "sfdisk failed: {}", String::from_utf8_lossy(&output.stderr));
+
+    let mut mbr = [0u8; 512];
+    std::fs::File::open(&scratch).unwrap().read_exact_at(&mut mbr, 0).unwrap();
+    std::fs::OpenOptions::new().write(true).open(image).unwrap().write_all_at(&mbr, 0).unwrap();
+}
+
+#[test]
+fn hybrid_mbr_matching_gpt_provisions() {
+    let test = "hybrid_mbr_matching_gpt_provisions";
+    if !tools_present(test) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(work.path(), "device.uefiimg", &["--label", "gpt"], test) else { return };
+    let key = openssl_rsa_key(work.path());
+    write_hybrid_mbr(&image, (8 << 20) / 512, work.path());
+    sfdisk_verify(&image);
+    let table_before = sfdisk_dump(&image);
+    let mbr_before = extract_bytes(&image, 0, 512, &work.path().join("mbr-before"));
+
+    let run = provision(&image, &key, &[]);
+
+    run.assert_success("provision of a GPT image with a hybrid MBR");
+    assert_eq!(sfdisk_dump(&image), table_before, "the GPT changed");
+    let mbr_after = extract_bytes(&image, 0, 512, &work.path().join("mbr-after"));
+    assert_eq!(std::fs::read(mbr_after).unwrap(), std::fs::read(mbr_before).unwrap(), "the MBR changed");
+    let data = extract_partition(&image, DATA_PARTITION, &work.path().join("data.ext4"));
+    e2fsck_clean(&data);
+    let written = debugfs_cat(&data, "/mender/mender-agent.pem");
+    assert_eq!(
+        openssl_pubout(&written, work.path()),
+        openssl_pubout(&std::fs::read(&key).unwrap(), work.path())
+    );
+}
+
+#[test]
+fn hybrid_mbr_disagreeing_with_gpt_is_rejected() {
+    let test = "hybrid_mbr_disagreeing_with_gpt_is_rejected";
+    if !tools_present(test) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(work.path(), "device.uefiimg", &["--label", "gpt"], test) else { return };
+    let key = openssl_rsa_key(work.path());
+    write_hybrid_mbr(&image, (4 << 20) / 512, work.path());
+
+    assert_rejected_unchanged(&image, &key, "hybrid MBR: its partition 2 (type 0x0c");
+}

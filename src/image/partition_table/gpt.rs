@@ -819,6 +819,17 @@ mod tests {
     }
 
     #[test]
+    fn grown_image_reads_backup_at_alternate_lba() {
+        let image = two_partition_disk().build();
+        image.as_file().set_len(64 << 20).unwrap();
+
+        let table = read_table(&image).unwrap();
+
+        assert_eq!(table.partitions.len(), 2);
+        assert!(table.warnings.is_empty(), "{:?}", table.warnings);
+    }
+
+    #[test]
     fn damaged_backup_is_a_warning() {
         let image = two_partition_disk().build();
         corrupt(&image, 32767 * 512 + 0x38);
