@@ -386,7 +386,7 @@ fn describe(data: &ClassifiedPartition) -> String {
     }
     text.push(')');
     if !data.reason.is_empty() {
-        text.push_str(&format!(", chosen because {}", data.reason));
+        text.push_str(&format!(", chosen by content: {}", data.reason));
     }
     text
 }
