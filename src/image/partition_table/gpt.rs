@@ -218,7 +218,7 @@ pub(super) fn read(
     }
     let layout = Layout { file, sector_size, last_lba: lba_count - 1 };
 
-    let primary_header = read_header(&layout, 1, Copy::Primary)?;
+    let primary_header = read_header(&layout, 1, Copy::Primary);
     let backup_lba = match &primary_header {
         Ok(header) => header.alternate_lba,
         Err(_) => layout.last_lba,
@@ -227,7 +227,7 @@ pub(super) fn read(
     let backup = if backup_lba > layout.last_lba {
         Err(format!("it lies past the image's last LBA {}", layout.last_lba))
     } else {
-        let header = read_header(&layout, backup_lba, Copy::Backup)?;
+        let header = read_header(&layout, backup_lba, Copy::Backup);
         header.and_then(|header| read_entries(&layout, &header)).transpose_io()?
     };
 
@@ -269,8 +269,8 @@ pub(super) fn read(
     Ok(PartitionTable { kind: TableKind::Gpt, sector_size, partitions, warnings })
 }
 
-/// Turns a read result whose I/O errors are wrapped in the problem text into a nested result, so
-/// that a failed read of the file is an error of its own and not a damaged table.
+/// Splits the result of reading one GPT copy: a failed read of the file fails the whole table,
+/// while an invalid copy becomes a reason in words, so that the other copy can be tried.
 trait TransposeIo<T> {
     fn transpose_io(self) -> Result<Result<T, String>, PartitionTableError>;
 }
@@ -359,17 +359,12 @@ fn other_sector_size_hint(
     Ok(String::new())
 }
 
-/// Reads and validates the header of one GPT copy at `lba`. The outer result fails only when the
-/// file cannot be read, and the inner one gives the reason the header is invalid.
-fn read_header(
-    layout: &Layout,
-    lba: u64,
-    copy: Copy,
-) -> Result<Result<Header, Problem>, PartitionTableError> {
+/// Reads and validates the header of one GPT copy at `lba`, which lies inside the image.
+fn read_header(layout: &Layout, lba: u64, copy: Copy) -> Result<Header, Problem> {
     let sector_bytes = layout.sector_size.bytes();
     let mut sector = vec![0u8; sector_bytes as usize];
     layout.file.read_exact_at(&mut sector, lba * sector_bytes)?;
-    Ok(parse_header(&sector, lba, copy, layout).map_err(Problem::Invalid))
+    Ok(parse_header(&sector, lba, copy, layout)?)
 }
 
 /// Checks every header field that locates something against the specification's rules and the
