@@ -296,11 +296,18 @@ fn render_text(report: &Report) -> String {
     lines.join("\n")
 }
 
+/// Headers of the partition listing's columns.
+const PARTITION_COLUMNS: [&str; 8] = ["part", "start", "size", "type", "name", "fs", "label", "role"];
+/// Positions in [`PARTITION_COLUMNS`] of the numbers (aligned right), the GPT name and the role.
+const START_COLUMN: usize = 1;
+const SIZE_COLUMN: usize = 2;
+const NAME_COLUMN: usize = 4;
+const ROLE_COLUMN: usize = 7;
+
 /// Lays the partitions out as a table with a header line, each column as wide as its widest cell.
 /// The name column appears only when some partition has a GPT name.
 fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
-    let show_names = partitions.iter().any(|partition| !partition.name.is_empty());
-    let mut rows = vec![["part", "start", "size", "type", "name", "fs", "label", "role"].map(str::to_string)];
+    let mut rows = vec![PARTITION_COLUMNS.map(str::to_string)];
     for partition in partitions {
         let role = match partition.role {
             Some(role) => format!("{role} ({})", partition.role_reason),
@@ -318,21 +325,24 @@ fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
         ]);
     }
 
-    let columns: Vec<usize> = (0..8).filter(|&column| column != 4 || show_names).collect();
+    let show_names = partitions.iter().any(|partition| !partition.name.is_empty());
+    let columns: Vec<usize> =
+        (0..PARTITION_COLUMNS.len()).filter(|&column| column != NAME_COLUMN || show_names).collect();
     let width = |column: usize| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0);
     let widths: Vec<usize> = columns.iter().map(|&column| width(column)).collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = columns
-                .iter()
-                .zip(&widths)
-                .map(|(&column, &width)| match column {
-                    1 | 2 => format!("{:>width$}", row[column]),
-                    7 => row[column].clone(),
-                    _ => format!("{:<width$}", row[column]),
-                })
-                .collect();
-            cells.join(" ")
-        })
-        .collect()
+
+    let render_row = |row: &[String; 8]| {
+        let cells: Vec<String> = columns
+            .iter()
+            .zip(&widths)
+            .map(|(&column, &width)| match column {
+                START_COLUMN | SIZE_COLUMN => format!("{:>width$}", row[column]),
+                // The last column is not padded, so lines carry no trailing spaces.
+                ROLE_COLUMN => row[column].clone(),
+                _ => format!("{:<width$}", row[column]),
+            })
+            .collect();
+        cells.join(" ")
+    };
+    rows.iter().map(render_row).collect()
 }
