@@ -7,8 +7,8 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
 use crate::commands::args::{
-    StoreArgs, StoreCommand, StoreDeleteArgs, StoreGetArgs, StoreImageArgs, StoreListArgs, StoreSetArgs,
-    StoreWriteArgs,
+    SectorSizeArg, StoreArgs, StoreCommand, StoreDeleteArgs, StoreGetArgs, StoreImageArgs, StoreListArgs,
+    StoreSetArgs, StoreWriteArgs,
 };
 use crate::commands::output::{print_line, write_time};
 use crate::commands::provision::{Tense, check_output_path, commit, describe_store_change, store_policy};
@@ -126,7 +126,8 @@ fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
 /// store.
 fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
     let path = args.image.display();
-    let image = DiskImage::open(&args.image, Access::ReadOnly)?;
+    let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
+    let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{path}: reading partitions"))?;
     let data =
@@ -152,7 +153,8 @@ fn modify(
     let time = write_time()?;
     check_output_path(write.output.as_deref(), &image_args.image)?;
     let access = if write.output.is_none() && !write.dry_run { Access::ReadWrite } else { Access::ReadOnly };
-    let image = DiskImage::open(&image_args.image, access)?;
+    let sector_size = image_args.sector_size.map(SectorSizeArg::sector_size);
+    let image = DiskImage::open_with_sector_size(&image_args.image, access, sector_size)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{path}: reading partitions"))?;
     let data = roles::find_data_partition(&partitions, image_args.data_partition)
