@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
 use crate::image::volume::VolumeMut;
-use crate::mender::store::{self, StoreEdit, StoreError};
+use crate::mender::store::{self, StoreEdit, StoreError, StoreLayout};
 
 /// Directory of the client's files, relative to the data partition's root.
 pub const MENDER_DIR: &str = "/mender";
@@ -27,8 +27,9 @@ const PRIVATE_FILE_MODE: u16 = 0o600;
 /// Action to take on mender-store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorePolicy {
-    /// Create the store when absent; otherwise remove the records tied to a previous key.
-    Reconcile,
+    /// Create the store when absent; otherwise remove the records tied to a previous key. The
+    /// store is read and written in `layout`, the target's.
+    Reconcile { layout: StoreLayout },
     /// Leave the store as it is, for the stated reason (e.g. a target layout not written yet).
     LeaveAlone { reason: String },
 }
@@ -93,6 +94,12 @@ pub enum ProvisionError {
     WrongKind { path: &'static str, expected: &'static str },
     #[error("{STORE_PATH} on the data partition: {source}")]
     Store { source: StoreError },
+    #[error(
+        "{STORE_PATH} on the data partition is in the {found} LMDB layout, but the target is {expected}, \
+         so its Mender client would set the store aside as mender-store-broken; check --target-layout, \
+         or delete the store to have an empty one created"
+    )]
+    StoreLayout { found: StoreLayout, expected: StoreLayout },
 }
 
 /// Writes the device key and reconciles mender-store on the data partition `ext`. Every
@@ -115,7 +122,7 @@ pub fn provision<V: VolumeMut>(
     let key = write_device_key(ext, key_pem, time)?;
 
     let store = match store_policy {
-        StorePolicy::Reconcile => reconcile_store(ext, time)?,
+        StorePolicy::Reconcile { layout } => reconcile_store(ext, *layout, time)?,
         StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
     };
 
@@ -235,7 +242,11 @@ fn write_device_key<V: VolumeMut>(
     Ok(change)
 }
 
-fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreChange, ProvisionError> {
+fn reconcile_store<V: VolumeMut>(
+    ext: &mut Ext<V>,
+    layout: StoreLayout,
+    time: i64,
+) -> Result<StoreChange, ProvisionError> {
     let ext_error = |source| ProvisionError::Ext { path: STORE_PATH, source };
     let existing = match find(ext, STORE_PATH)? {
         Some((ino, FileKind::Regular)) => Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?),
@@ -244,8 +255,10 @@ fn reconcile_store<V: VolumeMut>(ext: &mut Ext<V>, time: i64) -> Result<StoreCha
     };
 
     let edit = StoreEdit::remove_stale_auth_keys();
-    let outcome =
-        store::apply_edit(existing.as_deref(), &edit).map_err(|source| ProvisionError::Store { source })?;
+    let outcome = store::apply_edit(existing.as_deref(), &edit, layout).map_err(|source| match source {
+        StoreError::Layout { found, expected } => ProvisionError::StoreLayout { found, expected },
+        source => ProvisionError::Store { source },
+    })?;
     if existing.is_some() && outcome.removed.is_empty() {
         return Ok(StoreChange::Unchanged);
     }

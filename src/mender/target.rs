@@ -174,15 +174,6 @@ impl TargetLayout {
         }
     }
 
-    /// Returns true when an LMDB file written on this host has the target's layout, so the
-    /// Mender client on the device can open a `mender-store` this tool writes. The store code
-    /// reads and writes the 64-bit little-endian layout only, so this is also false on any other
-    /// host.
-    pub fn is_host_compatible_store_layout(&self) -> bool {
-        let host_is_64le = cfg!(target_pointer_width = "64") && cfg!(target_endian = "little");
-        host_is_64le && self.bits == WordSize::Bits64 && self.endian == Endian::Little
-    }
-
     /// Common name of the CPU architecture, or `None` for a machine number not listed here. The
     /// numbers are the `EM_*` constants of the System V ABI's ELF specification.
     fn machine_name(&self) -> Option<&'static str> {
@@ -255,7 +246,6 @@ mod tests {
             assert_eq!(layout.machine, 62);
             assert_eq!(layout.describe(), "x86_64 (64-bit little-endian)");
             assert_eq!(layout.short_name(), "64le");
-            assert!(layout.is_host_compatible_store_layout());
         }
     }
 
@@ -278,7 +268,6 @@ mod tests {
         assert_eq!(layout, TargetLayout { bits: WordSize::Bits32, endian: Endian::Little, machine: 40 });
         assert_eq!(layout.describe(), "arm (32-bit little-endian)");
         assert_eq!(layout.short_name(), "32le");
-        assert!(!layout.is_host_compatible_store_layout());
     }
 
     #[test]
@@ -292,17 +281,14 @@ mod tests {
         assert_eq!(layout.endian, Endian::Big);
         assert_eq!(layout.describe(), "mips (32-bit big-endian)");
         assert_eq!(layout.short_name(), "32be");
-        assert!(!layout.is_host_compatible_store_layout());
     }
 
     #[test]
-    fn aarch64_is_host_compatible_on_64le_host() {
+    fn aarch64_is_described() {
         let layout = TargetLayout::from_elf_header(&crafted_header(ELFCLASS64, ELFDATA2LSB, 183)).unwrap();
 
         assert_eq!(layout.describe(), "aarch64 (64-bit little-endian)");
         assert_eq!(layout.short_name(), "64le");
-        let host_is_64le = cfg!(target_pointer_width = "64") && cfg!(target_endian = "little");
-        assert_eq!(layout.is_host_compatible_store_layout(), host_is_64le);
     }
 
     #[test]
@@ -323,11 +309,10 @@ mod tests {
     }
 
     #[test]
-    fn big_endian_64_bit_is_not_host_compatible() {
+    fn big_endian_64_bit_is_named() {
         let layout = TargetLayout::from_elf_header(&crafted_header(ELFCLASS64, ELFDATA2MSB, 21)).unwrap();
 
         assert_eq!(layout.short_name(), "64be");
-        assert!(!layout.is_host_compatible_store_layout());
     }
 
     #[test]
