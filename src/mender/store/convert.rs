@@ -38,6 +38,16 @@ pub fn from_host(bytes: &[u8], layout: StoreLayout) -> Result<Vec<u8>, StoreErro
     convert_store(bytes, StoreLayout::host(), layout)
 }
 
+/// Returns a store in `layout` as a conversion writes it: the same pages, with the free space and
+/// the gaps between nodes of every page, and every free page, zeroed. LMDB leaves old bytes
+/// there, for example after splitting a page.
+pub(super) fn normalize(bytes: &[u8], layout: StoreLayout) -> Result<Vec<u8>, StoreError> {
+    convert_with_page_scale(bytes, layout, layout, 1).map_err(|error| match error {
+        ConvertError::NoRoom(detail) => StoreError::corrupt(detail),
+        ConvertError::Store(error) => error,
+    })
+}
+
 /// Converts `bytes` from layout `from` to layout `to`, with pages of the same size when every
 /// page fits, else with pages of twice the size.
 pub(super) fn convert_store(bytes: &[u8], from: StoreLayout, to: StoreLayout) -> Result<Vec<u8>, StoreError> {

@@ -29,12 +29,12 @@ const NODE_FLAGS: usize = 4;
 
 // ---- building stores with LMDB's tools ----
 
-fn record(key: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn record(key: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (key.as_bytes().to_vec(), value.to_vec())
 }
 
 /// Records like those the Mender client keeps, plus an auth token left by an older client.
-fn mender_records() -> Records {
+pub(super) fn mender_records() -> Records {
     Records::from([
         record("artifact-name", b"release-7"),
         record("artifact-provides", br#"{"rootfs-image.version":"release-7"}"#),
@@ -46,7 +46,7 @@ fn mender_records() -> Records {
 
 /// Mender records, a value larger than a page (stored on overflow pages) and enough filler
 /// records for a two-level tree.
-fn multi_level_records() -> Records {
+pub(super) fn multi_level_records() -> Records {
     let mut records = mender_records();
     let large_value: Vec<u8> = (0..3 * PAGE_SIZE + 123).map(|index| (index % 251) as u8).collect();
     records.insert(b"update-control-maps".to_vec(), large_value);
@@ -58,7 +58,7 @@ fn multi_level_records() -> Records {
 }
 
 /// Records with long keys, so branch pages hold few keys and the tree has at least three levels.
-fn deep_records() -> Records {
+pub(super) fn deep_records() -> Records {
     let mut records = mender_records();
     for index in 0..1200 {
         let key = format!("{index:05}-{}", "k".repeat(300));
@@ -69,7 +69,7 @@ fn deep_records() -> Records {
 }
 
 /// Formats `records` as `mdb_dump` writes them in its default byte-value format.
-fn dump_text(records: &Records) -> String {
+pub(super) fn dump_text(records: &Records) -> String {
     let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
     let mut text = String::from("VERSION=3\nformat=bytevalue\ntype=btree\nmapsize=16777216\nHEADER=END\n");
     for (key, value) in records {
@@ -79,29 +79,58 @@ fn dump_text(records: &Records) -> String {
     text
 }
 
-fn run(program: &Path, args: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{} {:?} failed: {}",
-        program.display(),
-        args,
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// An LMDB tool to run: a program of this host, or an i386 build with its library.
+pub(super) trait LmdbTool {
+    fn command(&self) -> Command;
+}
+
+impl LmdbTool for Path {
+    fn command(&self) -> Command {
+        Command::new(self)
+    }
+}
+
+impl LmdbTool for PathBuf {
+    fn command(&self) -> Command {
+        Command::new(self)
+    }
+}
+
+impl LmdbTool for crate::test_support::I386LmdbTool {
+    fn command(&self) -> Command {
+        crate::test_support::I386LmdbTool::command(self)
+    }
+}
+
+pub(super) fn run(program: &(impl LmdbTool + ?Sized), args: &[&std::ffi::OsStr]) -> String {
+    let mut command = program.command();
+    let output = command.args(args).output().unwrap();
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
 /// Creates a store file holding `records` with the real `mdb_load`.
-fn load_store(mdb_load: &Path, records: &Records) -> Vec<u8> {
+pub(super) fn load_store(mdb_load: &(impl LmdbTool + ?Sized), records: &Records) -> Vec<u8> {
+    load_store_with_options(mdb_load, records, &[])
+}
+
+/// Creates a store file holding `records` with the real `mdb_load` and extra `options`.
+pub(super) fn load_store_with_options(
+    mdb_load: &(impl LmdbTool + ?Sized),
+    records: &Records,
+    options: &[&str],
+) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("dump");
     let store = dir.path().join("mender-store");
     std::fs::write(&dump, dump_text(records)).unwrap();
-    run(mdb_load, &["-n".as_ref(), "-f".as_ref(), dump.as_os_str(), store.as_os_str()]);
+    let mut args: Vec<&std::ffi::OsStr> = options.iter().map(|option| option.as_ref()).collect();
+    args.extend(["-n".as_ref(), "-f".as_ref(), dump.as_os_str(), store.as_os_str()]);
+    run(mdb_load, &args);
     std::fs::read(&store).unwrap()
 }
 
-fn write_store(dir: &Path, bytes: &[u8]) -> PathBuf {
+pub(super) fn write_store(dir: &Path, bytes: &[u8]) -> PathBuf {
     let path = dir.join("mender-store");
     std::fs::write(&path, bytes).unwrap();
     path
@@ -114,7 +143,7 @@ fn parse_hex(line: &str) -> Vec<u8> {
 }
 
 /// Reads the records of a store file with the real `mdb_dump`.
-fn dump_records(mdb_dump: &Path, bytes: &[u8]) -> Records {
+pub(super) fn dump_records(mdb_dump: &(impl LmdbTool + ?Sized), bytes: &[u8]) -> Records {
     let dir = tempfile::tempdir().unwrap();
     let path = write_store(dir.path(), bytes);
     let text = run(mdb_dump, &["-n".as_ref(), path.as_os_str()]);
@@ -133,7 +162,12 @@ fn dump_records(mdb_dump: &Path, bytes: &[u8]) -> Records {
 }
 
 /// Runs `mdb_stat -n -e -f` on a store file and returns the number after `field` in `section`.
-fn stat_field(mdb_stat: &Path, bytes: &[u8], section: &str, field: &str) -> u64 {
+pub(super) fn stat_field(
+    mdb_stat: &(impl LmdbTool + ?Sized),
+    bytes: &[u8],
+    section: &str,
+    field: &str,
+) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = write_store(dir.path(), bytes);
     let text = run(mdb_stat, &["-n".as_ref(), "-e".as_ref(), "-f".as_ref(), path.as_os_str()]);
@@ -148,7 +182,7 @@ fn stat_field(mdb_stat: &Path, bytes: &[u8], section: &str, field: &str) -> u64 
 
 /// Creates a store whose free database has records, by committing several transactions with
 /// the real LMDB: inserts, then deletes and overwrites that free pages.
-fn store_with_free_pages(records: &Records) -> Vec<u8> {
+pub(super) fn store_with_free_pages(records: &Records) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mender-store");
     {
@@ -180,7 +214,7 @@ fn store_with_free_pages(records: &Records) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-fn without_stale_auth_keys(records: &Records) -> Records {
+pub(super) fn without_stale_auth_keys(records: &Records) -> Records {
     let mut expected = records.clone();
     for key in STALE_AUTH_KEYS {
         expected.remove(key.as_bytes());
