@@ -3,10 +3,10 @@
 
 use crate::fs::ext::{Ext, ExtError, FileKind};
 use crate::image::volume::Volume;
-use crate::mender::target::{TARGET_PROBE_PATHS, TargetLayout};
+use crate::mender::target::{ELF_HEADER_FLAGS_END, TARGET_PROBE_PATHS, TargetLayout};
 
-/// Bytes of an ELF header that decide the layout (e_ident and e_machine).
-const ELF_HEADER_PROBE_LEN: usize = 20;
+/// Bytes of an ELF header that decide the layout and name the CPU (e_ident, e_machine, e_flags).
+const ELF_HEADER_PROBE_LEN: usize = ELF_HEADER_FLAGS_END;
 
 /// A target layout and the binary it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

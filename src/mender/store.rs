@@ -6,6 +6,10 @@
 //! corrupt or hostile store could crash the process instead of returning an error. Only then does
 //! LMDB read a private copy, and both readings must agree.
 //!
+//! LMDB lays its file out in the word size and byte order of the machine that writes it, so
+//! every function takes the target's [`StoreLayout`]. A store in another layout than the host's
+//! is converted to the host's for LMDB (see `convert`), and the new store back to the target's.
+//!
 //! Editing never modifies the old file. The edited records are written into a new LMDB
 //! environment in key order, so the result is compact, contains no stale pages (a removed auth token
 //! leaves no bytes behind), and is the same byte for byte for the same records. This replaces
@@ -253,7 +257,7 @@ pub fn apply_edit(
     })
 }
 
-/// Converts a store that LMDB wrote on this host to `layout`, and checks the result: it holds
+/// Converts a store that LMDB wrote on this host to `layout`, and checks the result: it contains
 /// `records` when walked in `layout`, and converting it back gives the same bytes, except for
 /// the free space that LMDB leaves unzeroed.
 fn convert_new_store(

@@ -3,7 +3,7 @@
 //! LMDB wrote. Records are never added, removed or reordered here: every B-tree page is
 //! re-encoded in place, keeping its page number.
 //!
-//! The source is validated by the page walk first, which also says what every page is. Then
+//! The source is validated by the page walk first, which also records what each page is. Then
 //! each page is re-encoded: page headers, node headers and meta pages get the target's word
 //! width and byte order, branch nodes and `F_BIGDATA` nodes get page numbers of the target's
 //! width, and the free database's keys and values (transaction IDs and page number lists, both
@@ -72,7 +72,7 @@ pub(super) fn convert_store(bytes: &[u8], from: StoreLayout, to: StoreLayout) ->
     }
 }
 
-/// Why one attempt at converting failed.
+/// Cause of a failed conversion attempt.
 #[derive(Debug)]
 enum ConvertError {
     /// A page or overflow run is too small for its contents in the target layout.

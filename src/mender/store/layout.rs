@@ -95,7 +95,7 @@ impl StoreLayout {
         }
     }
 
-    /// Writes `value` at `offset`; the caller has sized `bytes` for the field.
+    /// Writes `value` at `offset`. The caller has sized `bytes` for the field.
     pub(super) fn write_u16(self, bytes: &mut [u8], offset: usize, value: u16) {
         let field = match self.endian {
             Endian::Little => value.to_le_bytes(),
@@ -104,7 +104,7 @@ impl StoreLayout {
         bytes[offset..offset + 2].copy_from_slice(&field);
     }
 
-    /// Writes `value` at `offset`; the caller has sized `bytes` for the field.
+    /// Writes `value` at `offset`. The caller has sized `bytes` for the field.
     pub(super) fn write_u32(self, bytes: &mut [u8], offset: usize, value: u32) {
         let field = match self.endian {
             Endian::Little => value.to_le_bytes(),
@@ -163,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn word_too_wide_for_32_bits_is_not_written() {
+    fn wide_word_is_not_written_in_32_bits() {
         let mut bytes = [9u8; 4];
 
         assert_eq!(StoreLayout::LE32.write_word(&mut bytes, 0, 1 << 32), None);

@@ -171,8 +171,8 @@ fn i386_lmdb_writes_to_converted_store() {
 }
 
 #[test]
-fn new_32_bit_stores_are_listed_by_i386_tools() {
-    let Some(i386) = i386_tools("new_32_bit_stores_are_listed_by_i386_tools") else { return };
+fn new_32_bit_store_is_listed_by_i386_tools() {
+    let Some(i386) = i386_tools("new_32_bit_store_is_listed_by_i386_tools") else { return };
     let cases = [Records::new(), mender_records(), multi_level_records(), layered_records()];
 
     for records in cases {
@@ -418,7 +418,7 @@ fn damaged_32_bit_stores_never_crash() {
 }
 
 #[test]
-fn store_in_64_bit_layout_is_kept_from_32_bit_target() {
+fn store_in_64_bit_layout_is_rejected_for_32_bit() {
     let host_store = store_with_free_pages(&mender_records());
 
     let result = apply_edit(Some(&host_store), &StoreEdit::remove_stale_auth_keys(), StoreLayout::LE32);

@@ -236,8 +236,8 @@ fn read_meta(page: &[u8], index: u64, layout: StoreLayout) -> Result<Meta, Store
     })
 }
 
-/// Parses the `MDB_db` record at `offset`; the caller has checked that the page is long enough.
-/// A root of all ones in the layout's word is returned as [`INVALID_PGNO`].
+/// Parses the `MDB_db` record at `offset`. The caller has checked that the page is long enough.
+/// Returns a root of all ones in the layout's word as [`INVALID_PGNO`].
 fn read_db_record(page: &[u8], offset: usize, layout: StoreLayout) -> DbRecord {
     let word = |index: usize| {
         layout.read_word(page, offset + DB_WORDS_OFFSET + index * layout.word_len()).unwrap_or_default()

@@ -25,9 +25,9 @@ pub(super) const P_OVERFLOW: u16 = 0x04;
 pub(super) const P_META: u16 = 0x08;
 const P_LEAF2: u16 = 0x20;
 
-/// Size of a node header (`NODESIZE`) in every layout: `mn_lo` and `mn_hi` (the data size on
-/// leaf nodes, the low 32 bits of the child page number on branch nodes), `mn_flags` (bits 32 to
-/// 47 of the child page number on 64-bit branch nodes) and `mn_ksize`.
+/// Size of a node header (`NODESIZE`) in every layout. It contains `mn_lo` and `mn_hi` (the data
+/// size on leaf nodes, the low 32 bits of the child page number on branch nodes), `mn_flags`
+/// (bits 32 to 47 of the child page number on 64-bit branch nodes) and `mn_ksize`.
 pub(super) const NODE_HEADER_SIZE: usize = 8;
 /// `mn_lo` and `mn_hi` read together as one 32-bit field: little-endian LMDB stores `mn_lo`
 /// first and big-endian LMDB `mn_hi` first, so in both it is `mn_hi << 16 | mn_lo` in the
@@ -155,9 +155,9 @@ pub(super) struct LeafNode<'a> {
 }
 
 impl<'a> TreePage<'a> {
-    /// Parses page `pgno` as a page of `kind` in `layout`: checks the page number and flags in
-    /// its header, the free-space bounds, and that every node header and key lies inside the
-    /// page, aligned to two bytes and not overlapping another node.
+    /// Parses page `pgno` as a page of `kind` in `layout`. Checks the page number and flags in
+    /// its header and the free-space bounds. Also checks that every node header and key lies
+    /// inside the page, aligned to two bytes and not overlapping another node.
     pub(super) fn parse(
         bytes: &'a [u8],
         pgno: u64,
@@ -235,7 +235,7 @@ impl<'a> TreePage<'a> {
         self.node_offsets.len()
     }
 
-    /// Offset of node `index` from the start of the page; `index` is below [`Self::node_count`].
+    /// Returns the offset of node `index` from the start of the page.
     pub(super) fn node_offset(&self, index: usize) -> Result<usize, StoreError> {
         self.node_offsets
             .get(index)

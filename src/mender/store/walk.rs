@@ -24,7 +24,7 @@ const PERSISTENT_ENV_FLAGS: u16 = 0x01 | 0x4000;
 pub(super) enum Db {
     /// The free-page database: transaction IDs to lists of the pages they freed.
     Free,
-    /// The main database, which holds the records.
+    /// The main database, which contains the records.
     Main,
 }
 
@@ -37,7 +37,7 @@ impl Db {
     }
 }
 
-/// What a page of the file is to the current meta page, as the walk found it.
+/// Role of a page of the file in the snapshot of the current meta page, as the walk found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PageUse {
     /// Neither a meta page nor reached from the current meta page: a free page.
@@ -48,7 +48,7 @@ pub(super) enum PageUse {
         db: Db,
         kind: PageKind,
     },
-    /// The first page of an overflow run of `pages` pages that holds a value of `data_len` bytes.
+    /// The first page of an overflow run of `pages` pages that contains a value of `data_len` bytes.
     OverflowStart {
         db: Db,
         pages: u64,
@@ -63,7 +63,7 @@ pub(super) enum PageUse {
 pub(super) struct WalkedStore {
     pub meta: Meta,
     pub records: Records,
-    /// What each page of the file is, by page number.
+    /// Role of each page of the file, by page number.
     pub pages: Vec<PageUse>,
 }
 
@@ -206,8 +206,8 @@ struct Walker<'a> {
     page_size: usize,
     page_count: u64,
     last_pgno: u64,
-    /// What each page was found to be so far. A page is claimed once, so no page belongs to two
-    /// places and the walk cannot loop.
+    /// Role of each page found so far. A page is claimed once, so no page belongs to two places
+    /// and the walk cannot loop.
     pages: Vec<PageUse>,
 }
 
