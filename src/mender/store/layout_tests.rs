@@ -432,3 +432,33 @@ fn store_in_64_bit_layout_is_rejected_for_32_bit() {
         other => panic!("expected a Layout error, got {other:?}"),
     }
 }
+
+#[test]
+fn damaged_big_endian_stores_never_crash() {
+    let records = multi_level_records();
+    let host_store = apply_edit(
+        None,
+        &StoreEdit { remove: Vec::new(), set: records.into_iter().collect() },
+        StoreLayout::host(),
+    )
+    .unwrap()
+    .bytes;
+
+    for layout in [StoreLayout::BE32, StoreLayout::BE64] {
+        let store = from_host(&host_store, layout).unwrap();
+        let offsets =
+            (0..store.len()).step_by(7).filter(|offset| offset % PAGE_SIZE < 160 || offset % 89 == 0);
+        for (round, offset) in offsets.enumerate() {
+            let mut damaged = store.clone();
+            damaged[offset] ^= [0xff, 0x01, 0x80, 0x10][round % 4];
+
+            let Ok(read) = read_records(&damaged, layout) else { continue };
+            let outcome = apply_edit(Some(&damaged), &StoreEdit::remove_stale_auth_keys(), layout).unwrap();
+            assert!(outcome.records == without_stale_auth_keys(&read), "{layout}, byte {offset}");
+            assert!(
+                read_records(&outcome.bytes, layout).unwrap() == outcome.records,
+                "{layout}, byte {offset}"
+            );
+        }
+    }
+}
