@@ -35,7 +35,7 @@ pub enum TargetLayoutArg {
     /// 32-bit little-endian (armhf, armel, i386, riscv32).
     #[value(name = "32le")]
     Le32,
-    /// 64-bit big-endian (s390x, powerpc64); the store is left alone.
+    /// 64-bit big-endian (s390x, powerpc64).
     #[value(name = "64be")]
     Be64,
     /// 32-bit big-endian (mips, powerpc); the store is left alone.
@@ -159,8 +159,8 @@ pub struct ProvisionArgs {
     /// Device word size and byte order, which set the LMDB layout of mender-store, instead of
     /// reading them from the ELF header of /usr/bin/mender-update, /usr/bin/mender, /bin/busybox
     /// or /bin/sh on rootfs A. Needed for a bare data filesystem image. The store is converted
-    /// to and from this layout; an existing store in another layout is an error. Big-endian
-    /// layouts leave the store alone, with a warning.
+    /// to and from this layout; an existing store in another layout is an error. The 32-bit
+    /// big-endian layout leaves the store alone, with a warning.
     #[arg(long, value_enum, value_name = "LAYOUT")]
     pub target_layout: Option<TargetLayoutArg>,
 

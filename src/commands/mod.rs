@@ -55,7 +55,8 @@ The data partition is the ext2/3/4 partition whose root holds mender/, else the 
 data. The device key is written to /mender/mender-agent.pem (mode 0600, owner 0:0), which the
 client reads as /var/lib/mender/mender-agent.pem. In /mender/mender-store the records tied to a
 previous key (authtoken, auth-token-cache-invalidator) are removed and all others kept. The
-store is read and written in the LMDB layout of the target (32- or 64-bit little-endian), read
+store is read and written in the LMDB layout of the target (32- or 64-bit little-endian, or
+64-bit big-endian), read
 from an ELF binary on rootfs A or given with --target-layout; a store in another layout is an
 error. Every log line goes to stderr; stdout holds only the JSON line.
 

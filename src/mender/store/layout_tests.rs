@@ -8,7 +8,9 @@ use super::tests::{
     stat_field, store_with_free_pages, without_stale_auth_keys, write_store,
 };
 use super::*;
-use crate::test_support::{I386LmdbTool, require_i386_lmdb_tools, require_tools};
+use crate::test_support::{
+    ForeignLmdb, ForeignLmdbTool, require_foreign_lmdb_tools, require_i386_lmdb_tools, require_tools,
+};
 
 const PAGE_SIZE: usize = 4096;
 
@@ -29,10 +31,10 @@ const P_LEAF: u16 = 0x02;
 
 /// The i386 LMDB tools.
 struct I386Tools {
-    load: I386LmdbTool,
-    dump: I386LmdbTool,
-    stat: I386LmdbTool,
-    copy: I386LmdbTool,
+    load: ForeignLmdbTool,
+    dump: ForeignLmdbTool,
+    stat: ForeignLmdbTool,
+    copy: ForeignLmdbTool,
 }
 
 fn i386_tools(test: &str) -> Option<I386Tools> {
@@ -54,7 +56,7 @@ fn compact(mdb_copy: &(impl super::tests::LmdbTool + ?Sized), bytes: &[u8]) -> V
 }
 
 /// Loads `records` into an existing store file with `mdb_load`, in a second transaction.
-fn load_more(mdb_load: &I386LmdbTool, bytes: &[u8], records: &Records) -> Vec<u8> {
+fn load_more(mdb_load: &ForeignLmdbTool, bytes: &[u8], records: &Records) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = write_store(dir.path(), bytes);
     let dump_path = dir.path().join("more.dump");
@@ -214,6 +216,56 @@ fn store_with_free_pages_converts_its_free_list() {
         stat_field(&i386.stat, &store, "Freelist Status", "Entries:")
     );
     assert_eq!(from_host(&host_store, StoreLayout::LE32).unwrap().len(), store.len());
+}
+
+// ---- the 64-bit big-endian layout, judged by the s390x LMDB ----
+
+/// Finds the s390x LMDB tools (`mdb_load`, `mdb_dump`, `mdb_stat`), which run under qemu.
+fn s390x_tools(test: &str) -> Option<Vec<ForeignLmdbTool>> {
+    require_foreign_lmdb_tools(ForeignLmdb::S390x, &["mdb_load", "mdb_dump", "mdb_stat"], test)
+}
+
+#[test]
+fn new_big_endian_store_is_listed_by_s390x_tools() {
+    let Some(s390x) = s390x_tools("new_big_endian_store_is_listed_by_s390x_tools") else { return };
+    let (dump, stat) = (&s390x[1], &s390x[2]);
+
+    for records in [Records::new(), mender_records(), multi_level_records(), layered_records()] {
+        let edit = StoreEdit { remove: Vec::new(), set: records.clone().into_iter().collect() };
+
+        let outcome = apply_edit(None, &edit, StoreLayout::BE64).unwrap();
+
+        assert_eq!(detect_layout(&outcome.bytes).unwrap(), StoreLayout::BE64);
+        assert!(dump_records(dump, &outcome.bytes) == records, "{} records", records.len());
+        assert_eq!(stat_field(stat, &outcome.bytes, "Status of Main DB", "Entries:"), records.len() as u64);
+    }
+}
+
+#[test]
+fn s390x_store_edit_keeps_other_records() {
+    let test = "s390x_store_edit_keeps_other_records";
+    let Some(s390x) = s390x_tools(test) else { return };
+    let Some(host) = require_tools(&["mdb_dump"], test) else { return };
+    let (load, dump, stat) = (&s390x[0], &s390x[1], &s390x[2]);
+    let original = layered_records();
+    let store = load_store(load, &original);
+    assert!(stat_field(stat, &store, "Status of Main DB", "Tree depth:") >= 3);
+    let mut edit = StoreEdit::remove_stale_auth_keys();
+    edit.set.push(record("artifact-name", b"release-8"));
+
+    let outcome = apply_edit(Some(&store), &edit, StoreLayout::BE64).unwrap();
+
+    assert_eq!(detect_layout(&store).unwrap(), StoreLayout::BE64);
+    assert!(read_records(&store, StoreLayout::BE64).unwrap() == original);
+    assert!(dump_records(&host[0], &to_host(&store, StoreLayout::BE64).unwrap()) == original);
+    let mut expected = without_stale_auth_keys(&original);
+    expected.insert(b"artifact-name".to_vec(), b"release-8".to_vec());
+    assert!(dump_records(dump, &outcome.bytes) == expected, "s390x mdb_dump lists other records");
+    let added = Records::from([record("added-by-s390x-lmdb", b"yes")]);
+    let extended = load_more(load, &outcome.bytes, &added);
+    expected.extend(added);
+    assert!(dump_records(dump, &extended) == expected, "s390x mdb_dump after s390x mdb_load differs");
+    assert!(read_records(&extended, StoreLayout::BE64).unwrap() == expected);
 }
 
 // ---- conversions ----

@@ -96,9 +96,9 @@ impl LmdbTool for PathBuf {
     }
 }
 
-impl LmdbTool for crate::test_support::I386LmdbTool {
+impl LmdbTool for crate::test_support::ForeignLmdbTool {
     fn command(&self) -> Command {
-        crate::test_support::I386LmdbTool::command(self)
+        crate::test_support::ForeignLmdbTool::command(self)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `mender-preauth provision` and `inspect` on images of 32-bit and big-endian targets. The store
-//! is read and written in the target's LMDB layout, judged by Debian's i386 build of `mdb_dump`
-//! and `mdb_stat`. A store in another layout is reported without changing the image.
+//! is read and written in the target's LMDB layout, judged by Debian's i386 and s390x builds of
+//! `mdb_dump` and `mdb_stat`. A store in another layout is reported without changing the image.
 
 mod common;
 
@@ -11,7 +11,9 @@ use common::{
     COMMAND_TIMEOUT, DATA_PARTITION, ROOTFS_A_PARTITION, debugfs_cat, e2fsck_clean, extract_partition,
     make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout, sha256_file,
 };
-use mender_preauth::test_support::{I386LmdbTool, require_i386_lmdb_tools, require_tools};
+use mender_preauth::test_support::{
+    ForeignLmdb, ForeignLmdbTool, require_foreign_lmdb_tools, require_i386_lmdb_tools, require_tools,
+};
 
 const IDENTITY: &str = "mac=02:12:61:13:6c:42";
 
@@ -25,9 +27,9 @@ const ARMHF_FLAGS: u32 = 0x0500_0400;
 
 /// The i386 LMDB tools.
 struct I386Tools {
-    load: I386LmdbTool,
-    dump: I386LmdbTool,
-    stat: I386LmdbTool,
+    load: ForeignLmdbTool,
+    dump: ForeignLmdbTool,
+    stat: ForeignLmdbTool,
 }
 
 fn i386_tools(test: &str) -> Option<I386Tools> {
@@ -278,33 +280,42 @@ fn target_layout_option_chooses_store_layout() {
     let Some(image) = make_bare_data(dir.path(), "data.dataimg", &[], test) else { return };
     let Some(_) = require_tools(&JUDGES, test) else { return };
     let Some(i386) = i386_tools(test) else { return };
+    let Some(s390x) = require_foreign_lmdb_tools(ForeignLmdb::S390x, &["mdb_dump"], test) else { return };
     let key = openssl_rsa_key(dir.path());
 
-    for layout in ["32be", "64be"] {
-        let run = provision(&image, &key, &["--target-layout", layout]);
-        run.assert_success(&format!("provision with --target-layout {layout}"));
-        assert!(run.stderr.contains("left /mender/mender-store alone"), "{}", run.stderr);
-        assert!(run.stderr.contains("big-endian"), "{}", run.stderr);
-        let listing = run_command({
-            let mut command = host_command("debugfs");
-            command.args(["-R", "ls /mender", image.to_str().unwrap()]);
-            command
-        });
-        assert!(!listing.contains("mender-store"), "{layout} wrote a store: {listing}");
-    }
+    let big_32 = provision(&image, &key, &["--target-layout", "32be"]);
+
+    big_32.assert_success("provision with --target-layout 32be");
+    assert!(big_32.stderr.contains("left /mender/mender-store alone"), "{}", big_32.stderr);
+    assert!(big_32.stderr.contains("32-bit big-endian"), "{}", big_32.stderr);
+    let listing = run_command({
+        let mut command = host_command("debugfs");
+        command.args(["-R", "ls /mender", image.to_str().unwrap()]);
+        command
+    });
+    assert!(!listing.contains("mender-store"), "32be wrote a store: {listing}");
 
     provision(&image, &key, &["--target-layout", "32le"])
         .assert_success("provision with --target-layout 32le");
 
     e2fsck_clean(&image);
-    let written = store_from(&image, dir.path());
-    assert_eq!(dump_records(i386.dump.command(), &written), Vec::<(String, String)>::new());
+    let little_32 = store_from(&image, dir.path());
+    assert_eq!(dump_records(i386.dump.command(), &little_32), Vec::<(String, String)>::new());
 
     let wrong = provision(&image, &key, &["--target-layout", "64le"]);
+
     assert_eq!(wrong.status.code(), Some(1), "stderr: {}", wrong.stderr);
     assert!(
         wrong.stderr.contains("is in the 32-bit little-endian LMDB layout, but the target is 64-bit"),
         "{}",
         wrong.stderr
     );
+
+    let big_64_image = make_bare_data(dir.path(), "big.dataimg", &[], test).unwrap();
+    provision(&big_64_image, &key, &["--target-layout", "64be"])
+        .assert_success("provision with --target-layout 64be");
+    e2fsck_clean(&big_64_image);
+    let big_64 = store_from(&big_64_image, dir.path());
+    assert_eq!(&std::fs::read(&big_64).unwrap()[16..20], &0xBEEF_C0DEu32.to_be_bytes());
+    assert_eq!(dump_records(s390x[0].command(), &big_64), Vec::<(String, String)>::new());
 }
