@@ -12,11 +12,23 @@ fn main() -> ExitCode {
 
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader such as `head` that closes the pipe early wants no more output, so the run
+        // ends quietly with status 0.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("mender-preauth: error: {}", one_line_message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Tells whether the error comes from writing to a pipe whose reader has gone away.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io_error| io_error.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Joins the error and its causes with ": " on one line. A cause whose text the message already

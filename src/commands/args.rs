@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::image::partition_table::SectorSize;
+
 /// Key algorithm for generated device keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KeyTypeArg {
@@ -41,6 +43,27 @@ pub enum TargetLayoutArg {
     /// 32-bit big-endian (mips, powerpc); the store is left alone.
     #[value(name = "32be")]
     Be32,
+}
+
+/// Logical sector size of a disk image, for images whose partition table does not show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SectorSizeArg {
+    /// 512-byte sectors, as on most disks and SD cards.
+    #[value(name = "512")]
+    Bytes512,
+    /// 4096-byte sectors ("4Kn"), as on some UFS and NVMe storage.
+    #[value(name = "4096")]
+    Bytes4096,
+}
+
+impl SectorSizeArg {
+    /// Converts the argument to the sector size the partition table reader takes.
+    pub fn sector_size(self) -> SectorSize {
+        match self {
+            SectorSizeArg::Bytes512 => SectorSize::Bytes512,
+            SectorSizeArg::Bytes4096 => SectorSize::Bytes4096,
+        }
+    }
 }
 
 /// Sources of the identity attributes.
@@ -116,7 +139,8 @@ pub struct RequestArgs {
 /// Arguments of `provision`.
 #[derive(Debug, Clone, Args)]
 pub struct ProvisionArgs {
-    /// Disk image (.sdimg, .biosimg: MBR) or bare ext2/3/4 data filesystem (.dataimg, .ext4).
+    /// Disk image (.sdimg, .biosimg: MBR; .uefiimg, .gptimg: GPT) or bare ext2/3/4 data
+    /// filesystem (.dataimg, .ext4).
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
@@ -156,6 +180,11 @@ pub struct ProvisionArgs {
     #[arg(long, value_name = "N")]
     pub data_partition: Option<u32>,
 
+    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
+    /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
+    #[arg(long, value_enum, value_name = "BYTES")]
+    pub sector_size: Option<SectorSizeArg>,
+
     /// Device word size and byte order, which set the LMDB layout of mender-store, instead of
     /// reading them from the ELF header of /usr/bin/mender-update, /usr/bin/mender, /bin/busybox
     /// or /bin/sh on rootfs A. Needed for a bare data filesystem image. The store is converted
@@ -184,11 +213,16 @@ pub struct ProvisionArgs {
 /// Arguments of `inspect`.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// Disk image or bare ext2/3/4 filesystem image.
+    /// Disk image (MBR or GPT) or bare ext2/3/4 filesystem image.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
+    /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
+    #[arg(long, value_enum, value_name = "BYTES")]
+    pub sector_size: Option<SectorSizeArg>,
 }

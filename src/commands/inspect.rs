@@ -4,11 +4,10 @@
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::commands::args::InspectArgs;
+use crate::commands::args::{InspectArgs, SectorSizeArg};
 use crate::commands::output::print_line;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
-use crate::image::partition_table::TableKind;
 use crate::image::volume::Volume;
 use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
 use crate::mender::device_key::DevicePrivateKey;
@@ -27,6 +26,7 @@ struct Report {
     image: String,
     size: u64,
     partition_table: &'static str,
+    sector_size: u64,
     partitions: Vec<PartitionReport>,
     target: Option<TargetReport>,
     device_key: Option<KeyReport>,
@@ -39,7 +39,12 @@ struct PartitionReport {
     number: u32,
     start: u64,
     size: u64,
+    /// MBR type byte as `0x83`, or GPT type GUID.
     type_id: String,
+    /// Common name of a well-known GPT type GUID.
+    type_name: Option<&'static str>,
+    /// GPT partition name; empty for MBR partitions.
+    name: String,
     filesystem: String,
     label: String,
     role: Option<&'static str>,
@@ -91,7 +96,8 @@ struct RecordReport {
 
 /// Inspects the image and prints the report.
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
-    let image = DiskImage::open(&args.image, Access::ReadOnly)?;
+    let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
+    let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{}: reading partitions", args.image.display()))?;
     let report = build_report(&image, &partitions)?;
@@ -106,7 +112,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
 fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow::Result<Report> {
     let path = image.path().display().to_string();
-    let mut warnings = Vec::new();
+    let mut warnings = image.table().warnings.clone();
 
     let target = match roles::find_role(partitions, Role::RootfsA) {
         Some(rootfs) => {
@@ -145,10 +151,8 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
     Ok(Report {
         image: path,
         size: image.file_len().with_context(|| image.path().display().to_string())?,
-        partition_table: match image.table().kind {
-            TableKind::Mbr => "mbr",
-            TableKind::Bare => "none",
-        },
+        partition_table: image.table().kind.name(),
+        sector_size: image.table().sector_size.bytes(),
         partitions: partitions.iter().map(partition_report).collect(),
         target,
         device_key,
@@ -162,7 +166,9 @@ fn partition_report(classified: &ClassifiedPartition) -> PartitionReport {
         number: classified.partition.number,
         start: classified.partition.start,
         size: classified.partition.len,
-        type_id: format!("{:#04x}", classified.partition.type_id),
+        type_id: classified.partition.partition_type.to_string(),
+        type_name: classified.partition.partition_type.common_name(),
+        name: classified.partition.name.to_string(),
         filesystem: classified.filesystem.name().to_string(),
         label: classified.filesystem.label().to_string(),
         role: classified.role.map(Role::name),
@@ -265,30 +271,14 @@ fn key_warnings(key: Option<&KeyReport>) -> Vec<String> {
 }
 
 fn render_text(report: &Report) -> String {
-    let mut lines = vec![format!(
-        "image: {} ({} bytes, partition table: {})",
-        report.image, report.size, report.partition_table
-    )];
-    lines.push(format!(
-        "{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}",
-        "part", "start", "size", "type", "fs", "label", "role"
-    ));
-    for partition in &report.partitions {
-        let role = match partition.role {
-            Some(role) => format!("{role} ({})", partition.role_reason),
-            None => "-".to_string(),
-        };
-        lines.push(format!(
-            "{:<5} {:>12} {:>12} {:<5} {:<8} {:<12} {}",
-            partition.number,
-            partition.start,
-            partition.size,
-            partition.type_id,
-            partition.filesystem,
-            partition.label,
-            role
-        ));
-    }
+    // A bare filesystem image has no sectors to speak of.
+    let table = match report.partition_table {
+        "none" => "none".to_string(),
+        kind => format!("{kind}, {}-byte sectors", report.sector_size),
+    };
+    let mut lines =
+        vec![format!("image: {} ({} bytes, partition table: {table})", report.image, report.size)];
+    lines.extend(render_partitions(&report.partitions));
 
     match &report.target {
         Some(target) => lines.push(format!(
@@ -341,4 +331,55 @@ fn render_text(report: &Report) -> String {
         lines.push(format!("warning: {warning}"));
     }
     lines.join("\n")
+}
+
+/// Headers of the partition listing's columns.
+const PARTITION_COLUMNS: [&str; 8] = ["part", "start", "size", "type", "name", "fs", "label", "role"];
+/// Positions in [`PARTITION_COLUMNS`] of the numbers (aligned right), the GPT name and the role.
+const START_COLUMN: usize = 1;
+const SIZE_COLUMN: usize = 2;
+const NAME_COLUMN: usize = 4;
+const ROLE_COLUMN: usize = 7;
+
+/// Lays the partitions out as a table with a header line, each column as wide as its widest cell.
+/// The name column appears only when some partition has a GPT name.
+fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
+    let mut rows = vec![PARTITION_COLUMNS.map(str::to_string)];
+    for partition in partitions {
+        let role = match partition.role {
+            Some(role) => format!("{role} ({})", partition.role_reason),
+            None => "-".to_string(),
+        };
+        rows.push([
+            partition.number.to_string(),
+            partition.start.to_string(),
+            partition.size.to_string(),
+            partition.type_id.clone(),
+            partition.name.clone(),
+            partition.filesystem.clone(),
+            partition.label.clone(),
+            role,
+        ]);
+    }
+
+    let show_names = partitions.iter().any(|partition| !partition.name.is_empty());
+    let columns: Vec<usize> =
+        (0..PARTITION_COLUMNS.len()).filter(|&column| column != NAME_COLUMN || show_names).collect();
+    let width = |column: usize| rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = columns.iter().map(|&column| width(column)).collect();
+
+    let render_row = |row: &[String; 8]| {
+        let cells: Vec<String> = columns
+            .iter()
+            .zip(&widths)
+            .map(|(&column, &width)| match column {
+                START_COLUMN | SIZE_COLUMN => format!("{:>width$}", row[column]),
+                // The last column is not padded, so lines carry no trailing spaces.
+                ROLE_COLUMN => row[column].clone(),
+                _ => format!("{:<width$}", row[column]),
+            })
+            .collect();
+        cells.join(" ")
+    };
+    rows.iter().map(render_row).collect()
 }

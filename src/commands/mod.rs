@@ -78,11 +78,17 @@ const INSPECT_JSON_SCHEMA: &str = "\
 With --json, one object:
   image            path as given
   size             image size in bytes
-  partition_table  \"mbr\" or \"none\" (a bare filesystem image)
-  partitions       list of {number, start, size, type_id, filesystem, label, role, role_reason};
-                   number 0 is the whole file of a bare image; filesystem is ext2, ext3, ext4,
-                   vfat, none (unformatted) or unknown; role is boot, rootfs-a, rootfs-b, data
-                   or null
+  partition_table  \"mbr\", \"gpt\" or \"none\" (a bare filesystem image)
+  sector_size      logical sector size in bytes the table was read with: 512 or 4096 (512
+                   for a bare filesystem image)
+  partitions       list of {number, start, size, type_id, type_name, name, filesystem, label,
+                   role, role_reason}; start and size are in bytes; number is as Linux names the
+                   partition (GPT: entry index + 1), 0 for the whole file of a bare image;
+                   type_id is the MBR type (\"0x83\") or the GPT type GUID, type_name the common
+                   name of a well-known GPT type or null; name is the GPT partition name (empty
+                   for MBR); filesystem is ext2, ext3, ext4, vfat, none (unformatted) or unknown;
+                   role is boot, rootfs-a, rootfs-b, data or null, and role_reason says what
+                   content chose it (\"holds /mender\", \"unformatted, after rootfs A\")
   target           {layout (64le, 32le, 64be, 32be), description, binary, partition} or null
   device_key       {path, partition, key_type, fingerprint_sha256, error, mode, uid, gid} or
                    null; fingerprint_sha256 is the SHA-256 of the public key's DER form
@@ -92,8 +98,9 @@ With --json, one object:
                    layout_description the same in words (\"32-bit little-endian\"); value is
                    null unless the record is short printable UTF-8, and always null for the
                    authentication records (secret is true for those)
-  warnings         list of sentences about states that make a preauthorized device show up
-                   as pending";
+  warnings         list of sentences about a damaged partition table that was worked around
+                   (such as a primary GPT replaced by its backup) and about states that make a
+                   preauthorized device show up as pending or its store unreadable";
 
 /// Runs the subcommand that `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::commands::args::{ProvisionArgs, TargetLayoutArg};
+use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg};
 use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
@@ -36,7 +36,8 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let request = args.request.request_json(&identity, &device_key.key.public_key())?;
     let key_files = generated_key_files(args, &device_key)?;
 
-    let image = DiskImage::open(&args.image, access(args))?;
+    let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
+    let image = DiskImage::open_with_sector_size(&args.image, access(args), sector_size)?;
     let partitions = roles::classify(image.file(), image.table())
         .with_context(|| format!("{}: reading partitions", args.image.display()))?;
     let data = roles::find_data_partition(&partitions, args.data_partition)
@@ -383,7 +384,7 @@ fn describe(data: &ClassifiedPartition) -> String {
     }
     text.push(')');
     if !data.reason.is_empty() {
-        text.push_str(&format!(", chosen because {}", data.reason));
+        text.push_str(&format!(", chosen by content: {}", data.reason));
     }
     text
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError};
+use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError, SectorSize};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::undo_log::{self, Recovery, UndoError};
 use crate::image::volume::FileVolume;
@@ -54,8 +54,19 @@ pub struct DiskImage {
 }
 
 impl DiskImage {
-    /// Opens the image at `path`, takes the lock that `access` calls for and reads its partition table.
+    /// Opens the image at `path`, takes the lock that `access` calls for and reads its partition
+    /// table with the sector size it detects.
     pub fn open(path: &Path, access: Access) -> Result<Self, ImageError> {
+        Self::open_with_sector_size(path, access, None)
+    }
+
+    /// Opens the image as [`DiskImage::open`] does, reading its partition table with
+    /// `sector_size` when given. Logs each warning the table reader returns.
+    pub fn open_with_sector_size(
+        path: &Path,
+        access: Access,
+        sector_size: Option<SectorSize>,
+    ) -> Result<Self, ImageError> {
         let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
         check_file_type(path)?;
         recover_interrupted_run(path)?;
@@ -79,8 +90,11 @@ impl DiskImage {
             Err(TryLockError::Error(source)) => return Err(io_error(source)),
         }
 
-        let table = PartitionTable::read(&file)
+        let table = PartitionTable::read(&file, sector_size)
             .map_err(|source| ImageError::Table { path: path.to_path_buf(), source })?;
+        for warning in &table.warnings {
+            log::warn!("{}: {warning}", path.display());
+        }
         Ok(DiskImage { path: path.to_path_buf(), file, table, access })
     }
 

@@ -4,7 +4,7 @@
 use std::fs::File;
 
 use crate::fs::ext::{Ext, FileKind};
-use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable, TableKind};
+use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable};
 use crate::image::volume::{FileVolume, Volume};
 
 /// Bytes read from the start of a partition to tell an unformatted one from unknown content.
@@ -71,12 +71,22 @@ impl Role {
     }
 }
 
+/// Names at the root of an ext boot partition that mark it as one: kernel images, U-Boot
+/// scripts and binaries, and the directories of GRUB, systemd-boot, extlinux and UEFI loaders.
+/// A name matches when it starts with one of these.
+const BOOT_FILE_PREFIXES: [&str; 12] = [
+    "vmlinuz", "vmlinux", "zImage", "bzImage", "Image", "uImage", "fitImage", "boot.scr", "u-boot", "grub",
+    "extlinux", "EFI",
+];
+
 /// Facts found in an ext filesystem's root that decide its role.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ExtMarkers {
     has_mender_dir: bool,
     has_etc_mender: bool,
     has_mender_binary: bool,
+    /// The first name at the root that matches [`BOOT_FILE_PREFIXES`].
+    boot_file: Option<String>,
 }
 
 /// One partition with what it holds and the role it was given, and why.
@@ -125,7 +135,7 @@ pub fn classify(file: &File, table: &PartitionTable) -> std::io::Result<Vec<Clas
             markers,
         });
     }
-    assign_roles(&mut classified, table.kind);
+    assign_roles(&mut classified);
     Ok(classified)
 }
 
@@ -166,8 +176,9 @@ fn ext_kind<V: Volume>(ext: &Ext<V>) -> &'static str {
 }
 
 /// Reads the markers that decide a role, stopping at the first one found: a data partition
-/// needs no look at `/etc`, and a rootfs with `/etc/mender` needs no scan of `/usr/bin`, which
-/// can hold thousands of entries.
+/// needs no look at `/etc`, a rootfs with `/etc/mender` needs no scan of `/usr/bin`, which
+/// can hold thousands of entries, and only a filesystem that is neither gets its root scanned
+/// for boot files.
 fn read_markers<V: Volume>(ext: &Ext<V>) -> ExtMarkers {
     let is_dir = |path: &str| matches!(ext.lookup(path), Ok(Some(ino)) if matches!(ext.metadata(ino), Ok(meta) if meta.kind == FileKind::Directory));
     let has_mender_binary = || match ext.lookup("/usr/bin") {
@@ -186,7 +197,20 @@ fn read_markers<V: Volume>(ext: &Ext<V>) -> ExtMarkers {
     if !markers.has_etc_mender {
         markers.has_mender_binary = has_mender_binary();
     }
+    if !markers.has_etc_mender && !markers.has_mender_binary {
+        markers.boot_file = find_boot_file(ext);
+    }
     markers
+}
+
+/// Returns the first name at the root of `ext` that marks a boot partition.
+fn find_boot_file<V: Volume>(ext: &Ext<V>) -> Option<String> {
+    let root = ext.lookup("/").ok()??;
+    let entries = ext.read_dir(root).ok()?;
+    entries.iter().find_map(|entry| {
+        let name = String::from_utf8_lossy(&entry.name);
+        BOOT_FILE_PREFIXES.iter().any(|prefix| name.starts_with(prefix)).then(|| name.into_owned())
+    })
 }
 
 fn has_ext_magic(volume: &FileVolume) -> std::io::Result<bool> {
@@ -216,13 +240,15 @@ fn fat_label(sector: &[u8]) -> Option<String> {
     Some(if label == "NO NAME" { String::new() } else { label })
 }
 
-fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
+/// Gives each partition its role from its markers: data first (a root holding `mender/`, else
+/// the label `data`), then rootfs A and B, then the first boot partition.
+fn assign_roles(partitions: &mut [ClassifiedPartition]) {
     for partition in partitions.iter_mut() {
         let is_ext = matches!(partition.filesystem, Filesystem::Ext { .. });
-        let markers = partition.markers;
+        let markers = &partition.markers;
         if is_ext && markers.has_mender_dir {
             partition.role = Some(Role::Data);
-            partition.reason = "its root holds mender/".into();
+            partition.reason = "holds /mender".into();
         } else if is_ext && (markers.has_etc_mender || markers.has_mender_binary) {
             partition.role = Some(Role::RootfsA);
             partition.reason =
@@ -243,8 +269,13 @@ fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
         }
     }
 
-    // The first rootfs found is A, a second one B. An unformatted partition right after
-    // rootfs A is the inactive rootfs B that the first update will fill.
+    assign_rootfs_b(partitions);
+    assign_boot(partitions);
+}
+
+/// Marks a second rootfs as rootfs B, or else an unformatted partition right after rootfs A,
+/// because that is the inactive rootfs that the first update will fill.
+fn assign_rootfs_b(partitions: &mut [ClassifiedPartition]) {
     let mut rootfs_seen = 0;
     let mut after_rootfs_a = false;
     for partition in partitions.iter_mut() {
@@ -252,25 +283,34 @@ fn assign_roles(partitions: &mut [ClassifiedPartition], kind: TableKind) {
             rootfs_seen += 1;
             if rootfs_seen == 2 {
                 partition.role = Some(Role::RootfsB);
+                partition.reason.push_str(", after rootfs A");
             }
             after_rootfs_a = rootfs_seen == 1;
             continue;
         }
         if after_rootfs_a && rootfs_seen == 1 && partition.filesystem == Filesystem::Empty {
             partition.role = Some(Role::RootfsB);
-            partition.reason = "unformatted, after rootfs A (the inactive rootfs)".into();
+            partition.reason = "unformatted, after rootfs A".into();
             rootfs_seen += 1;
         }
         after_rootfs_a = false;
     }
+}
 
-    if kind == TableKind::Mbr
-        && let Some(boot) = partitions.iter_mut().find(|partition| {
-            partition.role.is_none() && matches!(partition.filesystem, Filesystem::Vfat { .. })
-        })
-    {
-        boot.role = Some(Role::Boot);
-        boot.reason = "FAT filesystem".into();
+/// Gives the boot role to the first partition left without a role that contains a FAT
+/// filesystem, or an ext filesystem with kernel or boot loader files at its root.
+fn assign_boot(partitions: &mut [ClassifiedPartition]) {
+    let boot = partitions.iter_mut().filter(|partition| partition.role.is_none()).find_map(|partition| {
+        let reason = match (&partition.filesystem, &partition.markers.boot_file) {
+            (Filesystem::Vfat { .. }, _) => "vfat filesystem".to_string(),
+            (Filesystem::Ext { .. }, Some(file)) => format!("holds /{file}"),
+            _ => return None,
+        };
+        Some((partition, reason))
+    });
+    if let Some((partition, reason)) = boot {
+        partition.role = Some(Role::Boot);
+        partition.reason = reason;
     }
 }
 
@@ -385,5 +425,99 @@ mod tests {
         sector[FAT16_TYPE_OFFSET] = b'X';
         assert_eq!(fat_label(&sector), None);
         assert_eq!(fat_label(&[0u8; 100]), None);
+    }
+
+    fn classified(number: u32, filesystem: Filesystem, markers: ExtMarkers) -> ClassifiedPartition {
+        let partition = Partition {
+            number,
+            start: u64::from(number) << 20,
+            len: 1 << 20,
+            partition_type: crate::image::partition_table::PartitionType::Mbr(0x83),
+            bootable: false,
+            name: Default::default(),
+        };
+        ClassifiedPartition { partition, filesystem, role: None, reason: String::new(), markers }
+    }
+
+    fn ext(label: &str) -> Filesystem {
+        Filesystem::Ext { kind: "ext4", label: label.to_string() }
+    }
+
+    fn rootfs_markers() -> ExtMarkers {
+        ExtMarkers { has_etc_mender: true, ..ExtMarkers::default() }
+    }
+
+    fn roles_and_reasons(partitions: &[ClassifiedPartition]) -> Vec<(Option<&'static str>, &str)> {
+        partitions
+            .iter()
+            .map(|partition| (partition.role.map(Role::name), partition.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn ext_with_kernel_at_root_is_boot() {
+        let boot_markers = ExtMarkers { boot_file: Some("zImage".into()), ..ExtMarkers::default() };
+        let mut partitions = vec![
+            classified(1, ext("boot"), boot_markers),
+            classified(2, ext("root"), rootfs_markers()),
+            classified(3, Filesystem::Empty, ExtMarkers::default()),
+            classified(4, ext("data"), ExtMarkers { has_mender_dir: true, ..ExtMarkers::default() }),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("boot"), "holds /zImage"),
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "unformatted, after rootfs A"),
+                (Some("data"), "holds /mender"),
+            ]
+        );
+    }
+
+    #[test]
+    fn second_rootfs_is_b_and_says_so() {
+        let mut partitions = vec![
+            classified(1, Filesystem::Vfat { label: "boot".into() }, ExtMarkers::default()),
+            classified(2, ext("root"), rootfs_markers()),
+            classified(3, ext("root"), ExtMarkers { has_mender_binary: true, ..ExtMarkers::default() }),
+            classified(4, ext("data"), ExtMarkers::default()),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("boot"), "vfat filesystem"),
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "holds /usr/bin/mender*, after rootfs A"),
+                (Some("data"), "labelled data"),
+            ]
+        );
+    }
+
+    #[test]
+    fn image_without_boot_partition_has_no_boot_role() {
+        let mut partitions = vec![
+            classified(1, ext("root"), rootfs_markers()),
+            classified(2, Filesystem::Empty, ExtMarkers::default()),
+            classified(3, ext("data"), ExtMarkers { has_mender_dir: true, ..ExtMarkers::default() }),
+            classified(4, ext("scratch"), ExtMarkers::default()),
+        ];
+
+        assign_roles(&mut partitions);
+
+        assert_eq!(
+            roles_and_reasons(&partitions),
+            vec![
+                (Some("rootfs-a"), "holds /etc/mender"),
+                (Some("rootfs-b"), "unformatted, after rootfs A"),
+                (Some("data"), "holds /mender"),
+                (None, ""),
+            ]
+        );
     }
 }
