@@ -221,15 +221,14 @@ fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Opti
     }))
 }
 
-/// Warns when the store is in another layout than the target's, because the Mender client
-/// sets such a store aside as mender-store-broken and starts over.
+/// Warns when the store is in another layout than the target's, because the Mender client on
+/// the target cannot open such a store.
 fn store_layout_warning(target: Option<&TargetReport>, store: Option<&StoreReport>) -> Option<String> {
     let (target, store) = (target?, store?);
     let store_layout = store.layout?;
     (store_layout != target.layout).then(|| {
         format!(
-            "mender-store is in the {} LMDB layout, but the target is {}: its Mender client will set the store \
-             aside as mender-store-broken",
+            "mender-store is in the {} LMDB layout, but the target is {}: its Mender client cannot open it",
             store.layout_description.as_deref().unwrap_or(store_layout),
             target.description
         )

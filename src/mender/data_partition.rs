@@ -96,8 +96,8 @@ pub enum ProvisionError {
     Store { source: StoreError },
     #[error(
         "{STORE_PATH} on the data partition is in the {found} LMDB layout, but the target is {expected}, \
-         so its Mender client would set the store aside as mender-store-broken; check --target-layout, \
-         or delete the store to have an empty one created"
+         so its Mender client could not open it (LMDB rejects a file of another layout as invalid); \
+         check --target-layout, or delete the store to have an empty one created"
     )]
     StoreLayout { found: StoreLayout, expected: StoreLayout },
 }
