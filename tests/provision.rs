@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    COMMAND_TIMEOUT, DATA_PARTITION, EXT4_JUDGES, ROOTFS_A_PARTITION, debugfs_cat, debugfs_stat,
-    e2fsck_clean, extract_partition, make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout,
-    sha256_file,
+    COMMAND_TIMEOUT, DATA_PARTITION, EXT4_JUDGES, debugfs_cat, debugfs_stat, e2fsck_clean, extract_partition,
+    make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout, sha256_file,
 };
 use mender_preauth::test_support::require_tools;
 
@@ -296,41 +295,6 @@ fn bare_data_image_writes_store_only_with_layout() {
     provision(&["--target-layout", "64le"]).assert_success("provision with --target-layout 64le");
     e2fsck_clean(&image);
     assert_eq!(mdb_dump_records(&store_from(&image, dir.path())), Vec::<(String, String)>::new());
-}
-
-#[test]
-fn thirty_two_bit_target_leaves_store_alone() {
-    let test = "thirty_two_bit_target_leaves_store_alone";
-    let dir = tempfile::tempdir().unwrap();
-    let Some(image) = make_fixture(dir.path(), "device.sdimg", &[], test) else { return };
-    let Some(_) = require_tools(&["mdb_load", "debugfs", "e2fsck", "openssl"], test) else { return };
-    // An ELF header of a 32-bit little-endian ARM executable (e_machine 40) in place of the client.
-    let mut header = vec![0u8; 52];
-    header[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1]);
-    header[16] = 2;
-    header[18] = 40;
-    let arm_binary = dir.path().join("arm-mender");
-    std::fs::write(&arm_binary, &header).unwrap();
-    debugfs_write(
-        &offset_path(&image, ROOTFS_A_PARTITION),
-        &["rm /usr/bin/mender".to_string(), format!("write {} /usr/bin/mender", arm_binary.display())],
-    );
-    let store = mdb_load_store(dir.path(), &[("authtoken", "token-of-the-old-key")]);
-    debugfs_write(
-        &offset_path(&image, DATA_PARTITION),
-        &[format!("write {} /mender/mender-store", store.display())],
-    );
-    let key = openssl_rsa_key(dir.path(), "device.pem");
-
-    let run = provision_with_key(&image, &key, &[]);
-
-    run.assert_success("provision for a 32-bit target");
-    assert!(run.stderr.contains("32-bit little-endian"), "stderr does not name the target: {}", run.stderr);
-    assert!(run.stderr.contains("left /mender/mender-store alone"), "{}", run.stderr);
-    let data = extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"));
-    e2fsck_clean(&data);
-    assert_eq!(debugfs_cat(&data, "/mender/mender-store"), std::fs::read(&store).unwrap());
-    assert_eq!(debugfs_cat(&data, "/mender/mender-agent.pem"), std::fs::read(&key).unwrap());
 }
 
 #[test]

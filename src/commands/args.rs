@@ -34,13 +34,13 @@ pub enum TargetLayoutArg {
     /// 64-bit little-endian (x86_64, aarch64, riscv64).
     #[value(name = "64le")]
     Le64,
-    /// 32-bit little-endian (armhf, i386).
+    /// 32-bit little-endian (armhf, armel, i386, riscv32).
     #[value(name = "32le")]
     Le32,
-    /// 64-bit big-endian.
+    /// 64-bit big-endian (s390x, powerpc64).
     #[value(name = "64be")]
     Be64,
-    /// 32-bit big-endian.
+    /// 32-bit big-endian (mips, powerpc); the store is left alone.
     #[value(name = "32be")]
     Be32,
 }
@@ -185,8 +185,11 @@ pub struct ProvisionArgs {
     #[arg(long, value_enum, value_name = "BYTES")]
     pub sector_size: Option<SectorSizeArg>,
 
-    /// Device word size and byte order for mender-store, instead of reading them from the ELF
-    /// header of a binary on the root filesystem.
+    /// Device word size and byte order, which set the LMDB layout of mender-store, instead of
+    /// reading them from the ELF header of /usr/bin/mender-update, /usr/bin/mender, /bin/busybox
+    /// or /bin/sh on rootfs A. Needed for a bare data filesystem image. The store is converted
+    /// to and from this layout; an existing store in another layout is an error. The 32-bit
+    /// big-endian layout leaves the store alone, with a warning.
     #[arg(long, value_enum, value_name = "LAYOUT")]
     pub target_layout: Option<TargetLayoutArg>,
 

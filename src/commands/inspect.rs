@@ -13,7 +13,7 @@ use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
 use crate::mender::device_key::DevicePrivateKey;
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::detect_target;
-use crate::mender::store;
+use crate::mender::store::{self, StoreLayout};
 
 /// Largest device key or store read for inspection.
 const MAX_INSPECT_FILE_LEN: u64 = 64 << 20;
@@ -76,6 +76,10 @@ struct StoreReport {
     path: &'static str,
     partition: u32,
     size: u64,
+    /// LMDB layout the file is in ("32le", "64le", ...), or `None` when it has no meta page.
+    layout: Option<&'static str>,
+    /// The layout for people, for example "32-bit little-endian".
+    layout_description: Option<String>,
     records: Vec<RecordReport>,
     error: Option<String>,
 }
@@ -142,6 +146,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
     if data.is_some() {
         warnings.extend(key_warnings(device_key.as_ref()));
     }
+    warnings.extend(store_layout_warning(target.as_ref(), store.as_ref()));
 
     Ok(Report {
         image: path,
@@ -196,11 +201,38 @@ fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Opti
     let Some(ino) = ext.lookup(STORE_PATH)? else { return Ok(None) };
     let bytes = ext.read_file(ino, MAX_INSPECT_FILE_LEN)?;
 
-    let (records, error) = match store::read_records(&bytes) {
+    let layout = if bytes.is_empty() { None } else { store::detect_layout(&bytes).ok() };
+    let read = match layout {
+        Some(layout) => store::read_records(&bytes, layout),
+        None => store::read_records(&bytes, StoreLayout::host()),
+    };
+    let (records, error) = match read {
         Ok(records) => (records.iter().map(|(key, value)| record_report(key, value)).collect(), None),
         Err(error) => (Vec::new(), Some(error.to_string())),
     };
-    Ok(Some(StoreReport { path: STORE_PATH, partition, size: bytes.len() as u64, records, error }))
+    Ok(Some(StoreReport {
+        path: STORE_PATH,
+        partition,
+        size: bytes.len() as u64,
+        layout: layout.map(StoreLayout::short_name),
+        layout_description: layout.map(|layout| layout.to_string()),
+        records,
+        error,
+    }))
+}
+
+/// Warns when the store is in another layout than the target's, because the Mender client on
+/// the target cannot open such a store.
+fn store_layout_warning(target: Option<&TargetReport>, store: Option<&StoreReport>) -> Option<String> {
+    let (target, store) = (target?, store?);
+    let store_layout = store.layout?;
+    (store_layout != target.layout).then(|| {
+        format!(
+            "mender-store is in the {} LMDB layout, but the target is {}: its Mender client cannot open it",
+            store.layout_description.as_deref().unwrap_or(store_layout),
+            target.description
+        )
+    })
 }
 
 fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
@@ -274,8 +306,12 @@ fn render_text(report: &Report) -> String {
                 Some(error) => format!("unreadable: {error}"),
                 None => format!("{} records", store.records.len()),
             };
+            let layout = match &store.layout_description {
+                Some(layout) => format!(", {layout} LMDB"),
+                None => String::new(),
+            };
             lines.push(format!(
-                "mender-store: {} on partition {} ({} bytes): {summary}",
+                "mender-store: {} on partition {} ({} bytes{layout}): {summary}",
                 store.path, store.partition, store.size
             ));
             for record in &store.records {

@@ -60,11 +60,13 @@ const PROVISION_EXAMPLES: &str = "\
 The data partition is the ext2/3/4 partition whose root holds mender/, else the one labelled
 data. The device key is written to /mender/mender-agent.pem (mode 0600, owner 0:0), which the
 client reads as /var/lib/mender/mender-agent.pem. In /mender/mender-store the records tied to a
-previous key (authtoken, auth-token-cache-invalidator) are removed and all others kept; the
-store is written only for targets whose word size and byte order match this host's. The Artifact
-record options write artifact-name and artifact-provides as the Mender client 3.x commits them
-after an install: stored provides matching --clears-provides go, the new ones are added, and the
-name is written with them. Every log line goes to stderr; stdout holds only the JSON line.
+previous key (authtoken, auth-token-cache-invalidator) are removed and all others kept. The
+store is read and written in the LMDB layout of the target (32- or 64-bit little-endian, or
+64-bit big-endian), read from an ELF binary on rootfs A or given with --target-layout; a store
+in another layout is an error. The Artifact record options write artifact-name and
+artifact-provides as the Mender client 3.x commits them after an install: stored provides
+matching --clears-provides go, the new ones are added, and the name is written with them. Every
+log line goes to stderr; stdout holds only the JSON line.
 
 Examples:
   Provision a copy of an image with a new key and preauthorize it:
@@ -102,12 +104,15 @@ With --json, one object:
   target           {layout (64le, 32le, 64be, 32be), description, binary, partition} or null
   device_key       {path, partition, key_type, fingerprint_sha256, error, mode, uid, gid} or
                    null; fingerprint_sha256 is the SHA-256 of the public key's DER form
-  store            {path, partition, size, records: [{key, size, value, secret}], error} or
-                   null; value is null unless the record is short printable UTF-8, and always
-                   null for the authentication records (secret is true for those)
+  store            {path, partition, size, layout, layout_description,
+                   records: [{key, size, value, secret}], error} or null; layout is the LMDB
+                   layout of the file (64le, 32le, 64be, 32be) or null when it has none, and
+                   layout_description the same in words (\"32-bit little-endian\"); value is
+                   null unless the record is short printable UTF-8, and always null for the
+                   authentication records (secret is true for those)
   warnings         list of sentences about a damaged partition table that was worked around
                    (such as a primary GPT replaced by its backup) and about states that make a
-                   preauthorized device show up as pending";
+                   preauthorized device show up as pending or its store unreadable";
 
 /// Notes and examples shown at the end of `store --help` and in its man page.
 const STORE_HELP: &str = "\

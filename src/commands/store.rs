@@ -159,14 +159,15 @@ fn modify(
         .with_context(|| format!("{path}: reading partitions"))?;
     let data = roles::find_data_partition(&partitions, image_args.data_partition)
         .with_context(|| path.to_string())?;
-    if let StorePolicy::LeaveAlone { reason } = store_policy(&image, &partitions, write.target_layout)? {
-        bail!("{path}: cannot write {STORE_PATH}: {reason}");
-    }
+    let layout = match store_policy(&image, &partitions, write.target_layout)? {
+        StorePolicy::Reconcile { layout } => layout,
+        StorePolicy::LeaveAlone { reason } => bail!("{path}: cannot write {STORE_PATH}: {reason}"),
+    };
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
     let changes =
-        data_partition::edit_store(&mut ext, plan, &XattrPolicy::InheritLabel, time).with_context(context)?;
+        data_partition::edit_store(&mut ext, layout, plan, &XattrPolicy::InheritLabel, time).with_context(context)?;
     let (_, writes) = ext.into_volume().into_parts();
 
     if write.dry_run {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
 use crate::image::volume::{Volume, VolumeMut};
 use crate::mender::records::{RecordsError, RecordsUpdate};
-use crate::mender::store::{self, Records, StoreEdit, StoreError};
+use crate::mender::store::{self, Records, StoreEdit, StoreError, StoreLayout};
 
 /// Directory of the client's files, relative to the data partition's root.
 pub const MENDER_DIR: &str = "/mender";
@@ -28,8 +28,9 @@ const PRIVATE_FILE_MODE: u16 = 0o600;
 /// Action to take on mender-store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorePolicy {
-    /// Create the store when absent; otherwise remove the records tied to a previous key.
-    Reconcile,
+    /// Create the store when absent; otherwise remove the records tied to a previous key. The
+    /// store is read and written in `layout`, the target's.
+    Reconcile { layout: StoreLayout },
     /// Leave the store as it is, for the stated reason (e.g. a target layout not written yet).
     LeaveAlone { reason: String },
 }
@@ -96,6 +97,12 @@ pub enum ProvisionError {
     Store { source: StoreError },
     #[error("{STORE_PATH} on the data partition: {source}")]
     Records { source: RecordsError },
+    #[error(
+        "{STORE_PATH} on the data partition is in the {found} LMDB layout, but the target is {expected}, \
+         so its Mender client could not open it (LMDB rejects a file of another layout as invalid); \
+         check --target-layout, or delete the store to have an empty one created"
+    )]
+    StoreLayout { found: StoreLayout, expected: StoreLayout },
 }
 
 /// Writes the device key and reconciles mender-store on the data partition `ext`, with the
@@ -119,7 +126,7 @@ pub fn provision<V: VolumeMut>(
     let key = write_device_key(ext, key_pem, time)?;
 
     let store = match store_policy {
-        StorePolicy::Reconcile => reconcile_store(ext, records, time)?,
+        StorePolicy::Reconcile { layout } => reconcile_store(ext, records, *layout, time)?,
         StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
     };
 
@@ -138,14 +145,14 @@ pub struct StoreEditChanges {
     pub xattrs: XattrChange,
 }
 
-/// Reads the records of mender-store on the data partition, or `None` when there is no store.
+/// Reads the records of mender-store on the data partition, in the LMDB layout the file itself
+/// is in, or `None` when there is no store.
 pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionError> {
-    match read_store_file(ext)? {
-        Some(bytes) => {
-            store::read_records(&bytes).map(Some).map_err(|source| ProvisionError::Store { source })
-        }
-        None => Ok(None),
-    }
+    let Some(bytes) = read_store_file(ext)? else {
+        return Ok(None);
+    };
+    let layout = store::detect_layout(&bytes).map_err(store_error)?;
+    parse_store(Some(&bytes), layout).map(Some)
 }
 
 /// Changes mender-store on the data partition `ext` by the edit that `plan` makes from the
@@ -154,6 +161,7 @@ pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionE
 /// `xattr_policy`; it is not written when the edit changes no record.
 pub fn edit_store<V: VolumeMut, E: From<ProvisionError>>(
     ext: &mut Ext<V>,
+    layout: StoreLayout,
     plan: impl FnOnce(&Records) -> Result<StoreEdit, E>,
     xattr_policy: &XattrPolicy,
     time: i64,
@@ -166,13 +174,22 @@ pub fn edit_store<V: VolumeMut, E: From<ProvisionError>>(
     };
 
     let existing = read_store_file(ext)?;
-    let current = parse_store(existing.as_deref())?;
+    let current = parse_store(existing.as_deref(), layout)?;
     let edit = plan(&current)?;
-    let store = write_store_edit(ext, existing.as_deref(), &current, &edit, time)?;
+    let store = write_store_edit(ext, existing.as_deref(), &current, &edit, layout, time)?;
 
     let written: Vec<(&'static str, bool)> = store_written(&store).into_iter().collect();
     let xattrs = set_xattrs(ext, xattr_policy, label, &written)?;
     Ok(StoreEditChanges { created_mender_dir, store, xattrs })
+}
+
+/// Turns a store error into the provisioning error that explains it; a store in another layout
+/// than the target's gets its own message.
+fn store_error(source: StoreError) -> ProvisionError {
+    match source {
+        StoreError::Layout { found, expected } => ProvisionError::StoreLayout { found, expected },
+        source => ProvisionError::Store { source },
+    }
 }
 
 /// Returns the store file as a file written by this run (path, whether it is new), if it was
@@ -294,17 +311,18 @@ fn write_device_key<V: VolumeMut>(
 fn reconcile_store<V: VolumeMut>(
     ext: &mut Ext<V>,
     records: &RecordsUpdate,
+    layout: StoreLayout,
     time: i64,
 ) -> Result<StoreChange, ProvisionError> {
     let existing = read_store_file(ext)?;
-    let current = parse_store(existing.as_deref())?;
+    let current = parse_store(existing.as_deref(), layout)?;
 
     let mut edit = StoreEdit::remove_stale_auth_keys();
     if !records.is_empty() {
         let plan = records.plan(&current).map_err(|source| ProvisionError::Records { source })?;
         edit.set = plan.edit.set;
     }
-    write_store_edit(ext, existing.as_deref(), &current, &edit, time)
+    write_store_edit(ext, existing.as_deref(), &current, &edit, layout, time)
 }
 
 /// Returns the bytes of the store file, or `None` when there is none.
@@ -320,10 +338,10 @@ fn read_store_file<V: Volume>(ext: &Ext<V>) -> Result<Option<Vec<u8>>, Provision
     Ok(Some(ext.read_file(ino, MAX_STORE_LEN).map_err(ext_error)?))
 }
 
-/// Reads the records of a store file; no file is an empty store.
-fn parse_store(existing: Option<&[u8]>) -> Result<Records, ProvisionError> {
+/// Reads the records of a store file in `layout`; no file is an empty store.
+fn parse_store(existing: Option<&[u8]>, layout: StoreLayout) -> Result<Records, ProvisionError> {
     match existing {
-        Some(bytes) => store::read_records(bytes).map_err(|source| ProvisionError::Store { source }),
+        Some(bytes) => store::read_records(bytes, layout).map_err(store_error),
         None => Ok(Records::new()),
     }
 }
@@ -335,9 +353,10 @@ fn write_store_edit<V: VolumeMut>(
     existing: Option<&[u8]>,
     current: &Records,
     edit: &StoreEdit,
+    layout: StoreLayout,
     time: i64,
 ) -> Result<StoreChange, ProvisionError> {
-    let outcome = store::apply_edit(existing, edit).map_err(|source| ProvisionError::Store { source })?;
+    let outcome = store::apply_edit(existing, edit, layout).map_err(store_error)?;
     if existing.is_some() && outcome.records == *current {
         return Ok(StoreChange::Unchanged);
     }

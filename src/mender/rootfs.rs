@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::fs::ext::{Ext, ExtError, FileKind};
 use crate::image::volume::Volume;
 use crate::mender::artifact_info::{ARTIFACT_INFO_PATH, ArtifactInfoError, parse_artifact_name};
-use crate::mender::target::{TARGET_PROBE_PATHS, TargetLayout};
+use crate::mender::target::{ELF_HEADER_FLAGS_END, TARGET_PROBE_PATHS, TargetLayout};
 
 /// Largest artifact_info read; Yocto writes one short line.
 const MAX_ARTIFACT_INFO_LEN: u64 = 64 << 10;
@@ -16,8 +16,8 @@ const MAX_ARTIFACT_INFO_LEN: u64 = 64 << 10;
 /// two such buffers stay small next to the page cache.
 const HASH_CHUNK_LEN: usize = 8 << 20;
 
-/// Bytes of an ELF header that decide the layout (e_ident and e_machine).
-const ELF_HEADER_PROBE_LEN: usize = 20;
+/// Bytes of an ELF header that decide the layout and name the CPU (e_ident, e_machine, e_flags).
+const ELF_HEADER_PROBE_LEN: usize = ELF_HEADER_FLAGS_END;
 
 /// A target layout and the binary it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,22 +6,31 @@
 //! corrupt or hostile store could crash the process instead of returning an error. Only then does
 //! LMDB read a private copy, and both readings must agree.
 //!
+//! LMDB lays its file out in the word size and byte order of the machine that writes it, so
+//! every function takes the target's [`StoreLayout`]. A store in another layout than the host's
+//! is converted to the host's for LMDB (see `convert`), and the new store back to the target's.
+//!
 //! Editing never modifies the old file. The edited records are written into a new LMDB
 //! environment in key order, so the result is compact, contains no stale pages (a removed auth token
 //! leaves no bytes behind), and is the same byte for byte for the same records. This replaces
 //! `mdb_env_copy2(MDB_CP_COMPACT)`, which lmdb-rkv offers only through unsafe FFI calls.
 
+mod convert;
+mod layout;
 mod lmdb_env;
 mod meta;
 mod page;
 mod walk;
 
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::mender::target::{Endian, WordSize};
+pub use convert::{from_host, to_host};
+pub use layout::StoreLayout;
 
 /// Records of the main database: key to value, in LMDB's key order (bytewise).
 pub type Records = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -77,15 +86,16 @@ pub enum StoreError {
         detail: String,
     },
 
-    /// The file was written by a machine with another word size or byte order.
+    /// The file was written by a machine with another word size or byte order than expected.
     #[error(
-        "mender-store uses the {bits} {endian} LMDB layout, but only 64-bit little-endian stores can be read and written"
+        "mender-store is in the {found} LMDB layout, but the target reads the {expected} layout, so its \
+         Mender client would not open it"
     )]
     Layout {
-        /// Word size the file was written with.
-        bits: WordSize,
-        /// Byte order the file was written with.
-        endian: Endian,
+        /// Layout the file was written in.
+        found: StoreLayout,
+        /// Layout of the target device.
+        expected: StoreLayout,
     },
 
     /// The meta page has a data version other than LMDB 0.9's.
@@ -159,36 +169,54 @@ impl StoreError {
     }
 }
 
-/// Reads every record of a store file. The whole file is validated before LMDB reads it, and
-/// LMDB's reading must match the validation walk's. An empty file is an empty store, as LMDB
-/// treats it.
-pub fn read_records(store_file: &[u8]) -> Result<Records, StoreError> {
+/// Returns the layout a store file was written in, read from where and how its first meta
+/// page stores LMDB's magic number. Nothing else is validated.
+pub fn detect_layout(store_file: &[u8]) -> Result<StoreLayout, StoreError> {
+    meta::detect_layout(store_file)
+}
+
+/// Reads every record of a store file in `layout`. The whole file is validated before LMDB
+/// reads it: in its own layout by the page walk, then converted to this host's layout and
+/// walked again. LMDB's reading of the converted file must match both walks. An empty file is
+/// an empty store, as LMDB treats it.
+pub fn read_records(store_file: &[u8], layout: StoreLayout) -> Result<Records, StoreError> {
     if store_file.is_empty() {
         return Ok(Records::new());
     }
 
-    let walked = walk::walk_store(store_file)?;
+    let walked = walk::walk_store(store_file, layout)?;
     log::debug!(
-        "mender-store is valid: {} records, page size {}, map size {}, transaction {}",
+        "mender-store is valid in the {layout} layout: {} records, page size {}, map size {}, transaction {}",
         walked.records.len(),
         walked.meta.page_size,
         walked.meta.map_size,
         walked.meta.txnid
     );
 
-    let read_by_lmdb = lmdb_env::read_validated_store(store_file)?;
+    let host_file = convert::to_host(store_file, layout)?;
+    if layout != StoreLayout::host() {
+        let converted = walk::walk_store(&host_file, StoreLayout::host())?;
+        check_same_records(&walked.records, &converted.records)?;
+    }
+
+    let read_by_lmdb = lmdb_env::read_validated_store(&host_file)?;
     check_same_records(&walked.records, &read_by_lmdb)?;
     Ok(walked.records)
 }
 
-/// Applies `edit` to the store in `existing` (`None` when the file does not exist) and returns
-/// the new file. The old bytes are never modified.
-pub fn apply_edit(existing: Option<&[u8]>, edit: &StoreEdit) -> Result<StoreOutcome, StoreError> {
+/// Applies `edit` to the store in `existing` (`None` when the file does not exist), which is in
+/// `layout`, and returns the new file in `layout`. LMDB writes the new store in this host's
+/// layout, compacted, and it is then converted. The old bytes are never modified.
+pub fn apply_edit(
+    existing: Option<&[u8]>,
+    edit: &StoreEdit,
+    layout: StoreLayout,
+) -> Result<StoreOutcome, StoreError> {
     check_edit(edit)?;
 
     let existing = existing.filter(|bytes| !bytes.is_empty());
     let old_records = match existing {
-        Some(bytes) => read_records(bytes)?,
+        Some(bytes) => read_records(bytes, layout)?,
         None => Records::new(),
     };
 
@@ -208,9 +236,10 @@ pub fn apply_edit(existing: Option<&[u8]>, edit: &StoreEdit) -> Result<StoreOutc
         .cloned()
         .collect();
 
-    let bytes = lmdb_env::write_new_store(&records)?;
-    let written = walk::walk_store(&bytes)?;
+    let host_bytes = lmdb_env::write_new_store(&records)?;
+    let written = walk::walk_store(&host_bytes, StoreLayout::host())?;
     check_same_records(&records, &written.records)?;
+    let bytes = convert_new_store(&host_bytes, &records, layout)?;
 
     for key in &removed {
         log::debug!("removed mender-store key {}", key.escape_ascii());
@@ -226,6 +255,29 @@ pub fn apply_edit(existing: Option<&[u8]>, edit: &StoreEdit) -> Result<StoreOutc
         set: set.into_iter().collect(),
         records,
     })
+}
+
+/// Converts a store that LMDB wrote on this host to `layout`, and checks the result: it contains
+/// `records` when walked in `layout`, and converting it back gives the same bytes, except for
+/// the free space that LMDB leaves unzeroed.
+fn convert_new_store(
+    host_bytes: &[u8],
+    records: &Records,
+    layout: StoreLayout,
+) -> Result<Vec<u8>, StoreError> {
+    if layout == StoreLayout::host() {
+        return Ok(host_bytes.to_vec());
+    }
+
+    let bytes = convert::from_host(host_bytes, layout)?;
+    let converted = walk::walk_store(&bytes, layout)?;
+    check_same_records(records, &converted.records)?;
+    if convert::to_host(&bytes, layout)? != convert::normalize(host_bytes, StoreLayout::host())? {
+        return Err(StoreError::Mismatch {
+            detail: format!("converting the new store to the {layout} layout and back changed its bytes"),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Rejects keys LMDB cannot store (empty or longer than 511 bytes) and values of 4 GiB or more.

@@ -18,6 +18,17 @@ const EI_CLASS_OFFSET: usize = 4;
 const EI_DATA_OFFSET: usize = 5;
 const EI_VERSION_OFFSET: usize = 6;
 const E_MACHINE_OFFSET: usize = 18;
+/// Offset of `e_flags` in a 32-bit ELF header; in a 64-bit one it is 48.
+const E_FLAGS_OFFSET_32: usize = 36;
+const E_FLAGS_OFFSET_64: usize = 48;
+/// Bytes of an ELF header up to and including `e_flags` in either class.
+pub const ELF_HEADER_FLAGS_END: usize = E_FLAGS_OFFSET_64 + 4;
+
+/// ARM `e_flags` bits that name the floating-point calling convention (ARM ELF ABI):
+/// Debian's armhf binaries carry the hard-float bit, its armel binaries the soft-float bit.
+const EF_ARM_ABI_FLOAT_SOFT: u32 = 0x200;
+const EF_ARM_ABI_FLOAT_HARD: u32 = 0x400;
+const EM_ARM: u16 = 40;
 
 const ELFCLASS32: u8 = 1;
 const ELFCLASS64: u8 = 2;
@@ -116,12 +127,15 @@ pub struct TargetLayout {
     pub endian: Endian,
     /// ELF `e_machine` number, for example 62 for x86-64 or 183 for AArch64.
     pub machine: u16,
+    /// ELF `e_flags`, processor-specific; 0 when the header given ends before it.
+    pub flags: u32,
 }
 
 impl TargetLayout {
     /// Parses the start of an ELF file: checks the magic, `EI_CLASS`, `EI_DATA` and `EI_VERSION`,
     /// and reads `e_machine` in the file's byte order. Only the first
-    /// [`ELF_HEADER_PREFIX_LEN`] bytes are read, so callers may pass a longer prefix of the file.
+    /// [`ELF_HEADER_PREFIX_LEN`] bytes are required; `e_flags` is read when the header reaches it
+    /// (up to [`ELF_HEADER_FLAGS_END`] bytes), so callers may pass a longer prefix of the file.
     pub fn from_elf_header(header: &[u8]) -> Result<Self, TargetError> {
         let leading_bytes: Vec<u8> = header.iter().take(ELF_MAGIC.len()).copied().collect();
         if !ELF_MAGIC.starts_with(&leading_bytes) {
@@ -150,12 +164,24 @@ impl TargetLayout {
             Endian::Little => u16::from_le_bytes(machine_bytes),
             Endian::Big => u16::from_be_bytes(machine_bytes),
         };
+        let flags_offset = match bits {
+            WordSize::Bits32 => E_FLAGS_OFFSET_32,
+            WordSize::Bits64 => E_FLAGS_OFFSET_64,
+        };
+        let flags_bytes: Option<[u8; 4]> =
+            header.get(flags_offset..flags_offset + 4).and_then(|bytes| bytes.try_into().ok());
+        let flags = match (flags_bytes, endian) {
+            (Some(bytes), Endian::Little) => u32::from_le_bytes(bytes),
+            (Some(bytes), Endian::Big) => u32::from_be_bytes(bytes),
+            (None, _) => 0,
+        };
 
-        Ok(TargetLayout { bits, endian, machine })
+        Ok(TargetLayout { bits, endian, machine, flags })
     }
 
-    /// Describes the target for people, for example "x86_64 (64-bit little-endian)" or
-    /// "machine 0x1234 (32-bit big-endian)" for a CPU this tool has no name for.
+    /// Describes the target for people, for example "x86_64 (64-bit little-endian)", "armhf
+    /// (32-bit little-endian)" or "machine 0x1234 (32-bit big-endian)" for a CPU this tool has no
+    /// name for.
     pub fn describe(&self) -> String {
         let layout = format!("{} {}", self.bits, self.endian);
         match self.machine_name() {
@@ -174,15 +200,6 @@ impl TargetLayout {
         }
     }
 
-    /// Returns true when an LMDB file written on this host has the target's layout, so the
-    /// Mender client on the device can open a `mender-store` this tool writes. The store code
-    /// reads and writes the 64-bit little-endian layout only, so this is also false on any other
-    /// host.
-    pub fn is_host_compatible_store_layout(&self) -> bool {
-        let host_is_64le = cfg!(target_pointer_width = "64") && cfg!(target_endian = "little");
-        host_is_64le && self.bits == WordSize::Bits64 && self.endian == Endian::Little
-    }
-
     /// Common name of the CPU architecture, or `None` for a machine number not listed here. The
     /// numbers are the `EM_*` constants of the System V ABI's ELF specification.
     fn machine_name(&self) -> Option<&'static str> {
@@ -196,7 +213,9 @@ impl TargetLayout {
             21 => "powerpc64",
             22 if is_64 => "s390x",
             22 => "s390",
-            40 => "arm",
+            EM_ARM if self.flags & EF_ARM_ABI_FLOAT_HARD != 0 => "armhf",
+            EM_ARM if self.flags & EF_ARM_ABI_FLOAT_SOFT != 0 => "armel",
+            EM_ARM => "arm",
             42 => "superh",
             43 => "sparc64",
             62 if is_64 => "x86_64",
@@ -255,7 +274,6 @@ mod tests {
             assert_eq!(layout.machine, 62);
             assert_eq!(layout.describe(), "x86_64 (64-bit little-endian)");
             assert_eq!(layout.short_name(), "64le");
-            assert!(layout.is_host_compatible_store_layout());
         }
     }
 
@@ -275,10 +293,30 @@ mod tests {
     fn arm_32_bit_little_endian_is_described() {
         let layout = TargetLayout::from_elf_header(&crafted_header(ELFCLASS32, ELFDATA2LSB, 40)).unwrap();
 
-        assert_eq!(layout, TargetLayout { bits: WordSize::Bits32, endian: Endian::Little, machine: 40 });
+        assert_eq!(
+            layout,
+            TargetLayout { bits: WordSize::Bits32, endian: Endian::Little, machine: 40, flags: 0 }
+        );
         assert_eq!(layout.describe(), "arm (32-bit little-endian)");
         assert_eq!(layout.short_name(), "32le");
-        assert!(!layout.is_host_compatible_store_layout());
+    }
+
+    #[test]
+    fn arm_float_abi_is_read_from_flags() {
+        let mut armhf = crafted_header(ELFCLASS32, ELFDATA2LSB, 40);
+        armhf[E_FLAGS_OFFSET_32..E_FLAGS_OFFSET_32 + 4].copy_from_slice(&0x0500_0400u32.to_le_bytes());
+        let mut armel = crafted_header(ELFCLASS32, ELFDATA2LSB, 40);
+        armel[E_FLAGS_OFFSET_32..E_FLAGS_OFFSET_32 + 4].copy_from_slice(&0x0500_0200u32.to_le_bytes());
+
+        let armhf = TargetLayout::from_elf_header(&armhf).unwrap();
+        let armel = TargetLayout::from_elf_header(&armel).unwrap();
+
+        assert_eq!(armhf.flags, 0x0500_0400);
+        assert_eq!(armhf.describe(), "armhf (32-bit little-endian)");
+        assert_eq!(armel.describe(), "armel (32-bit little-endian)");
+        let short =
+            TargetLayout::from_elf_header(&crafted_header(ELFCLASS32, ELFDATA2LSB, 40)[..20]).unwrap();
+        assert_eq!(short.describe(), "arm (32-bit little-endian)");
     }
 
     #[test]
@@ -292,17 +330,14 @@ mod tests {
         assert_eq!(layout.endian, Endian::Big);
         assert_eq!(layout.describe(), "mips (32-bit big-endian)");
         assert_eq!(layout.short_name(), "32be");
-        assert!(!layout.is_host_compatible_store_layout());
     }
 
     #[test]
-    fn aarch64_is_host_compatible_on_64le_host() {
+    fn aarch64_is_described() {
         let layout = TargetLayout::from_elf_header(&crafted_header(ELFCLASS64, ELFDATA2LSB, 183)).unwrap();
 
         assert_eq!(layout.describe(), "aarch64 (64-bit little-endian)");
         assert_eq!(layout.short_name(), "64le");
-        let host_is_64le = cfg!(target_pointer_width = "64") && cfg!(target_endian = "little");
-        assert_eq!(layout.is_host_compatible_store_layout(), host_is_64le);
     }
 
     #[test]
@@ -323,11 +358,10 @@ mod tests {
     }
 
     #[test]
-    fn big_endian_64_bit_is_not_host_compatible() {
+    fn big_endian_64_bit_is_named() {
         let layout = TargetLayout::from_elf_header(&crafted_header(ELFCLASS64, ELFDATA2MSB, 21)).unwrap();
 
         assert_eq!(layout.short_name(), "64be");
-        assert!(!layout.is_host_compatible_store_layout());
     }
 
     #[test]

@@ -1,18 +1,17 @@
 //! LMDB's two meta pages (`MDB_meta` in LMDB 0.9's `mdb.c`): the file's layout, page size and the
-//! roots of the free-page and main databases. Offsets are those of the 64-bit little-endian layout,
-//! where a page number and a `size_t` are 8 bytes.
+//! roots of the free-page and main databases. After the page header come the magic number and
+//! version (32 bits each), then `mm_address`, `mm_mapsize`, two `MDB_db` records, `mm_last_pg`
+//! and `mm_txnid`, all words of the layout (4 or 8 bytes).
 
 use super::StoreError;
-use super::page::{
-    P_META, PAGE_FLAGS_OFFSET, PAGE_HEADER_SIZE, PAGE_PGNO_OFFSET, read_u16, read_u32, read_u64,
-};
-use crate::mender::target::{Endian, WordSize};
+use super::layout::StoreLayout;
+use super::page::{P_META, PageHeader};
 
 /// `MDB_MAGIC`, the first field of a meta page's body.
 pub(super) const MDB_MAGIC: u32 = 0xBEEF_C0DE;
 /// `MDB_DATA_VERSION` of LMDB 0.9 release builds.
 pub(super) const MDB_DATA_VERSION: u32 = 1;
-/// `P_INVALID`: the root page number of an empty database.
+/// `P_INVALID`: the root page number of an empty database, all ones in a word of the layout.
 pub(super) const INVALID_PGNO: u64 = u64::MAX;
 /// Number of meta pages at the start of every LMDB file (`NUM_METAS`).
 pub(super) const META_PAGE_COUNT: u64 = 2;
@@ -21,31 +20,56 @@ pub(super) const META_PAGE_COUNT: u64 = 2;
 /// platforms, so this lower limit only leaves room for unusual builds.
 const MIN_PAGE_SIZE: u32 = 512;
 /// `MAX_PAGESIZE` of LMDB 0.9 release builds: larger OS pages are capped to this.
-const MAX_PAGE_SIZE: u32 = 0x8000;
+pub(super) const MAX_PAGE_SIZE: u32 = 0x8000;
 
-const META_MAGIC_OFFSET: usize = PAGE_HEADER_SIZE;
-const META_VERSION_OFFSET: usize = PAGE_HEADER_SIZE + 4;
-const META_MAP_SIZE_OFFSET: usize = PAGE_HEADER_SIZE + 16;
-const META_FREE_DB_OFFSET: usize = PAGE_HEADER_SIZE + 24;
-const META_MAIN_DB_OFFSET: usize = META_FREE_DB_OFFSET + DB_RECORD_SIZE;
-const META_LAST_PGNO_OFFSET: usize = META_MAIN_DB_OFFSET + DB_RECORD_SIZE;
-const META_TXNID_OFFSET: usize = META_LAST_PGNO_OFFSET + 8;
-/// End of the meta page's body: the meta page must be at least this long.
-const META_END: usize = META_TXNID_OFFSET + 8;
+/// Offsets of the meta page's fields, which depend on the word size.
+#[derive(Debug, Clone, Copy)]
+struct MetaOffsets {
+    magic: usize,
+    version: usize,
+    address: usize,
+    map_size: usize,
+    free_db: usize,
+    main_db: usize,
+    last_pgno: usize,
+    txnid: usize,
+    /// End of the meta page's body: the meta page must be at least this long.
+    end: usize,
+}
 
-/// Size of an `MDB_db` record, and its field offsets.
-const DB_RECORD_SIZE: usize = 48;
+impl MetaOffsets {
+    fn of(layout: StoreLayout) -> Self {
+        let word = layout.word_len();
+        let magic = layout.page_header_len();
+        let free_db = magic + 8 + 2 * word;
+        let main_db = free_db + db_record_len(layout);
+        let last_pgno = main_db + db_record_len(layout);
+        MetaOffsets {
+            magic,
+            version: magic + 4,
+            address: magic + 8,
+            map_size: magic + 8 + word,
+            free_db,
+            main_db,
+            last_pgno,
+            txnid: last_pgno + word,
+            end: last_pgno + 2 * word,
+        }
+    }
+}
+
+/// Size of an `MDB_db` record: `md_pad` (32 bits), `md_flags` and `md_depth` (16 bits each), then
+/// five words.
+fn db_record_len(layout: StoreLayout) -> usize {
+    8 + 5 * layout.word_len()
+}
+
 const DB_PAD_OFFSET: usize = 0;
 const DB_FLAGS_OFFSET: usize = 4;
 const DB_DEPTH_OFFSET: usize = 6;
-const DB_BRANCH_PAGES_OFFSET: usize = 8;
-const DB_LEAF_PAGES_OFFSET: usize = 16;
-const DB_OVERFLOW_PAGES_OFFSET: usize = 24;
-const DB_ENTRIES_OFFSET: usize = 32;
-const DB_ROOT_OFFSET: usize = 40;
-
-/// Offset of the magic number in the 32-bit layout, whose page header is 12 bytes.
-const MAGIC_OFFSET_32_BIT: usize = 12;
+/// Offset of the first word, `md_branch_pages`; `md_leaf_pages`, `md_overflow_pages`,
+/// `md_entries` and `md_root` follow.
+const DB_WORDS_OFFSET: usize = 8;
 
 /// One `MDB_db` record: the statistics and root page of a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +89,12 @@ pub(super) struct DbRecord {
     pub root: u64,
 }
 
-/// The fields of one meta page that the page walk needs.
+/// The fields of one meta page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Meta {
     pub page_size: u32,
+    /// `mm_address`: the fixed map address, zero unless the writer used `MDB_FIXEDMAP`.
+    pub address: u64,
     /// `mm_mapsize`: the memory map size the writer used, which later writers inherit.
     pub map_size: u64,
     pub free_db: DbRecord,
@@ -81,36 +107,54 @@ pub(super) struct Meta {
 }
 
 /// Detects the word size and byte order the file was written with, by where and how the magic
-/// number of meta page 0 is stored. Returns `Ok` only for the 64-bit little-endian layout.
-pub(super) fn check_layout(bytes: &[u8]) -> Result<(), StoreError> {
-    let magic_at = |offset: usize| -> Option<[u8; 4]> { bytes.get(offset..offset + 4)?.try_into().ok() };
-    let magic_64 = magic_at(META_MAGIC_OFFSET);
-    let magic_32 = magic_at(MAGIC_OFFSET_32_BIT);
-
-    let found = if magic_64.map(u32::from_le_bytes) == Some(MDB_MAGIC) {
-        return Ok(());
-    } else if magic_64.map(u32::from_be_bytes) == Some(MDB_MAGIC) {
-        (WordSize::Bits64, Endian::Big)
-    } else if magic_32.map(u32::from_le_bytes) == Some(MDB_MAGIC) {
-        (WordSize::Bits32, Endian::Little)
-    } else if magic_32.map(u32::from_be_bytes) == Some(MDB_MAGIC) {
-        (WordSize::Bits32, Endian::Big)
-    } else {
-        return Err(StoreError::corrupt(format!(
-            "no LMDB magic number {MDB_MAGIC:#x} in meta page 0 ({} bytes in file)",
-            bytes.len()
-        )));
-    };
-
-    Err(StoreError::Layout { bits: found.0, endian: found.1 })
+/// number of meta page 0 is stored: after a 16-byte page header in the 64-bit layouts and a
+/// 12-byte one in the 32-bit layouts.
+pub(super) fn detect_layout(bytes: &[u8]) -> Result<StoreLayout, StoreError> {
+    let candidates = [StoreLayout::LE64, StoreLayout::BE64, StoreLayout::LE32, StoreLayout::BE32];
+    candidates
+        .into_iter()
+        .find(|layout| layout.read_u32(bytes, MetaOffsets::of(*layout).magic) == Some(MDB_MAGIC))
+        .ok_or_else(|| {
+            StoreError::corrupt(format!(
+                "no LMDB magic number {MDB_MAGIC:#x} in meta page 0 ({} bytes in file)",
+                bytes.len()
+            ))
+        })
 }
 
-/// Reads both meta pages and returns the one LMDB uses: the one with the higher transaction ID,
-/// meta page 0 on a tie. Like LMDB, rejects the file when either meta page is invalid. Also checks
-/// that the file is a whole number of pages, at least the two meta pages.
-pub(super) fn select_meta(bytes: &[u8]) -> Result<Meta, StoreError> {
-    check_layout(bytes)?;
-    let meta0 = read_meta(bytes, 0)?;
+/// Checks that the file is in `layout`, naming the layout it is in when it is not.
+pub(super) fn check_layout(bytes: &[u8], layout: StoreLayout) -> Result<(), StoreError> {
+    let found = detect_layout(bytes)?;
+    if found != layout {
+        return Err(StoreError::Layout { found, expected: layout });
+    }
+    Ok(())
+}
+
+/// Both meta pages of a file, checked as LMDB checks them when it opens the file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MetaPages {
+    pub metas: [Meta; 2],
+}
+
+impl MetaPages {
+    /// Index of the meta page LMDB uses: the one with the higher transaction ID, meta page 0 on
+    /// a tie.
+    pub(super) fn current_index(&self) -> usize {
+        if self.metas[0].txnid < self.metas[1].txnid { 1 } else { 0 }
+    }
+
+    pub(super) fn current(&self) -> Meta {
+        self.metas[self.current_index()]
+    }
+}
+
+/// Reads both meta pages of a file in `layout`. Like LMDB, rejects the file when either meta
+/// page is invalid. Also checks that the file is a whole number of pages, at least the two meta
+/// pages.
+pub(super) fn read_meta_pages(bytes: &[u8], layout: StoreLayout) -> Result<MetaPages, StoreError> {
+    check_layout(bytes, layout)?;
+    let meta0 = read_meta(bytes, 0, layout)?;
 
     let page_size = meta0.page_size as usize;
     let file_len = bytes.len();
@@ -125,49 +169,55 @@ pub(super) fn select_meta(bytes: &[u8]) -> Result<Meta, StoreError> {
         )));
     }
 
-    let meta1 = read_meta(&bytes[page_size..], 1)?;
+    let meta1 = read_meta(&bytes[page_size..], 1, layout)?;
     if meta1.page_size != meta0.page_size {
         return Err(StoreError::corrupt(format!(
             "meta page 1 has page size {}, meta page 0 has {}",
             meta1.page_size, meta0.page_size
         )));
     }
+    Ok(MetaPages { metas: [meta0, meta1] })
+}
 
-    Ok(if meta0.txnid < meta1.txnid { meta1 } else { meta0 })
+/// Reads both meta pages and returns the one LMDB uses.
+pub(super) fn select_meta(bytes: &[u8], layout: StoreLayout) -> Result<Meta, StoreError> {
+    Ok(read_meta_pages(bytes, layout)?.current())
 }
 
 /// Parses meta page `index` at the start of `page`, checking its header, magic, version and
 /// page size.
-fn read_meta(page: &[u8], index: u64) -> Result<Meta, StoreError> {
-    if page.len() < META_END {
+fn read_meta(page: &[u8], index: u64, layout: StoreLayout) -> Result<Meta, StoreError> {
+    let offsets = MetaOffsets::of(layout);
+    if page.len() < offsets.end {
         return Err(StoreError::corrupt(format!(
-            "meta page {index} is cut off: {} bytes, at least {META_END} needed",
-            page.len()
+            "meta page {index} is cut off: {} bytes, at least {} needed",
+            page.len(),
+            offsets.end
         )));
     }
-    let field_u32 = |offset| read_u32(page, offset).unwrap_or_default();
-    let field_u64 = |offset| read_u64(page, offset).unwrap_or_default();
+    let field_u32 = |offset| layout.read_u32(page, offset).unwrap_or_default();
+    let field_word = |offset| layout.read_word(page, offset).unwrap_or_default();
 
-    let pgno = field_u64(PAGE_PGNO_OFFSET);
-    let flags = read_u16(page, PAGE_FLAGS_OFFSET).unwrap_or_default();
-    if pgno != index || flags != P_META {
+    let header = PageHeader::read(page, layout);
+    if header.pgno != index || header.flags != P_META {
         return Err(StoreError::corrupt(format!(
-            "meta page {index} has page number {pgno} and flags {flags:#x}, expected {index} and {P_META:#x}"
+            "meta page {index} has page number {} and flags {:#x}, expected {index} and {P_META:#x}",
+            header.pgno, header.flags
         )));
     }
 
-    let magic = field_u32(META_MAGIC_OFFSET);
+    let magic = field_u32(offsets.magic);
     if magic != MDB_MAGIC {
         return Err(StoreError::corrupt(format!(
             "meta page {index} has magic number {magic:#x}, expected {MDB_MAGIC:#x}"
         )));
     }
-    let version = field_u32(META_VERSION_OFFSET);
+    let version = field_u32(offsets.version);
     if version != MDB_DATA_VERSION {
         return Err(StoreError::Version { found: version });
     }
 
-    let free_db = read_db_record(page, META_FREE_DB_OFFSET);
+    let free_db = read_db_record(page, offsets.free_db, layout);
     let page_size = free_db.pad;
     if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) {
         return Err(StoreError::corrupt(format!(
@@ -177,25 +227,77 @@ fn read_meta(page: &[u8], index: u64) -> Result<Meta, StoreError> {
 
     Ok(Meta {
         page_size,
-        map_size: field_u64(META_MAP_SIZE_OFFSET),
+        address: field_word(offsets.address),
+        map_size: field_word(offsets.map_size),
         free_db,
-        main_db: read_db_record(page, META_MAIN_DB_OFFSET),
-        last_pgno: field_u64(META_LAST_PGNO_OFFSET),
-        txnid: field_u64(META_TXNID_OFFSET),
+        main_db: read_db_record(page, offsets.main_db, layout),
+        last_pgno: field_word(offsets.last_pgno),
+        txnid: field_word(offsets.txnid),
     })
 }
 
-/// Parses the `MDB_db` record at `offset`; the caller has checked that the page is long enough.
-fn read_db_record(page: &[u8], offset: usize) -> DbRecord {
-    let field_u64 = |field: usize| read_u64(page, offset + field).unwrap_or_default();
+/// Parses the `MDB_db` record at `offset`. The caller has checked that the page is long enough.
+/// Returns a root of all ones in the layout's word as [`INVALID_PGNO`].
+fn read_db_record(page: &[u8], offset: usize, layout: StoreLayout) -> DbRecord {
+    let word = |index: usize| {
+        layout.read_word(page, offset + DB_WORDS_OFFSET + index * layout.word_len()).unwrap_or_default()
+    };
+    let root = word(4);
     DbRecord {
-        pad: read_u32(page, offset + DB_PAD_OFFSET).unwrap_or_default(),
-        flags: read_u16(page, offset + DB_FLAGS_OFFSET).unwrap_or_default(),
-        depth: read_u16(page, offset + DB_DEPTH_OFFSET).unwrap_or_default(),
-        branch_pages: field_u64(DB_BRANCH_PAGES_OFFSET),
-        leaf_pages: field_u64(DB_LEAF_PAGES_OFFSET),
-        overflow_pages: field_u64(DB_OVERFLOW_PAGES_OFFSET),
-        entries: field_u64(DB_ENTRIES_OFFSET),
-        root: field_u64(DB_ROOT_OFFSET),
+        pad: layout.read_u32(page, offset + DB_PAD_OFFSET).unwrap_or_default(),
+        flags: layout.read_u16(page, offset + DB_FLAGS_OFFSET).unwrap_or_default(),
+        depth: layout.read_u16(page, offset + DB_DEPTH_OFFSET).unwrap_or_default(),
+        branch_pages: word(0),
+        leaf_pages: word(1),
+        overflow_pages: word(2),
+        entries: word(3),
+        root: if root == layout.word_max() { INVALID_PGNO } else { root },
     }
+}
+
+/// Writes `meta` as meta page `index` at the start of `page`, which the caller has zeroed, with
+/// the layout's header, offsets and word widths. Fails when a value does not fit in a word of
+/// `layout`.
+pub(super) fn write_meta(
+    page: &mut [u8],
+    index: u64,
+    meta: &Meta,
+    layout: StoreLayout,
+) -> Result<(), StoreError> {
+    let offsets = MetaOffsets::of(layout);
+    let too_wide = |field: &str, value: u64| {
+        StoreError::corrupt(format!(
+            "{field} {value} of meta page {index} does not fit in the {} bits of the {layout} layout",
+            layout.bits.bits()
+        ))
+    };
+    let write_word = |page: &mut [u8], field: &str, offset: usize, value: u64| {
+        layout.write_word(page, offset, value).ok_or_else(|| too_wide(field, value))
+    };
+
+    let header = PageHeader { pgno: index, pad: 0, flags: P_META, lower: 0, upper: 0 };
+    header.write(page, layout).ok_or_else(|| too_wide("page number", index))?;
+    layout.write_u32(page, offsets.magic, MDB_MAGIC);
+    layout.write_u32(page, offsets.version, MDB_DATA_VERSION);
+    write_word(page, "map address", offsets.address, meta.address)?;
+    write_word(page, "map size", offsets.map_size, meta.map_size)?;
+
+    let mut free_db = meta.free_db;
+    free_db.pad = meta.page_size;
+    for (name, offset, db) in [("free", offsets.free_db, &free_db), ("main", offsets.main_db, &meta.main_db)]
+    {
+        layout.write_u32(page, offset + DB_PAD_OFFSET, db.pad);
+        layout.write_u16(page, offset + DB_FLAGS_OFFSET, db.flags);
+        layout.write_u16(page, offset + DB_DEPTH_OFFSET, db.depth);
+        let root = if db.root == INVALID_PGNO { layout.word_max() } else { db.root };
+        let words = [db.branch_pages, db.leaf_pages, db.overflow_pages, db.entries, root];
+        for (word_index, value) in words.into_iter().enumerate() {
+            let word_offset = offset + DB_WORDS_OFFSET + word_index * layout.word_len();
+            write_word(page, &format!("{name} database field"), word_offset, value)?;
+        }
+    }
+
+    write_word(page, "last page number", offsets.last_pgno, meta.last_pgno)?;
+    write_word(page, "transaction ID", offsets.txnid, meta.txnid)?;
+    Ok(())
 }

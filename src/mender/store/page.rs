@@ -1,17 +1,22 @@
-//! LMDB pages and the nodes on them (`MDB_page` and `MDB_node` in LMDB 0.9's `mdb.c`), in the
-//! 64-bit little-endian layout. Every accessor checks its bounds against the page, so a page
-//! from a hostile file yields an error instead of a wrong slice.
+//! LMDB pages and the nodes on them (`MDB_page` and `MDB_node` in LMDB 0.9's `mdb.c`), in any
+//! of the four layouts. Every accessor checks its bounds against the page, so a page from a
+//! hostile file yields an error instead of a wrong slice.
+//!
+//! The page header is the page number (one word), then `mp_pad`, `mp_flags`, and the lower and
+//! upper bounds of the free space (or, on an overflow page, the 32-bit page count), 16 bits
+//! each. Its size is 12 bytes in the 32-bit layouts and 16 in the 64-bit ones.
 
 use super::StoreError;
+use super::layout::StoreLayout;
 
-/// Size of the page header (`PAGEHDRSZ`): page number, pad, flags, then lower and upper bounds
-/// of the free space (or the overflow page count).
-pub(super) const PAGE_HEADER_SIZE: usize = 16;
 pub(super) const PAGE_PGNO_OFFSET: usize = 0;
-pub(super) const PAGE_FLAGS_OFFSET: usize = 10;
-const PAGE_LOWER_OFFSET: usize = 12;
-const PAGE_UPPER_OFFSET: usize = 14;
-const PAGE_OVERFLOW_COUNT_OFFSET: usize = 12;
+
+/// Offsets of the fields after the page number, relative to the end of the page number.
+const PAGE_PAD_AFTER_PGNO: usize = 0;
+const PAGE_FLAGS_AFTER_PGNO: usize = 2;
+const PAGE_LOWER_AFTER_PGNO: usize = 4;
+const PAGE_UPPER_AFTER_PGNO: usize = 6;
+const PAGE_OVERFLOW_COUNT_AFTER_PGNO: usize = 4;
 
 /// Page flags (`P_*`).
 pub(super) const P_BRANCH: u16 = 0x01;
@@ -20,32 +25,97 @@ pub(super) const P_OVERFLOW: u16 = 0x04;
 pub(super) const P_META: u16 = 0x08;
 const P_LEAF2: u16 = 0x20;
 
-/// Size of a node header (`NODESIZE`): two halves of the data size or child page number, flags
-/// (the top of the child page number on branch pages), key size.
-const NODE_HEADER_SIZE: usize = 8;
-const NODE_LO_OFFSET: usize = 0;
-const NODE_HI_OFFSET: usize = 2;
+/// Size of a node header (`NODESIZE`) in every layout. It contains `mn_lo` and `mn_hi` (the data
+/// size on leaf nodes, the low 32 bits of the child page number on branch nodes), `mn_flags`
+/// (bits 32 to 47 of the child page number on 64-bit branch nodes) and `mn_ksize`.
+pub(super) const NODE_HEADER_SIZE: usize = 8;
+/// `mn_lo` and `mn_hi` read together as one 32-bit field: little-endian LMDB stores `mn_lo`
+/// first and big-endian LMDB `mn_hi` first, so in both it is `mn_hi << 16 | mn_lo` in the
+/// layout's byte order.
+const NODE_SIZE_OR_PGNO_OFFSET: usize = 0;
 const NODE_FLAGS_OFFSET: usize = 4;
 const NODE_KEY_SIZE_OFFSET: usize = 6;
 
 /// Leaf node flags (`F_*`).
-const F_BIGDATA: u16 = 0x01;
+pub(super) const F_BIGDATA: u16 = 0x01;
 const F_SUBDATA: u16 = 0x02;
 const F_DUPDATA: u16 = 0x04;
 
-/// Size of the page number that replaces the data of an `F_BIGDATA` node.
-const OVERFLOW_PGNO_SIZE: usize = 8;
-
-pub(super) fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(offset..offset.checked_add(2)?)?.try_into().ok()?))
+/// Fields of a page header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PageHeader {
+    pub pgno: u64,
+    /// `mp_pad`, zero except on the `LEAF2` pages that are rejected here.
+    pub pad: u16,
+    pub flags: u16,
+    /// `mp_lower`, or the low half of the page count on an overflow page.
+    pub lower: u16,
+    /// `mp_upper`, or the high half of the page count on an overflow page.
+    pub upper: u16,
 }
 
-pub(super) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(offset..offset.checked_add(4)?)?.try_into().ok()?))
+impl PageHeader {
+    /// Reads the header at the start of `page`; missing bytes read as zero.
+    pub(super) fn read(page: &[u8], layout: StoreLayout) -> Self {
+        let after_pgno = layout.word_len();
+        let field = |offset| layout.read_u16(page, after_pgno + offset).unwrap_or_default();
+        PageHeader {
+            pgno: layout.read_word(page, PAGE_PGNO_OFFSET).unwrap_or_default(),
+            pad: field(PAGE_PAD_AFTER_PGNO),
+            flags: field(PAGE_FLAGS_AFTER_PGNO),
+            lower: field(PAGE_LOWER_AFTER_PGNO),
+            upper: field(PAGE_UPPER_AFTER_PGNO),
+        }
+    }
+
+    /// Writes the header at the start of `page`, or returns `None` when the page number does not
+    /// fit in a word of `layout`.
+    pub(super) fn write(&self, page: &mut [u8], layout: StoreLayout) -> Option<()> {
+        let after_pgno = layout.word_len();
+        layout.write_word(page, PAGE_PGNO_OFFSET, self.pgno)?;
+        layout.write_u16(page, after_pgno + PAGE_PAD_AFTER_PGNO, self.pad);
+        layout.write_u16(page, after_pgno + PAGE_FLAGS_AFTER_PGNO, self.flags);
+        layout.write_u16(page, after_pgno + PAGE_LOWER_AFTER_PGNO, self.lower);
+        layout.write_u16(page, after_pgno + PAGE_UPPER_AFTER_PGNO, self.upper);
+        Some(())
+    }
+
+    /// Page count of an overflow page (`mp_pages`), which shares its bytes with `mp_lower` and
+    /// `mp_upper`.
+    fn overflow_page_count(page: &[u8], layout: StoreLayout) -> u32 {
+        layout.read_u32(page, layout.word_len() + PAGE_OVERFLOW_COUNT_AFTER_PGNO).unwrap_or_default()
+    }
 }
 
-pub(super) fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
+/// Writes the header of the first page of an overflow run of `page_count` pages, or returns
+/// `None` when the page number does not fit in a word of `layout`.
+pub(super) fn write_overflow_header(
+    page: &mut [u8],
+    layout: StoreLayout,
+    pgno: u64,
+    pad: u16,
+    page_count: u32,
+) -> Option<()> {
+    let after_pgno = layout.word_len();
+    layout.write_word(page, PAGE_PGNO_OFFSET, pgno)?;
+    layout.write_u16(page, after_pgno + PAGE_PAD_AFTER_PGNO, pad);
+    layout.write_u16(page, after_pgno + PAGE_FLAGS_AFTER_PGNO, P_OVERFLOW);
+    layout.write_u32(page, after_pgno + PAGE_OVERFLOW_COUNT_AFTER_PGNO, page_count);
+    Some(())
+}
+
+/// Writes a node header: `size_or_pgno_low` is the data size of a leaf node or the low 32 bits
+/// of a branch node's child page number.
+pub(super) fn write_node_header(
+    node: &mut [u8],
+    layout: StoreLayout,
+    size_or_pgno_low: u32,
+    flags: u16,
+    key_len: u16,
+) {
+    layout.write_u32(node, NODE_SIZE_OR_PGNO_OFFSET, size_or_pgno_low);
+    layout.write_u16(node, NODE_FLAGS_OFFSET, flags);
+    layout.write_u16(node, NODE_KEY_SIZE_OFFSET, key_len);
 }
 
 /// Kind of a B-tree page, from its flags.
@@ -59,6 +129,8 @@ pub(super) enum PageKind {
 pub(super) struct TreePage<'a> {
     pgno: u64,
     bytes: &'a [u8],
+    layout: StoreLayout,
+    header: PageHeader,
     node_offsets: Vec<usize>,
 }
 
@@ -83,20 +155,26 @@ pub(super) struct LeafNode<'a> {
 }
 
 impl<'a> TreePage<'a> {
-    /// Parses page `pgno` as a page of `kind`: checks the page number and flags in its header,
-    /// the free-space bounds, and that every node header and key lies inside the page, aligned
-    /// to two bytes and not overlapping another node.
-    pub(super) fn parse(bytes: &'a [u8], pgno: u64, kind: PageKind) -> Result<Self, StoreError> {
+    /// Parses page `pgno` as a page of `kind` in `layout`. Checks the page number and flags in
+    /// its header and the free-space bounds. Also checks that every node header and key lies
+    /// inside the page, aligned to two bytes and not overlapping another node.
+    pub(super) fn parse(
+        bytes: &'a [u8],
+        pgno: u64,
+        kind: PageKind,
+        layout: StoreLayout,
+    ) -> Result<Self, StoreError> {
         let page_size = bytes.len();
-        let header_pgno = read_u64(bytes, PAGE_PGNO_OFFSET);
-        if header_pgno != Some(pgno) {
+        let header_len = layout.page_header_len();
+        let header = PageHeader::read(bytes, layout);
+        if header.pgno != pgno {
             return Err(StoreError::corrupt(format!(
                 "page {pgno} has page number {} in its header",
-                header_pgno.unwrap_or_default()
+                header.pgno
             )));
         }
 
-        let flags = read_u16(bytes, PAGE_FLAGS_OFFSET).unwrap_or_default();
+        let flags = header.flags;
         let expected_flags = match kind {
             PageKind::Branch => P_BRANCH,
             PageKind::Leaf => P_LEAF,
@@ -112,19 +190,16 @@ impl<'a> TreePage<'a> {
             )));
         }
 
-        let lower = usize::from(read_u16(bytes, PAGE_LOWER_OFFSET).unwrap_or_default());
-        let upper = usize::from(read_u16(bytes, PAGE_UPPER_OFFSET).unwrap_or_default());
-        if lower < PAGE_HEADER_SIZE
-            || !(lower - PAGE_HEADER_SIZE).is_multiple_of(2)
-            || lower > upper
-            || upper > page_size
+        let lower = usize::from(header.lower);
+        let upper = usize::from(header.upper);
+        if lower < header_len || !(lower - header_len).is_multiple_of(2) || lower > upper || upper > page_size
         {
             return Err(StoreError::corrupt(format!(
                 "page {pgno} has free space bounds {lower}..{upper}, outside the page of {page_size} bytes"
             )));
         }
 
-        let node_count = (lower - PAGE_HEADER_SIZE) / 2;
+        let node_count = (lower - header_len) / 2;
         let minimum_nodes = match kind {
             PageKind::Branch => 2,
             PageKind::Leaf => 1,
@@ -137,8 +212,8 @@ impl<'a> TreePage<'a> {
 
         let mut node_offsets = Vec::with_capacity(node_count);
         for index in 0..node_count {
-            let pointer_offset = PAGE_HEADER_SIZE + 2 * index;
-            let offset = usize::from(read_u16(bytes, pointer_offset).unwrap_or_default());
+            let pointer_offset = header_len + 2 * index;
+            let offset = usize::from(layout.read_u16(bytes, pointer_offset).unwrap_or_default());
             if offset < upper || !offset.is_multiple_of(2) || offset + NODE_HEADER_SIZE > page_size {
                 return Err(StoreError::corrupt(format!(
                     "node {index} of page {pgno} is at offset {offset}, outside the node area {upper}..{page_size}"
@@ -147,21 +222,36 @@ impl<'a> TreePage<'a> {
             node_offsets.push(offset);
         }
 
-        let page = TreePage { pgno, bytes, node_offsets };
+        let page = TreePage { pgno, bytes, layout, header, node_offsets };
         page.check_node_extents(kind, upper)?;
         Ok(page)
+    }
+
+    pub(super) fn header(&self) -> PageHeader {
+        self.header
     }
 
     pub(super) fn node_count(&self) -> usize {
         self.node_offsets.len()
     }
 
+    /// Returns the offset of node `index` from the start of the page.
+    pub(super) fn node_offset(&self, index: usize) -> Result<usize, StoreError> {
+        self.node_offsets
+            .get(index)
+            .copied()
+            .ok_or_else(|| StoreError::corrupt(format!("page {} has no node {index}", self.pgno)))
+    }
+
     /// Reads node `index` of a branch page.
     pub(super) fn branch_node(&self, index: usize) -> Result<BranchNode<'a>, StoreError> {
         let offset = self.node_offset(index)?;
-        let field =
-            |field_offset| read_u16(self.bytes, offset + field_offset).map(u64::from).unwrap_or_default();
-        let child = field(NODE_LO_OFFSET) | field(NODE_HI_OFFSET) << 16 | field(NODE_FLAGS_OFFSET) << 32;
+        let low = self.layout.read_u32(self.bytes, offset + NODE_SIZE_OR_PGNO_OFFSET).unwrap_or_default();
+        let high = match self.layout.word_len() {
+            8 => self.layout.read_u16(self.bytes, offset + NODE_FLAGS_OFFSET).unwrap_or_default(),
+            _ => 0,
+        };
+        let child = u64::from(low) | u64::from(high) << 32;
         let key = self.key(index, offset)?;
         Ok(BranchNode { key, child })
     }
@@ -171,9 +261,9 @@ impl<'a> TreePage<'a> {
     pub(super) fn leaf_node(&self, index: usize) -> Result<LeafNode<'a>, StoreError> {
         let pgno = self.pgno;
         let offset = self.node_offset(index)?;
-        let field = |field_offset| read_u16(self.bytes, offset + field_offset).unwrap_or_default();
-        let flags = field(NODE_FLAGS_OFFSET);
-        let data_size = u32::from(field(NODE_LO_OFFSET)) | u32::from(field(NODE_HI_OFFSET)) << 16;
+        let flags = self.layout.read_u16(self.bytes, offset + NODE_FLAGS_OFFSET).unwrap_or_default();
+        let data_size =
+            self.layout.read_u32(self.bytes, offset + NODE_SIZE_OR_PGNO_OFFSET).unwrap_or_default();
 
         if flags & (F_SUBDATA | F_DUPDATA) != 0 {
             return Err(StoreError::Unsupported {
@@ -191,7 +281,7 @@ impl<'a> TreePage<'a> {
         let key = self.key(index, offset)?;
         let data_offset = offset + NODE_HEADER_SIZE + key.len();
         let value = if flags & F_BIGDATA != 0 {
-            let overflow_pgno = read_u64(self.bytes, data_offset).ok_or_else(|| {
+            let overflow_pgno = self.layout.read_word(self.bytes, data_offset).ok_or_else(|| {
                 StoreError::corrupt(format!(
                     "overflow page number of node {index} of page {pgno} is past the page end"
                 ))
@@ -210,15 +300,9 @@ impl<'a> TreePage<'a> {
         Ok(LeafNode { key, value })
     }
 
-    fn node_offset(&self, index: usize) -> Result<usize, StoreError> {
-        self.node_offsets
-            .get(index)
-            .copied()
-            .ok_or_else(|| StoreError::corrupt(format!("page {} has no node {index}", self.pgno)))
-    }
-
     fn key(&self, index: usize, offset: usize) -> Result<&'a [u8], StoreError> {
-        let key_size = usize::from(read_u16(self.bytes, offset + NODE_KEY_SIZE_OFFSET).unwrap_or_default());
+        let key_size =
+            usize::from(self.layout.read_u16(self.bytes, offset + NODE_KEY_SIZE_OFFSET).unwrap_or_default());
         let key_start = offset + NODE_HEADER_SIZE;
         self.bytes.get(key_start..key_start + key_size).ok_or_else(|| {
             StoreError::corrupt(format!(
@@ -228,26 +312,33 @@ impl<'a> TreePage<'a> {
         })
     }
 
+    /// Returns the number of bytes node `index` takes on the page, padding included, as LMDB's
+    /// `mdb_node_add` reserves it: header, key, then the value or an overflow page number.
+    pub(super) fn node_len(&self, kind: PageKind, index: usize) -> Result<usize, StoreError> {
+        let offset = self.node_offset(index)?;
+        let key_len = self.key(index, offset)?.len();
+        let data_len = match kind {
+            PageKind::Branch => 0,
+            PageKind::Leaf => match self.leaf_node(index)?.value {
+                LeafValue::Inline(data) => data.len(),
+                LeafValue::Overflow { .. } => self.layout.word_len(),
+            },
+        };
+        Ok((NODE_HEADER_SIZE + key_len + data_len).next_multiple_of(2))
+    }
+
     /// Checks that the nodes, with their keys and inline values, lie between `upper` and the page
     /// end without overlapping.
     fn check_node_extents(&self, kind: PageKind, upper: usize) -> Result<(), StoreError> {
         let mut extents = Vec::with_capacity(self.node_offsets.len());
         for (index, &offset) in self.node_offsets.iter().enumerate() {
-            let key_len = self.key(index, offset)?.len();
-            let data_len = match kind {
-                PageKind::Branch => 0,
-                PageKind::Leaf => match self.leaf_node(index)?.value {
-                    LeafValue::Inline(data) => data.len(),
-                    LeafValue::Overflow { .. } => OVERFLOW_PGNO_SIZE,
-                },
-            };
-            extents.push((offset, offset + NODE_HEADER_SIZE + key_len + data_len, index));
+            extents.push((offset, offset + self.node_len(kind, index)?, index));
         }
 
         extents.sort_unstable();
         let mut previous_end = upper;
         for (start, end, index) in extents {
-            if start < previous_end {
+            if start < previous_end || end > self.bytes.len() {
                 return Err(StoreError::corrupt(format!(
                     "node {index} of page {} at offset {start} overlaps another node or the free space",
                     self.pgno
@@ -260,13 +351,13 @@ impl<'a> TreePage<'a> {
 }
 
 /// Reads the header of overflow page `pgno` and returns the number of pages in its run.
-pub(super) fn overflow_page_count(bytes: &[u8], pgno: u64) -> Result<u32, StoreError> {
-    let header_pgno = read_u64(bytes, PAGE_PGNO_OFFSET).unwrap_or_default();
-    let flags = read_u16(bytes, PAGE_FLAGS_OFFSET).unwrap_or_default();
-    if header_pgno != pgno || flags != P_OVERFLOW {
+pub(super) fn overflow_page_count(bytes: &[u8], pgno: u64, layout: StoreLayout) -> Result<u32, StoreError> {
+    let header = PageHeader::read(bytes, layout);
+    if header.pgno != pgno || header.flags != P_OVERFLOW {
         return Err(StoreError::corrupt(format!(
-            "overflow page {pgno} has page number {header_pgno} and flags {flags:#x} in its header, expected {pgno} and {P_OVERFLOW:#x}"
+            "overflow page {pgno} has page number {} and flags {:#x} in its header, expected {pgno} and {P_OVERFLOW:#x}",
+            header.pgno, header.flags
         )));
     }
-    Ok(read_u32(bytes, PAGE_OVERFLOW_COUNT_OFFSET).unwrap_or_default())
+    Ok(PageHeader::overflow_page_count(bytes, layout))
 }

@@ -29,12 +29,12 @@ const NODE_FLAGS: usize = 4;
 
 // ---- building stores with LMDB's tools ----
 
-fn record(key: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn record(key: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (key.as_bytes().to_vec(), value.to_vec())
 }
 
 /// Records like those the Mender client keeps, plus an auth token left by an older client.
-fn mender_records() -> Records {
+pub(super) fn mender_records() -> Records {
     Records::from([
         record("artifact-name", b"release-7"),
         record("artifact-provides", br#"{"rootfs-image.version":"release-7"}"#),
@@ -46,7 +46,7 @@ fn mender_records() -> Records {
 
 /// Mender records, a value larger than a page (stored on overflow pages) and enough filler
 /// records for a two-level tree.
-fn multi_level_records() -> Records {
+pub(super) fn multi_level_records() -> Records {
     let mut records = mender_records();
     let large_value: Vec<u8> = (0..3 * PAGE_SIZE + 123).map(|index| (index % 251) as u8).collect();
     records.insert(b"update-control-maps".to_vec(), large_value);
@@ -58,7 +58,7 @@ fn multi_level_records() -> Records {
 }
 
 /// Records with long keys, so branch pages hold few keys and the tree has at least three levels.
-fn deep_records() -> Records {
+pub(super) fn deep_records() -> Records {
     let mut records = mender_records();
     for index in 0..1200 {
         let key = format!("{index:05}-{}", "k".repeat(300));
@@ -69,7 +69,7 @@ fn deep_records() -> Records {
 }
 
 /// Formats `records` as `mdb_dump` writes them in its default byte-value format.
-fn dump_text(records: &Records) -> String {
+pub(super) fn dump_text(records: &Records) -> String {
     let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
     let mut text = String::from("VERSION=3\nformat=bytevalue\ntype=btree\nmapsize=16777216\nHEADER=END\n");
     for (key, value) in records {
@@ -79,29 +79,58 @@ fn dump_text(records: &Records) -> String {
     text
 }
 
-fn run(program: &Path, args: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{} {:?} failed: {}",
-        program.display(),
-        args,
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// An LMDB tool to run: a program of this host, or an i386 build with its library.
+pub(super) trait LmdbTool {
+    fn command(&self) -> Command;
+}
+
+impl LmdbTool for Path {
+    fn command(&self) -> Command {
+        Command::new(self)
+    }
+}
+
+impl LmdbTool for PathBuf {
+    fn command(&self) -> Command {
+        Command::new(self)
+    }
+}
+
+impl LmdbTool for crate::test_support::ForeignLmdbTool {
+    fn command(&self) -> Command {
+        crate::test_support::ForeignLmdbTool::command(self)
+    }
+}
+
+pub(super) fn run(program: &(impl LmdbTool + ?Sized), args: &[&std::ffi::OsStr]) -> String {
+    let mut command = program.command();
+    let output = command.args(args).output().unwrap();
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
 /// Creates a store file holding `records` with the real `mdb_load`.
-fn load_store(mdb_load: &Path, records: &Records) -> Vec<u8> {
+pub(super) fn load_store(mdb_load: &(impl LmdbTool + ?Sized), records: &Records) -> Vec<u8> {
+    load_store_with_options(mdb_load, records, &[])
+}
+
+/// Creates a store file holding `records` with the real `mdb_load` and extra `options`.
+pub(super) fn load_store_with_options(
+    mdb_load: &(impl LmdbTool + ?Sized),
+    records: &Records,
+    options: &[&str],
+) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("dump");
     let store = dir.path().join("mender-store");
     std::fs::write(&dump, dump_text(records)).unwrap();
-    run(mdb_load, &["-n".as_ref(), "-f".as_ref(), dump.as_os_str(), store.as_os_str()]);
+    let mut args: Vec<&std::ffi::OsStr> = options.iter().map(|option| option.as_ref()).collect();
+    args.extend(["-n".as_ref(), "-f".as_ref(), dump.as_os_str(), store.as_os_str()]);
+    run(mdb_load, &args);
     std::fs::read(&store).unwrap()
 }
 
-fn write_store(dir: &Path, bytes: &[u8]) -> PathBuf {
+pub(super) fn write_store(dir: &Path, bytes: &[u8]) -> PathBuf {
     let path = dir.join("mender-store");
     std::fs::write(&path, bytes).unwrap();
     path
@@ -114,7 +143,7 @@ fn parse_hex(line: &str) -> Vec<u8> {
 }
 
 /// Reads the records of a store file with the real `mdb_dump`.
-fn dump_records(mdb_dump: &Path, bytes: &[u8]) -> Records {
+pub(super) fn dump_records(mdb_dump: &(impl LmdbTool + ?Sized), bytes: &[u8]) -> Records {
     let dir = tempfile::tempdir().unwrap();
     let path = write_store(dir.path(), bytes);
     let text = run(mdb_dump, &["-n".as_ref(), path.as_os_str()]);
@@ -133,7 +162,12 @@ fn dump_records(mdb_dump: &Path, bytes: &[u8]) -> Records {
 }
 
 /// Runs `mdb_stat -n -e -f` on a store file and returns the number after `field` in `section`.
-fn stat_field(mdb_stat: &Path, bytes: &[u8], section: &str, field: &str) -> u64 {
+pub(super) fn stat_field(
+    mdb_stat: &(impl LmdbTool + ?Sized),
+    bytes: &[u8],
+    section: &str,
+    field: &str,
+) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let path = write_store(dir.path(), bytes);
     let text = run(mdb_stat, &["-n".as_ref(), "-e".as_ref(), "-f".as_ref(), path.as_os_str()]);
@@ -148,7 +182,7 @@ fn stat_field(mdb_stat: &Path, bytes: &[u8], section: &str, field: &str) -> u64 
 
 /// Creates a store whose free database has records, by committing several transactions with
 /// the real LMDB: inserts, then deletes and overwrites that free pages.
-fn store_with_free_pages(records: &Records) -> Vec<u8> {
+pub(super) fn store_with_free_pages(records: &Records) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mender-store");
     {
@@ -180,7 +214,7 @@ fn store_with_free_pages(records: &Records) -> Vec<u8> {
     std::fs::read(&path).unwrap()
 }
 
-fn without_stale_auth_keys(records: &Records) -> Records {
+pub(super) fn without_stale_auth_keys(records: &Records) -> Records {
     let mut expected = records.clone();
     for key in STALE_AUTH_KEYS {
         expected.remove(key.as_bytes());
@@ -200,7 +234,8 @@ fn stale_auth_keys_are_removed() {
     assert!(stat_field(mdb_stat, &store, "Status of Main DB", "Tree depth:") >= 2);
     assert!(stat_field(mdb_stat, &store, "Status of Main DB", "Overflow pages:") >= 4);
 
-    let outcome = apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys()).unwrap();
+    let outcome =
+        apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys(), StoreLayout::host()).unwrap();
 
     let expected = without_stale_auth_keys(&original);
     assert_eq!(dump_records(mdb_dump, &outcome.bytes), expected);
@@ -211,7 +246,7 @@ fn stale_auth_keys_are_removed() {
     assert_eq!(stat_field(mdb_stat, &outcome.bytes, "Status of Main DB", "Entries:"), expected.len() as u64);
     assert_eq!(stat_field(mdb_stat, &outcome.bytes, "Status of Main DB", "Overflow pages:"), 4);
     assert_eq!(stat_field(mdb_stat, &outcome.bytes, "Freelist Status", "Free pages:"), 0);
-    assert_eq!(read_records(&outcome.bytes).unwrap(), expected);
+    assert_eq!(read_records(&outcome.bytes, StoreLayout::host()).unwrap(), expected);
 }
 
 #[test]
@@ -223,7 +258,7 @@ fn deep_tree_is_read_like_mdb_dump() {
     let store = load_store(mdb_load, &original);
     assert!(stat_field(mdb_stat, &store, "Status of Main DB", "Tree depth:") >= 3);
 
-    let records = read_records(&store).unwrap();
+    let records = read_records(&store, StoreLayout::host()).unwrap();
 
     assert_eq!(records, original);
     assert_eq!(dump_records(mdb_dump, &store), original);
@@ -240,7 +275,7 @@ fn deep_tree_edit_keeps_other_records() {
         set: vec![record("artifact-name", b"release-8")],
     };
 
-    let outcome = apply_edit(Some(&store), &edit).unwrap();
+    let outcome = apply_edit(Some(&store), &edit, StoreLayout::host()).unwrap();
 
     let mut expected = original.clone();
     expected.remove(b"authtoken".as_slice());
@@ -261,8 +296,9 @@ fn store_with_free_pages_is_read_and_compacted() {
     let expected_before = dump_records(mdb_dump, &store);
     assert!(expected_before.contains_key(b"doomed-0299".as_slice()));
 
-    assert_eq!(read_records(&store).unwrap(), expected_before);
-    let outcome = apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys()).unwrap();
+    assert_eq!(read_records(&store, StoreLayout::host()).unwrap(), expected_before);
+    let outcome =
+        apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys(), StoreLayout::host()).unwrap();
 
     assert_eq!(dump_records(mdb_dump, &outcome.bytes), without_stale_auth_keys(&expected_before));
     assert_eq!(stat_field(mdb_stat, &outcome.bytes, "Freelist Status", "Free pages:"), 0);
@@ -282,7 +318,7 @@ fn new_store_holds_set_records() {
         ],
     };
 
-    let outcome = apply_edit(None, &edit).unwrap();
+    let outcome = apply_edit(None, &edit, StoreLayout::host()).unwrap();
 
     let expected = Records::from([record("artifact-name", b"second"), record("state", b"{}")]);
     assert_eq!(dump_records(&tools[0], &outcome.bytes), expected);
@@ -298,24 +334,24 @@ fn empty_new_store_is_valid_lmdb() {
     let test = "empty_new_store_is_valid_lmdb";
     let Some(tools) = require_tools(&["mdb_dump", "mdb_stat"], test) else { return };
 
-    let outcome = apply_edit(None, &StoreEdit::default()).unwrap();
+    let outcome = apply_edit(None, &StoreEdit::default(), StoreLayout::host()).unwrap();
 
     assert_eq!(outcome.bytes.len(), 2 * PAGE_SIZE);
     assert_eq!(dump_records(&tools[0], &outcome.bytes), Records::new());
     assert_eq!(stat_field(&tools[1], &outcome.bytes, "Status of Main DB", "Entries:"), 0);
     assert_eq!(stat_field(&tools[1], &outcome.bytes, "Environment Info", "Map size:"), 1 << 20);
-    assert_eq!(read_records(&outcome.bytes).unwrap(), Records::new());
+    assert_eq!(read_records(&outcome.bytes, StoreLayout::host()).unwrap(), Records::new());
 }
 
 #[test]
 fn empty_existing_file_is_an_empty_store() {
     let edit = StoreEdit { remove: Vec::new(), set: vec![record("artifact-name", b"release-1")] };
 
-    let outcome = apply_edit(Some(&[]), &edit).unwrap();
+    let outcome = apply_edit(Some(&[]), &edit, StoreLayout::host()).unwrap();
 
     assert!(outcome.created);
     assert_eq!(outcome.records, Records::from([record("artifact-name", b"release-1")]));
-    assert_eq!(read_records(&[]).unwrap(), Records::new());
+    assert_eq!(read_records(&[], StoreLayout::host()).unwrap(), Records::new());
 }
 
 #[test]
@@ -324,14 +360,15 @@ fn output_is_deterministic() {
     let store = load_store(&mdb_load, &multi_level_records());
     let edit = StoreEdit::remove_stale_auth_keys();
 
-    let first = apply_edit(Some(&store), &edit).unwrap();
-    let second = apply_edit(Some(&store), &edit).unwrap();
+    let first = apply_edit(Some(&store), &edit, StoreLayout::host()).unwrap();
+    let second = apply_edit(Some(&store), &edit, StoreLayout::host()).unwrap();
     let from_free_pages = apply_edit(
         Some(&store_with_free_pages(&Records::new())),
         &StoreEdit {
             remove: (0..300).map(|index| format!("doomed-{index:04}").into_bytes()).collect(),
             set: without_stale_auth_keys(&multi_level_records()).into_iter().collect(),
         },
+        StoreLayout::host(),
     )
     .unwrap();
 
@@ -347,7 +384,8 @@ fn removed_token_leaves_no_bytes_behind() {
     let store = load_store(&mdb_load, &multi_level_records());
     assert!(store.windows(token.len()).any(|window| window == token));
 
-    let outcome = apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys()).unwrap();
+    let outcome =
+        apply_edit(Some(&store), &StoreEdit::remove_stale_auth_keys(), StoreLayout::host()).unwrap();
 
     assert!(!outcome.bytes.windows(token.len()).any(|window| window == token));
 }
@@ -362,7 +400,7 @@ fn mender_client_reads_edited_store() {
         remove: STALE_AUTH_KEYS.iter().map(|key| key.as_bytes().to_vec()).collect(),
         set: vec![record("artifact-name", b"preauthorized-9")],
     };
-    let outcome = apply_edit(Some(&store), &edit).unwrap();
+    let outcome = apply_edit(Some(&store), &edit, StoreLayout::host()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     write_store(dir.path(), &outcome.bytes);
@@ -406,12 +444,12 @@ fn mender_client_store_is_edited() {
     assert!(!first_run.status.success());
     let created_by_client = std::fs::read(dir.path().join("mender-store")).unwrap();
 
-    assert_eq!(read_records(&created_by_client).unwrap(), Records::new());
-    let empty = apply_edit(None, &StoreEdit::default()).unwrap();
+    assert_eq!(read_records(&created_by_client, StoreLayout::host()).unwrap(), Records::new());
+    let empty = apply_edit(None, &StoreEdit::default(), StoreLayout::host()).unwrap();
     assert!(empty.bytes == created_by_client, "a new empty store differs from the one the client creates");
 
     let edit = StoreEdit { remove: Vec::new(), set: vec![record("artifact-name", b"from-the-tool")] };
-    let outcome = apply_edit(Some(&created_by_client), &edit).unwrap();
+    let outcome = apply_edit(Some(&created_by_client), &edit, StoreLayout::host()).unwrap();
     write_store(dir.path(), &outcome.bytes);
     std::fs::remove_file(dir.path().join("mender-store-lock")).unwrap();
 
@@ -424,7 +462,7 @@ fn large_value_grows_the_map() {
     let large_value: Vec<u8> = (0..3_000_000u32).map(|index| (index % 253) as u8).collect();
     let edit = StoreEdit { remove: Vec::new(), set: vec![(b"state".to_vec(), large_value.clone())] };
 
-    let outcome = apply_edit(None, &edit).unwrap();
+    let outcome = apply_edit(None, &edit, StoreLayout::host()).unwrap();
 
     assert_eq!(dump_records(&mdb_dump, &outcome.bytes), Records::from([(b"state".to_vec(), large_value)]));
 }
@@ -446,8 +484,8 @@ fn invalid_keys_are_rejected() {
     let too_long = StoreEdit { remove: Vec::new(), set: vec![(vec![b'k'; 512], b"value".to_vec())] };
     let empty = StoreEdit { remove: Vec::new(), set: vec![(Vec::new(), b"value".to_vec())] };
 
-    assert!(matches!(apply_edit(None, &too_long), Err(StoreError::InvalidKey { .. })));
-    assert!(matches!(apply_edit(None, &empty), Err(StoreError::InvalidKey { .. })));
+    assert!(matches!(apply_edit(None, &too_long, StoreLayout::host()), Err(StoreError::InvalidKey { .. })));
+    assert!(matches!(apply_edit(None, &empty, StoreLayout::host()), Err(StoreError::InvalidKey { .. })));
 }
 
 // ---- rejecting corrupt and unsupported stores ----
@@ -502,7 +540,10 @@ fn truncated_store_is_corrupt() {
 
     for len in [1, 15, 100, PAGE_SIZE - 1, PAGE_SIZE, PAGE_SIZE + 200, 2 * PAGE_SIZE, store.len() - PAGE_SIZE]
     {
-        assert_corrupt(read_records(&store[..len]), &format!("store cut to {len} bytes"));
+        assert_corrupt(
+            read_records(&store[..len], StoreLayout::host()),
+            &format!("store cut to {len} bytes"),
+        );
     }
 }
 
@@ -512,19 +553,19 @@ fn damaged_meta_page_is_corrupt() {
 
     let mut bad_magic = store.clone();
     bad_magic[PAGE_SIZE + META_MAGIC] ^= 0x01;
-    assert_corrupt(read_records(&bad_magic), "flipped magic in meta page 1");
+    assert_corrupt(read_records(&bad_magic, StoreLayout::host()), "flipped magic in meta page 1");
 
     let mut bad_flags = store.clone();
     bad_flags[PAGE_FLAGS] = 0x02;
-    assert_corrupt(read_records(&bad_flags), "meta page 0 flagged as a leaf");
+    assert_corrupt(read_records(&bad_flags, StoreLayout::host()), "meta page 0 flagged as a leaf");
 
     let mut bad_page_size = store.clone();
     write_u16_at(&mut bad_page_size, PAGE_SIZE + 40, 3000);
-    assert_corrupt(read_records(&bad_page_size), "page size 3000 in meta page 1");
+    assert_corrupt(read_records(&bad_page_size, StoreLayout::host()), "page size 3000 in meta page 1");
 
     let mut bad_version = store.clone();
     bad_version[META_VERSION] = 2;
-    assert!(matches!(read_records(&bad_version), Err(StoreError::Version { found: 2 })));
+    assert!(matches!(read_records(&bad_version, StoreLayout::host()), Err(StoreError::Version { found: 2 })));
 }
 
 #[test]
@@ -536,12 +577,15 @@ fn page_number_past_end_is_corrupt() {
     for root in [page_count, page_count + 1, u64::MAX - 1, 0, 1] {
         let mut bad_root = store.clone();
         write_u64_at(&mut bad_root, meta + META_MAIN_DB + DB_ROOT, root);
-        assert_corrupt(read_records(&bad_root), &format!("main root {root}"));
+        assert_corrupt(read_records(&bad_root, StoreLayout::host()), &format!("main root {root}"));
     }
 
     let mut bad_last_pgno = store.clone();
     write_u64_at(&mut bad_last_pgno, meta + META_LAST_PGNO, page_count + 50);
-    assert_corrupt(read_records(&bad_last_pgno), "last page number past the file without free pages");
+    assert_corrupt(
+        read_records(&bad_last_pgno, StoreLayout::host()),
+        "last page number past the file without free pages",
+    );
 }
 
 #[test]
@@ -552,21 +596,24 @@ fn garbage_node_offsets_are_corrupt() {
     for pointer in [0u16, 8, 17, 4095, 0xffff] {
         let mut bad_pointer = store.clone();
         write_u16_at(&mut bad_pointer, leaf + PAGE_FIRST_NODE_POINTER, pointer);
-        assert_corrupt(read_records(&bad_pointer), &format!("leaf node pointer {pointer}"));
+        assert_corrupt(
+            read_records(&bad_pointer, StoreLayout::host()),
+            &format!("leaf node pointer {pointer}"),
+        );
     }
 
     let mut bad_lower = store.clone();
     write_u16_at(&mut bad_lower, leaf + PAGE_LOWER, 0xfff0);
-    assert_corrupt(read_records(&bad_lower), "lower bound past the page");
+    assert_corrupt(read_records(&bad_lower, StoreLayout::host()), "lower bound past the page");
 
     let mut bad_upper = store.clone();
     write_u16_at(&mut bad_upper, leaf + PAGE_UPPER, 20);
-    assert_corrupt(read_records(&bad_upper), "upper bound inside the node pointers");
+    assert_corrupt(read_records(&bad_upper, StoreLayout::host()), "upper bound inside the node pointers");
 
     let mut bad_key_size = store.clone();
     let node = leaf + u16::from_le_bytes([store[leaf + 16], store[leaf + 17]]) as usize;
     write_u16_at(&mut bad_key_size, node + 6, 0xffff);
-    assert_corrupt(read_records(&bad_key_size), "key size past the page");
+    assert_corrupt(read_records(&bad_key_size, StoreLayout::host()), "key size past the page");
 }
 
 #[test]
@@ -580,18 +627,18 @@ fn tree_loops_are_corrupt() {
     let mut child_is_root = store.clone();
     write_u16_at(&mut child_is_root, first_node, root as u16);
     write_u16_at(&mut child_is_root, first_node + 2, 0);
-    assert_corrupt(read_records(&child_is_root), "branch pointing at itself");
+    assert_corrupt(read_records(&child_is_root, StoreLayout::host()), "branch pointing at itself");
 
     let second_node =
         root_offset + u16::from_le_bytes([store[root_offset + 18], store[root_offset + 19]]) as usize;
     let mut shared_child = store.clone();
     shared_child.copy_within(first_node..first_node + 4, second_node);
-    assert_corrupt(read_records(&shared_child), "two branch nodes pointing at one page");
+    assert_corrupt(read_records(&shared_child, StoreLayout::host()), "two branch nodes pointing at one page");
 
     let mut deeper = store.clone();
     let meta = current_meta_offset(&store);
     write_u16_at(&mut deeper, meta + META_MAIN_DB + DB_DEPTH, 3);
-    assert_corrupt(read_records(&deeper), "depth larger than the tree");
+    assert_corrupt(read_records(&deeper, StoreLayout::host()), "depth larger than the tree");
 }
 
 #[test]
@@ -605,11 +652,11 @@ fn overflow_run_past_end_is_corrupt() {
     let mut long_run = store.clone();
     let count_offset = overflow_page * PAGE_SIZE + 12;
     long_run[count_offset..count_offset + 4].copy_from_slice(&(page_count as u32).to_le_bytes());
-    assert_corrupt(read_records(&long_run), "overflow run longer than the file");
+    assert_corrupt(read_records(&long_run, StoreLayout::host()), "overflow run longer than the file");
 
     let mut short_run = store.clone();
     short_run[count_offset..count_offset + 4].copy_from_slice(&1u32.to_le_bytes());
-    assert_corrupt(read_records(&short_run), "overflow run shorter than its value");
+    assert_corrupt(read_records(&short_run, StoreLayout::host()), "overflow run shorter than its value");
 }
 
 #[test]
@@ -619,17 +666,17 @@ fn sub_databases_and_duplicates_are_unsupported() {
 
     let mut dupsort = store.clone();
     write_u16_at(&mut dupsort, meta + META_MAIN_DB + DB_FLAGS, 0x04);
-    assert!(matches!(read_records(&dupsort), Err(StoreError::Unsupported { .. })));
+    assert!(matches!(read_records(&dupsort, StoreLayout::host()), Err(StoreError::Unsupported { .. })));
 
     let leaf = first_leaf(&store) * PAGE_SIZE;
     let node = leaf + u16::from_le_bytes([store[leaf + 16], store[leaf + 17]]) as usize;
     let mut sub_database = store.clone();
     write_u16_at(&mut sub_database, node + NODE_FLAGS, 0x02);
-    assert!(matches!(read_records(&sub_database), Err(StoreError::Unsupported { .. })));
+    assert!(matches!(read_records(&sub_database, StoreLayout::host()), Err(StoreError::Unsupported { .. })));
 }
 
 #[test]
-fn other_layouts_are_rejected_as_layout() {
+fn store_in_another_layout_is_rejected_as_layout() {
     let mut big_endian_64 = vec![0u8; 2 * PAGE_SIZE];
     big_endian_64[16..20].copy_from_slice(&0xBEEF_C0DEu32.to_be_bytes());
     let mut little_endian_32 = vec![0u8; 2 * PAGE_SIZE];
@@ -638,22 +685,24 @@ fn other_layouts_are_rejected_as_layout() {
     big_endian_32[12..16].copy_from_slice(&0xBEEF_C0DEu32.to_be_bytes());
 
     let cases = [
-        (big_endian_64, 64, Endian::Big),
-        (little_endian_32, 32, Endian::Little),
-        (big_endian_32, 32, Endian::Big),
+        (big_endian_64, StoreLayout::BE64),
+        (little_endian_32, StoreLayout::LE32),
+        (big_endian_32, StoreLayout::BE32),
     ];
-    for (store, expected_bits, expected_endian) in cases {
-        match read_records(&store) {
-            Err(StoreError::Layout { bits, endian }) => {
-                assert_eq!(bits.bits(), expected_bits);
-                assert_eq!(endian, expected_endian);
+    for (store, expected) in cases {
+        assert_eq!(detect_layout(&store).unwrap(), expected);
+        match read_records(&store, StoreLayout::LE64) {
+            Err(StoreError::Layout { found, expected: target }) => {
+                assert_eq!(found, expected);
+                assert_eq!(target, StoreLayout::LE64);
             }
-            other => {
-                panic!("expected a Layout error for {expected_bits}-bit {expected_endian}, got {other:?}")
-            }
+            other => panic!("expected a Layout error for {expected}, got {other:?}"),
         }
     }
-    assert_corrupt(read_records(b"not an LMDB file at all, just some text"), "text file");
+    assert_corrupt(
+        read_records(b"not an LMDB file at all, just some text", StoreLayout::host()),
+        "text file",
+    );
 }
 
 /// xorshift64*: a small deterministic generator, so a failing mutation can be replayed.
@@ -744,7 +793,7 @@ fn random_mutations_never_crash() {
     for round in 0..rounds {
         let mutated = mutate(&mut mutator, &stores[round % stores.len()]);
 
-        match read_records(&mutated) {
+        match read_records(&mutated, StoreLayout::host()) {
             Ok(_) => accepted += 1,
             Err(StoreError::Corrupt { .. } | StoreError::Unsupported { .. } | StoreError::Version { .. }) => {
                 rejected += 1;
@@ -753,7 +802,8 @@ fn random_mutations_never_crash() {
             Err(other) => panic!("round {round}: a mutation the walk accepted made LMDB fail: {other}"),
         }
         if round % 20 == 0 {
-            let edited = apply_edit(Some(&mutated), &StoreEdit::remove_stale_auth_keys());
+            let edited =
+                apply_edit(Some(&mutated), &StoreEdit::remove_stale_auth_keys(), StoreLayout::host());
             assert!(edited.is_ok(), "round {round}: editing a readable store failed: {edited:?}");
         }
     }

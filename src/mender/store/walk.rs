@@ -4,8 +4,9 @@
 
 use std::cmp::Ordering;
 
+use super::layout::StoreLayout;
 use super::meta::{DbRecord, INVALID_PGNO, META_PAGE_COUNT, Meta, select_meta};
-use super::page::{LeafValue, PAGE_HEADER_SIZE, PageKind, TreePage, overflow_page_count, read_u64};
+use super::page::{LeafValue, PageKind, TreePage, overflow_page_count};
 use super::{Records, StoreError};
 
 /// `CURSOR_STACK` of LMDB 0.9: a cursor cannot descend deeper than this many levels.
@@ -18,17 +19,58 @@ const MDB_INTEGERKEY: u16 = 0x08;
 /// Environment flags LMDB stores in the free database's flags: `MDB_FIXEDMAP`, `MDB_NOSUBDIR`.
 const PERSISTENT_ENV_FLAGS: u16 = 0x01 | 0x4000;
 
+/// One of the two databases of every LMDB file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Db {
+    /// The free-page database: transaction IDs to lists of the pages they freed.
+    Free,
+    /// The main database, which contains the records.
+    Main,
+}
+
+impl Db {
+    fn name(self) -> &'static str {
+        match self {
+            Db::Free => "free",
+            Db::Main => "main",
+        }
+    }
+}
+
+/// Role of a page of the file in the snapshot of the current meta page, as the walk found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PageUse {
+    /// Neither a meta page nor reached from the current meta page: a free page.
+    Unused,
+    Meta,
+    /// A branch or leaf page of a database.
+    Tree {
+        db: Db,
+        kind: PageKind,
+    },
+    /// The first page of an overflow run of `pages` pages that contains a value of `data_len` bytes.
+    OverflowStart {
+        db: Db,
+        pages: u64,
+        data_len: u32,
+    },
+    /// A later page of an overflow run.
+    OverflowContinued,
+}
+
 /// Result of a successful walk.
 #[derive(Debug)]
 pub(super) struct WalkedStore {
     pub meta: Meta,
     pub records: Records,
+    /// Role of each page of the file, by page number.
+    pub pages: Vec<PageUse>,
 }
 
-/// Validates `bytes` as a 64-bit little-endian LMDB file whose main database is a plain B-tree,
-/// and returns its records.
-pub(super) fn walk_store(bytes: &[u8]) -> Result<WalkedStore, StoreError> {
-    let meta = select_meta(bytes)?;
+/// Validates `bytes` as an LMDB file in `layout` whose main database is a plain B-tree, and
+/// returns its records and what each page is.
+pub(super) fn walk_store(bytes: &[u8], layout: StoreLayout) -> Result<WalkedStore, StoreError> {
+    let meta = select_meta(bytes, layout)?;
     let page_size = meta.page_size as usize;
     let page_count = (bytes.len() / page_size) as u64;
 
@@ -43,16 +85,17 @@ pub(super) fn walk_store(bytes: &[u8]) -> Result<WalkedStore, StoreError> {
 
     let mut walker = Walker {
         bytes,
+        layout,
         page_size,
         page_count,
         last_pgno: meta.last_pgno,
-        in_use: vec![false; page_count as usize],
+        pages: vec![PageUse::Unused; page_count as usize],
     };
-    walker.in_use[0] = true;
-    walker.in_use[1] = true;
+    walker.pages[0] = PageUse::Meta;
+    walker.pages[1] = PageUse::Meta;
 
     let mut records = Records::new();
-    walker.walk_tree("main", &meta.main_db, compare_bytes, &mut |key, value| {
+    walker.walk_tree(Db::Main, &meta.main_db, &mut |key, value| {
         if key.is_empty() || key.len() > MAX_KEY_SIZE {
             return Err(StoreError::corrupt(format!(
                 "main database key of {} bytes is outside 1..={MAX_KEY_SIZE}",
@@ -64,12 +107,12 @@ pub(super) fn walk_store(bytes: &[u8]) -> Result<WalkedStore, StoreError> {
     })?;
 
     let mut free_pages = Vec::new();
-    walker.walk_tree("free", &meta.free_db, compare_integer_keys, &mut |key, value| {
-        read_free_list_record(key, value, meta.txnid, &mut free_pages)
+    walker.walk_tree(Db::Free, &meta.free_db, &mut |key, value| {
+        read_free_list_record(key, value, meta.txnid, layout, &mut free_pages)
     })?;
     walker.check_free_pages(free_pages)?;
 
-    Ok(WalkedStore { meta, records })
+    Ok(WalkedStore { meta, records, pages: walker.pages })
 }
 
 fn check_main_db_flags(db: &DbRecord) -> Result<(), StoreError> {
@@ -94,31 +137,40 @@ fn check_free_db_flags(db: &DbRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Orders keys as LMDB's default comparison does: bytewise, a prefix before its extensions.
-fn compare_bytes(left: &[u8], right: &[u8]) -> Ordering {
-    left.cmp(right)
-}
-
-/// Orders the free database's keys, transaction IDs stored as native (here little-endian)
-/// 8-byte integers. Keys of another size sort by length first; the leaf check rejects them.
-fn compare_integer_keys(left: &[u8], right: &[u8]) -> Ordering {
-    match (left.len(), right.len(), read_u64(left, 0), read_u64(right, 0)) {
-        (8, 8, Some(left_id), Some(right_id)) => left_id.cmp(&right_id),
-        _ => left.len().cmp(&right.len()).then_with(|| left.cmp(right)),
+/// Orders keys as LMDB's default comparison does for the main database (bytewise, a prefix
+/// before its extensions) and for the free database (`MDB_INTEGERKEY`: transaction IDs as
+/// words of the layout). Free database keys of another size sort by length first; the leaf
+/// check rejects them.
+fn compare_keys(db: Db, layout: StoreLayout, left: &[u8], right: &[u8]) -> Ordering {
+    let word_len = layout.word_len();
+    match db {
+        Db::Main => left.cmp(right),
+        Db::Free if left.len() == word_len && right.len() == word_len => {
+            layout.read_word(left, 0).cmp(&layout.read_word(right, 0))
+        }
+        Db::Free => left.len().cmp(&right.len()).then_with(|| left.cmp(right)),
     }
 }
 
 /// Parses one free-list record: the key is the ID of the transaction that freed the pages, the
-/// value an ID list (`MDB_IDL`): a count followed by that many page numbers.
+/// value an ID list (`MDB_IDL`): a count followed by that many page numbers, all words of the
+/// layout.
 fn read_free_list_record(
     key: &[u8],
     value: &[u8],
     txnid: u64,
+    layout: StoreLayout,
     free_pages: &mut Vec<u64>,
 ) -> Result<(), StoreError> {
-    let freeing_txnid = match (key.len(), read_u64(key, 0)) {
-        (8, Some(id)) => id,
-        _ => return Err(StoreError::corrupt(format!("free list key of {} bytes, expected 8", key.len()))),
+    let word_len = layout.word_len();
+    let freeing_txnid = match layout.read_word(key, 0) {
+        Some(id) if key.len() == word_len => id,
+        _ => {
+            return Err(StoreError::corrupt(format!(
+                "free list key of {} bytes, expected {word_len}",
+                key.len()
+            )));
+        }
     };
     if freeing_txnid > txnid {
         return Err(StoreError::corrupt(format!(
@@ -126,8 +178,8 @@ fn read_free_list_record(
         )));
     }
 
-    let count = read_u64(value, 0).unwrap_or(u64::MAX);
-    let expected_len = count.checked_add(1).and_then(|words| words.checked_mul(8));
+    let count = layout.read_word(value, 0).unwrap_or(u64::MAX);
+    let expected_len = count.checked_add(1).and_then(|words| words.checked_mul(word_len as u64));
     if expected_len != Some(value.len() as u64) {
         return Err(StoreError::corrupt(format!(
             "free list record of transaction {freeing_txnid} has {} bytes, which does not match its page count {count}",
@@ -135,7 +187,7 @@ fn read_free_list_record(
         )));
     }
 
-    free_pages.extend(value.chunks_exact(8).skip(1).filter_map(|word| read_u64(word, 0)));
+    free_pages.extend(value.chunks_exact(word_len).skip(1).filter_map(|word| layout.read_word(word, 0)));
     Ok(())
 }
 
@@ -150,11 +202,13 @@ struct TreeCounts {
 
 struct Walker<'a> {
     bytes: &'a [u8],
+    layout: StoreLayout,
     page_size: usize,
     page_count: u64,
     last_pgno: u64,
-    /// Pages reached so far, so no page belongs to two places and the walk cannot loop.
-    in_use: Vec<bool>,
+    /// Role of each page found so far. A page is claimed once, so no page belongs to two places
+    /// and the walk cannot loop.
+    pages: Vec<PageUse>,
 }
 
 /// Key range a subtree must keep to: `low <= key < high`, unbounded where `None`.
@@ -164,18 +218,16 @@ struct KeyRange<'a> {
     high: Option<&'a [u8]>,
 }
 
-type KeyOrder = fn(&[u8], &[u8]) -> Ordering;
-
 impl<'a> Walker<'a> {
     /// Walks the tree of `db`, calling `on_record` for each record in key order, and checks its
     /// depth and page statistics.
     fn walk_tree(
         &mut self,
-        name: &str,
+        db_kind: Db,
         db: &DbRecord,
-        order: KeyOrder,
         on_record: &mut dyn FnMut(&'a [u8], &'a [u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        let name = db_kind.name();
         let mut counts = TreeCounts::default();
         if db.root == INVALID_PGNO {
             if db.depth != 0
@@ -198,7 +250,7 @@ impl<'a> Walker<'a> {
         }
 
         let all_keys = KeyRange { low: None, high: None };
-        let walk = TreeWalk { name, depth: db.depth, order };
+        let walk = TreeWalk { db: db_kind, name, depth: db.depth, layout: self.layout };
         self.visit(&walk, db.root, 0, all_keys, &mut counts, on_record)?;
 
         let recorded = TreeCounts {
@@ -224,10 +276,10 @@ impl<'a> Walker<'a> {
         counts: &mut TreeCounts,
         on_record: &mut dyn FnMut(&'a [u8], &'a [u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let bytes = self.claim_pages(walk.name, pgno, 1)?;
         let is_leaf_level = level + 1 == walk.depth;
         let kind = if is_leaf_level { PageKind::Leaf } else { PageKind::Branch };
-        let page = TreePage::parse(bytes, pgno, kind)?;
+        let bytes = self.claim_pages(walk.name, pgno, 1, PageUse::Tree { db: walk.db, kind })?;
+        let page = TreePage::parse(bytes, pgno, kind, self.layout)?;
 
         match kind {
             PageKind::Branch => {
@@ -263,7 +315,7 @@ impl<'a> Walker<'a> {
         }
         for pair in separators.windows(2) {
             if let [Some(left), Some(right)] = pair
-                && (walk.order)(left, right) != Ordering::Less
+                && walk.compare(left, right) != Ordering::Less
             {
                 return Err(StoreError::corrupt(format!(
                     "{} database branch keys are out of order",
@@ -295,7 +347,7 @@ impl<'a> Walker<'a> {
             let node = page.leaf_node(index)?;
             walk.check_in_range(node.key, range, "key")?;
             if let Some(previous) = previous_key
-                && (walk.order)(previous, node.key) != Ordering::Less
+                && walk.compare(previous, node.key) != Ordering::Less
             {
                 return Err(StoreError::corrupt(format!(
                     "{} database leaf keys are out of order",
@@ -307,7 +359,7 @@ impl<'a> Walker<'a> {
             let value = match node.value {
                 LeafValue::Inline(data) => data,
                 LeafValue::Overflow { pgno, size } => {
-                    let (data, pages) = self.read_overflow(walk.name, pgno, size)?;
+                    let (data, pages) = self.read_overflow(walk, pgno, size)?;
                     counts.overflow_pages += pages;
                     data
                 }
@@ -320,21 +372,29 @@ impl<'a> Walker<'a> {
 
     /// Claims the run of overflow pages at `pgno` and returns its `size` bytes of data and its
     /// page count.
-    fn read_overflow(&mut self, name: &str, pgno: u64, size: u32) -> Result<(&'a [u8], u64), StoreError> {
+    fn read_overflow(
+        &mut self,
+        walk: &TreeWalk<'_>,
+        pgno: u64,
+        size: u32,
+    ) -> Result<(&'a [u8], u64), StoreError> {
+        let name = walk.name;
         let first_page = self.page_bytes(name, pgno, 1)?;
-        let run_pages = u64::from(overflow_page_count(first_page, pgno)?);
+        let run_pages = u64::from(overflow_page_count(first_page, pgno, self.layout)?);
 
         // LMDB's OVPAGES: the fewest pages that hold the header and the data. A longer run is
         // valid because LMDB may reuse a run in place for a smaller value.
-        let needed_pages = (PAGE_HEADER_SIZE as u64 - 1 + u64::from(size)) / self.page_size as u64 + 1;
+        let header_len = self.layout.page_header_len();
+        let needed_pages = overflow_pages_needed(header_len, u64::from(size), self.page_size);
         if run_pages < needed_pages {
             return Err(StoreError::corrupt(format!(
                 "overflow run at page {pgno} has {run_pages} pages, but its value of {size} bytes needs {needed_pages}"
             )));
         }
 
-        let run = self.claim_pages(name, pgno, run_pages)?;
-        let data = run.get(PAGE_HEADER_SIZE..PAGE_HEADER_SIZE + size as usize).ok_or_else(|| {
+        let first_use = PageUse::OverflowStart { db: walk.db, pages: run_pages, data_len: size };
+        let run = self.claim_pages(name, pgno, run_pages, first_use)?;
+        let data = run.get(header_len..header_len + size as usize).ok_or_else(|| {
             StoreError::corrupt(format!("overflow value at page {pgno} is past the end of its run"))
         })?;
         Ok((data, run_pages))
@@ -363,17 +423,24 @@ impl<'a> Walker<'a> {
             .ok_or_else(|| StoreError::corrupt(format!("pages {pgno}..{end} are past the file end")))
     }
 
-    /// Like [`Self::page_bytes`], and marks the pages as in use, rejecting a page reached twice.
-    fn claim_pages(&mut self, name: &str, pgno: u64, count: u64) -> Result<&'a [u8], StoreError> {
+    /// Like [`Self::page_bytes`], and marks the first page as `first_use` and the others as
+    /// continued overflow pages, rejecting a page reached twice.
+    fn claim_pages(
+        &mut self,
+        name: &str,
+        pgno: u64,
+        count: u64,
+        first_use: PageUse,
+    ) -> Result<&'a [u8], StoreError> {
         let bytes = self.page_bytes(name, pgno, count)?;
         for page in pgno..pgno + count {
-            let slot = &mut self.in_use[page as usize];
-            if *slot {
+            let slot = &mut self.pages[page as usize];
+            if *slot != PageUse::Unused {
                 return Err(StoreError::corrupt(format!(
                     "page {page} is reached twice (in the {name} database)"
                 )));
             }
-            *slot = true;
+            *slot = if page == pgno { first_use } else { PageUse::OverflowContinued };
         }
         Ok(bytes)
     }
@@ -398,7 +465,7 @@ impl<'a> Walker<'a> {
                     self.last_pgno
                 )));
             }
-            if self.in_use.get(pgno as usize).copied().unwrap_or(false) {
+            if self.pages.get(pgno as usize).is_some_and(|page_use| *page_use != PageUse::Unused) {
                 return Err(StoreError::corrupt(format!("page {pgno} is both in use and in the free list")));
             }
         }
@@ -417,15 +484,20 @@ impl<'a> Walker<'a> {
 
 /// Settings that stay fixed while walking one tree.
 struct TreeWalk<'n> {
+    db: Db,
     name: &'n str,
     depth: u16,
-    order: KeyOrder,
+    layout: StoreLayout,
 }
 
 impl TreeWalk<'_> {
+    fn compare(&self, left: &[u8], right: &[u8]) -> Ordering {
+        compare_keys(self.db, self.layout, left, right)
+    }
+
     fn check_in_range(&self, key: &[u8], range: KeyRange<'_>, key_kind: &str) -> Result<(), StoreError> {
-        let below_low = range.low.is_some_and(|low| (self.order)(key, low) == Ordering::Less);
-        let not_below_high = range.high.is_some_and(|high| (self.order)(key, high) != Ordering::Less);
+        let below_low = range.low.is_some_and(|low| self.compare(key, low) == Ordering::Less);
+        let not_below_high = range.high.is_some_and(|high| self.compare(key, high) != Ordering::Less);
         if below_low || not_below_high {
             return Err(StoreError::corrupt(format!(
                 "{} database {key_kind} is outside the key range its parent branch gives",
@@ -434,4 +506,10 @@ impl TreeWalk<'_> {
         }
         Ok(())
     }
+}
+
+/// LMDB's `OVPAGES`: the fewest pages of `page_size` bytes that hold a page header of
+/// `header_len` bytes and `data_len` bytes of data.
+pub(super) fn overflow_pages_needed(header_len: usize, data_len: u64, page_size: usize) -> u64 {
+    (header_len as u64 - 1 + data_len) / page_size as u64 + 1
 }
