@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Ext;
-use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, test_bit};
+use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, set_range, test_bit};
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
     group_first_block, group_of_block, group_reserved_ranges,
@@ -242,9 +242,7 @@ impl AllocPlan {
         self.touch_block_bitmap(ext, group)?;
         let first = group_first_block(&ext.sb, BlockGroupIndex(group));
         let bitmap = self.block_bitmaps.get_mut(&group).map(Vec::as_mut_slice).unwrap_or_default();
-        for block in start..start + len {
-            set_bit(bitmap, (block - first) as u32);
-        }
+        set_range(bitmap, (start - first) as u32, len as u32);
         let descriptor = self.descriptor(group)?;
         descriptor.free_blocks_count =
             descriptor.free_blocks_count.checked_sub(len as u32).ok_or_else(|| {
