@@ -124,9 +124,9 @@ impl DiskImage {
 
         let mut saved = Vec::with_capacity(writes.len());
         for (offset, data) in writes {
-            let mut original = vec![0u8; data.len()];
-            self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
-            saved.extend(undo_log::save_range(partition.start + offset, &original));
+            let original = undo_log::save_file_range(&self.file, partition.start + offset, data.len() as u64)
+                .map_err(io_error)?;
+            saved.extend(original);
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();

@@ -36,6 +36,12 @@ impl<V: Volume + ?Sized> Volume for &V {
 pub trait VolumeMut: Volume {
     /// Writes all of `data` at `offset`.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Writes all of `data` at `offset`, handing over the buffer so that a volume that keeps
+    /// writes in memory can keep it without a copy.
+    fn write_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
 }
 
 /// Checks that `len` bytes at `offset` lie inside a volume of `volume_len` bytes.
@@ -122,10 +128,9 @@ impl VolumeMut for Vec<u8> {
     }
 }
 
-/// Size of the pages in which [`Staged`] keeps pending writes. Every ext structure is written in
-/// whole multiples of 1 KiB at 1 KiB boundaries, so such writes never need the old bytes of a
-/// page; other writes read them from the base first.
-const STAGE_PAGE_LEN: u64 = 1024;
+/// Largest write that [`Staged`] copies onto the end of a pending range that it continues.
+/// A larger owned buffer becomes a range of its own, so it is never copied.
+const MAX_APPENDED_LEN: usize = 64 * 1024;
 
 /// Keeps every write to a volume in memory, so that a modification can be planned in full,
 /// with reads seeing the planned writes, and then either committed or dropped. Dropping a
@@ -133,8 +138,9 @@ const STAGE_PAGE_LEN: u64 = 1024;
 #[derive(Debug)]
 pub struct Staged<V> {
     base: V,
-    /// Pending pages keyed by page index; the last page of the volume may be shorter.
-    pending: BTreeMap<u64, Box<[u8]>>,
+    /// Pending writes as disjoint ranges keyed by offset. Ranges may touch: a write that
+    /// continues a range is appended to it, unless it is a large owned buffer.
+    pending: BTreeMap<u64, Vec<u8>>,
 }
 
 impl<V: Volume> Staged<V> {
@@ -148,14 +154,14 @@ impl<V: Volume> Staged<V> {
         &self.base
     }
 
-    /// Total number of bytes waiting to be written, counted in whole pages.
+    /// Total number of bytes waiting to be written.
     pub fn pending_bytes(&self) -> u64 {
-        self.pending.values().map(|page| page.len() as u64).sum()
+        self.pending.values().map(|range| range.len() as u64).sum()
     }
 
-    /// The pending pages in offset order, as (offset, bytes).
+    /// The pending ranges in offset order, as (offset, bytes).
     pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.pending.iter().map(|(index, page)| (index * STAGE_PAGE_LEN, &page[..]))
+        self.pending.iter().map(|(&offset, range)| (offset, &range[..]))
     }
 
     /// Drops every pending write.
@@ -163,34 +169,43 @@ impl<V: Volume> Staged<V> {
         self.pending.clear();
     }
 
-    /// Returns the underlying volume and the pending writes as contiguous ranges keyed by offset,
+    /// Returns the underlying volume and the pending writes as disjoint ranges keyed by offset,
     /// leaving the caller to apply them.
     pub fn into_parts(self) -> (V, BTreeMap<u64, Vec<u8>>) {
-        let mut ranges: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut current: Option<(u64, Vec<u8>)> = None;
-        for (index, page) in self.pending {
-            let offset = index * STAGE_PAGE_LEN;
-            match &mut current {
-                Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
-                    bytes.extend_from_slice(&page)
-                }
-                _ => {
-                    if let Some((start, bytes)) = current.take() {
-                        ranges.insert(start, bytes);
-                    }
-                    current = Some((offset, page.into_vec()));
-                }
-            }
-        }
-        if let Some((start, bytes)) = current {
-            ranges.insert(start, bytes);
-        }
-        (self.base, ranges)
+        (self.base, self.pending)
     }
 
-    /// Length of the page at `index`: a full page, or what remains of the volume.
-    fn page_len(&self, index: u64) -> usize {
-        (self.base.len() - index * STAGE_PAGE_LEN).min(STAGE_PAGE_LEN) as usize
+    /// Offsets of the pending ranges that overlap `offset..end`, in order.
+    fn overlapping(&self, offset: u64, end: u64) -> Vec<u64> {
+        let before = self.pending.range(..offset).next_back();
+        let starts_before = before.filter(|(start, range)| **start + range.len() as u64 > offset);
+        let inside = self.pending.range(offset..end);
+        starts_before.into_iter().chain(inside).map(|(&start, _)| start).collect()
+    }
+
+    /// True when the pending ranges cover every byte of `offset..end`.
+    fn covers(&self, offset: u64, end: u64) -> bool {
+        let mut covered_to = offset;
+        for start in self.overlapping(offset, end) {
+            if start > covered_to {
+                return false;
+            }
+            let range_end = start + self.pending.get(&start).map_or(0, |range| range.len() as u64);
+            covered_to = covered_to.max(range_end);
+        }
+        covered_to >= end
+    }
+
+    /// Stores `data` at `offset..end`, a gap between pending ranges: appended to the range that
+    /// ends at `offset`, if any, else as a new range.
+    fn fill_gap(&mut self, offset: u64, data: &[u8]) {
+        let previous = self.pending.range_mut(..offset).next_back();
+        match previous {
+            Some((&start, range)) if start + range.len() as u64 == offset => range.extend_from_slice(data),
+            _ => {
+                self.pending.insert(offset, data.to_vec());
+            }
+        }
     }
 }
 
@@ -199,7 +214,7 @@ impl<V: VolumeMut> Staged<V> {
     pub fn commit(self) -> io::Result<V> {
         let (mut base, ranges) = self.into_parts();
         for (offset, data) in ranges {
-            base.write_at(offset, &data)?;
+            base.write_owned(offset, data)?;
         }
         Ok(base)
     }
@@ -212,19 +227,20 @@ impl<V: Volume> Volume for Staged<V> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.base.len())?;
-        self.base.read_at(offset, buf)?;
         if buf.is_empty() {
             return Ok(());
         }
 
+        // The base is read only when some byte of the request is not pending.
         let end = offset + buf.len() as u64;
-        let first_page = offset / STAGE_PAGE_LEN;
-        let last_page = (end - 1) / STAGE_PAGE_LEN;
-        for (&index, page) in self.pending.range(first_page..=last_page) {
-            let page_start = index * STAGE_PAGE_LEN;
-            let from = page_start.max(offset);
-            let to = (page_start + page.len() as u64).min(end);
-            let src = &page[(from - page_start) as usize..(to - page_start) as usize];
+        if !self.covers(offset, end) {
+            self.base.read_at(offset, buf)?;
+        }
+        for start in self.overlapping(offset, end) {
+            let Some(range) = self.pending.get(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len() as u64).min(end);
+            let src = &range[(from - start) as usize..(to - start) as usize];
             buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
         }
         Ok(())
@@ -238,26 +254,40 @@ impl<V: Volume> VolumeMut for Staged<V> {
             return Ok(());
         }
 
+        // Bytes that land in pending ranges overwrite them in place; the gaps between those
+        // ranges are filled in offset order, so a gap may continue the range before it.
         let end = offset + data.len() as u64;
-        for index in offset / STAGE_PAGE_LEN..=(end - 1) / STAGE_PAGE_LEN {
-            let page_start = index * STAGE_PAGE_LEN;
-            let page_len = self.page_len(index);
-            let from = page_start.max(offset);
-            let to = (page_start + page_len as u64).min(end);
-            let covers_page = from == page_start && to == page_start + page_len as u64;
-
-            if !self.pending.contains_key(&index) {
-                let mut page = vec![0u8; page_len].into_boxed_slice();
-                if !covers_page {
-                    self.base.read_at(page_start, &mut page)?;
-                }
-                self.pending.insert(index, page);
+        let mut cursor = offset;
+        for start in self.overlapping(offset, end) {
+            if start > cursor {
+                self.fill_gap(cursor, &data[(cursor - offset) as usize..(start - offset) as usize]);
             }
-            if let Some(page) = self.pending.get_mut(&index) {
-                let src = &data[(from - offset) as usize..(to - offset) as usize];
-                page[(from - page_start) as usize..(to - page_start) as usize].copy_from_slice(src);
-            }
+            let Some(range) = self.pending.get_mut(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len() as u64).min(end);
+            let src = &data[(from - offset) as usize..(to - offset) as usize];
+            range[(from - start) as usize..(to - start) as usize].copy_from_slice(src);
+            cursor = to;
         }
+        if cursor < end {
+            self.fill_gap(cursor, &data[(cursor - offset) as usize..]);
+        }
+        Ok(())
+    }
+
+    fn write_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        check_range(offset, data.len(), self.base.len())?;
+        let end = offset + data.len() as u64;
+        let continues_a_range = self
+            .pending
+            .range(..offset)
+            .next_back()
+            .is_some_and(|(start, range)| start + range.len() as u64 == offset);
+        let small = data.len() <= MAX_APPENDED_LEN;
+        if data.is_empty() || !self.overlapping(offset, end).is_empty() || (continues_a_range && small) {
+            return self.write_at(offset, &data);
+        }
+        self.pending.insert(offset, data);
         Ok(())
     }
 }
@@ -283,33 +313,71 @@ mod tests {
     }
 
     #[test]
-    fn staged_pages_coalesce_into_ranges() {
+    fn staged_writes_that_continue_a_range_join_it() {
         let mut staged = Staged::new(vec![0u8; 8 * 1024 + 100]);
         staged.write_at(1024, &[1; 2048]).unwrap();
         staged.write_at(3072, &[2; 10]).unwrap();
+        staged.write_owned(3082, vec![4; 6]).unwrap();
         staged.write_at(8 * 1024 + 90, &[3; 10]).unwrap();
 
         let (_, ranges) = staged.into_parts();
 
         let shape: Vec<(u64, usize)> = ranges.iter().map(|(offset, data)| (*offset, data.len())).collect();
-        assert_eq!(shape, vec![(1024, 3072), (8 * 1024, 100)]);
+        assert_eq!(shape, vec![(1024, 2064), (8 * 1024 + 90, 10)]);
         assert_eq!(&ranges[&1024][2048..2058], &[2; 10]);
-        assert_eq!(&ranges[&(8 * 1024)][90..], &[3; 10]);
+        assert_eq!(&ranges[&1024][2058..], &[4; 6]);
+        assert_eq!(&ranges[&(8 * 1024 + 90)][..], &[3; 10]);
     }
 
     #[test]
-    fn staged_partial_page_keeps_base_bytes() {
-        let base: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
+    fn staged_write_across_ranges_fills_the_gaps() {
+        let base: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let mut staged = Staged::new(base.clone());
-        staged.write_at(1030, &[0xEE; 4]).unwrap();
+        staged.write_at(100, &[1; 10]).unwrap();
+        staged.write_at(200, &[2; 10]).unwrap();
+        staged.write_at(105, &[9; 100]).unwrap();
 
-        let (_, ranges) = staged.into_parts();
+        let mut expected = base.clone();
+        expected[100..105].fill(1);
+        expected[105..205].fill(9);
+        expected[205..210].fill(2);
+        assert_eq!(read(&staged, 0, 4096), expected);
+        assert_eq!(staged.pending_bytes(), 110, "the pending ranges overlap nowhere");
+        assert_eq!(read(staged.base(), 0, 4096), base);
+    }
 
-        let page = &ranges[&1024];
-        assert_eq!(page.len(), 1024);
-        assert_eq!(&page[..6], &base[1024..1030]);
-        assert_eq!(&page[6..10], &[0xEE; 4]);
-        assert_eq!(&page[10..], &base[1034..2048]);
+    #[test]
+    fn staged_keeps_a_large_owned_buffer_without_copying() {
+        let mut staged = Staged::new(vec![0u8; 1 << 20]);
+        staged.write_at(4096, &[1; 4096]).unwrap();
+        let data = vec![7u8; 256 * 1024];
+        let address = data.as_ptr();
+        staged.write_owned(8192, data).unwrap();
+
+        let kept = staged.pending_writes().find(|(offset, _)| *offset == 8192).map(|(_, bytes)| bytes.as_ptr());
+        assert_eq!(kept, Some(address));
+        assert_eq!(read(&staged, 8190, 4), vec![1, 1, 7, 7]);
+    }
+
+    #[test]
+    fn staged_read_inside_pending_ranges_skips_the_base() {
+        /// A base volume that fails every read.
+        struct Unreadable;
+        impl Volume for Unreadable {
+            fn len(&self) -> u64 {
+                1 << 16
+            }
+            fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> {
+                Err(io::Error::other("base read"))
+            }
+        }
+        let mut staged = Staged::new(Unreadable);
+        staged.write_at(0, &[1; 4096]).unwrap();
+        staged.write_owned(4096, vec![2; 4096]).unwrap();
+
+        assert_eq!(read(&staged, 4000, 200), [vec![1; 96], vec![2; 104]].concat());
+        let mut past = [0u8; 10];
+        assert!(staged.read_at(8190, &mut past).is_err(), "byte 8192 is not pending");
     }
 
     #[test]

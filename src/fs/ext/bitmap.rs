@@ -47,8 +47,8 @@ pub(crate) fn set_range(bitmap: &mut [u8], from: u32, len: u32) {
 /// Bits in one word of a word-at-a-time scan.
 const WORD_BITS: u32 = 64;
 
-/// The 64 bits starting at byte `byte_index`, bit 0 of the first byte lowest; `None` when the
-/// bitmap ends before the word does.
+/// Reads the 64 bits from byte `byte_index`, bit 0 of the first byte lowest. Returns `None`
+/// when the bitmap ends before the word does.
 fn word_at(bitmap: &[u8], byte_index: usize) -> Option<u64> {
     let bytes = bitmap.get(byte_index..byte_index.checked_add(8)?)?;
     Some(u64::from_le_bytes(bytes.try_into().ok()?))
@@ -69,8 +69,8 @@ pub(crate) fn count_set(bitmap: &[u8], limit: u32) -> u32 {
     in_words + in_rest + missing_bytes * 8 + tail
 }
 
-/// First bit in `from..limit` that is set (`set` true) or clear, a 64-bit word at a time; bits
-/// past the end of `bitmap` read as set.
+/// Finds the first bit in `from..limit` that is set (`set` true) or clear, scanning a 64-bit
+/// word at a time. Bits past the end of `bitmap` read as set.
 fn find_bit(bitmap: &[u8], from: u32, limit: u32, set: bool) -> Option<u32> {
     let mut bit = from;
     while bit < limit {
@@ -84,8 +84,8 @@ fn find_bit(bitmap: &[u8], from: u32, limit: u32, set: bool) -> Option<u32> {
             bit = word_end;
             continue;
         };
-        let wanted = if set { word } else { !word };
-        let from_here = wanted >> (bit % WORD_BITS);
+        let matching = if set { word } else { !word };
+        let from_here = matching >> (bit % WORD_BITS);
         if from_here != 0 {
             let found = bit + from_here.trailing_zeros();
             return (found < limit).then_some(found);

@@ -21,7 +21,7 @@ impl<V: VolumeMut> Ext<V> {
         let Ext { volume, sb, groups } = staged;
         let (_, pending) = volume.into_parts();
         for (offset, data) in pending {
-            self.volume.write_at(offset, &data)?;
+            self.volume.write_owned(offset, data)?;
         }
         self.sb = sb;
         self.groups = groups;

@@ -324,7 +324,10 @@ impl<V: VolumeMut> Ext<V> {
         for (start, len) in allocated {
             let from = (logical * block_size) as usize;
             let to = ((logical + len) * block_size) as usize;
-            let mut contents = data.get(from..to.min(data.len())).unwrap_or_default().to_vec();
+            // The one copy of the data: sized for the zero padding of the last block, so
+            // padding does not reallocate, and handed on to the volume without further copies.
+            let mut contents = Vec::with_capacity(to - from);
+            contents.extend_from_slice(data.get(from..to.min(data.len())).unwrap_or_default());
             contents.resize(to - from, 0);
             writes.blocks.push((start, contents));
             push_run(&mut runs, Run { logical, physical: start, len, uninit: false });
@@ -494,24 +497,9 @@ impl<V: VolumeMut> Ext<V> {
     pub(super) fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
         plan.commit(self)?;
         let block_size = u64::from(self.sb.block_size);
-        // Consecutive writes to adjacent blocks go out as one write. Their order is kept, so a
-        // block written twice still ends with its last contents.
-        let mut pending: Option<(u64, Vec<u8>)> = None;
+        // The writes keep their order, so a block written twice ends with its last contents.
         for (block, contents) in writes.blocks {
-            let offset = block * block_size;
-            match &mut pending {
-                Some((start, buffer)) if *start + buffer.len() as u64 == offset => {
-                    buffer.extend_from_slice(&contents);
-                }
-                _ => {
-                    if let Some((start, buffer)) = pending.replace((offset, contents)) {
-                        self.volume.write_at(start, &buffer)?;
-                    }
-                }
-            }
-        }
-        if let Some((start, buffer)) = pending {
-            self.volume.write_at(start, &buffer)?;
+            self.volume.write_owned(block * block_size, contents)?;
         }
         for mut inode in writes.inodes {
             let offset = self.inode_offset(inode.index)?;
