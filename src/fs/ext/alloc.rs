@@ -11,6 +11,7 @@ use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
     group_first_block, group_of_block, group_reserved_ranges,
 };
+use super::cache::CachedBlock;
 use super::error::ExtError;
 use super::inode::InodeIndex;
 use super::owners::OwnerMap;
@@ -73,14 +74,19 @@ impl AllocPlan {
         let descriptor = self.descriptor(group)?.clone();
         let structure = format!("block bitmap of group {group}");
         let size = blocks_in_group(sb, index);
+        let cached = ext.cache.borrow().block_bitmap(descriptor.block_bitmap, group).map(<[u8]>::to_vec);
         let bitmap = if descriptor.has_flag(sb, BG_BLOCK_UNINIT) {
             uninit_block_bitmap(ext, index, &descriptor)?
+        } else if let Some(bitmap) = cached {
+            bitmap
         } else {
             let bitmap = ext.read_block(descriptor.block_bitmap)?;
             let checksummed = bitmap.get(..(sb.blocks_per_group / 8) as usize).unwrap_or_default();
             if !descriptor.block_bitmap_checksum_matches(sb, checksummed) {
                 return Err(ExtError::corrupt(structure, "checksum does not match contents"));
             }
+            let checked = CachedBlock::BlockBitmap { group, bitmap: bitmap.clone() };
+            ext.cache.borrow_mut().insert(descriptor.block_bitmap, checked);
             bitmap
         };
         let free = size - count_set(&bitmap, size);
@@ -105,9 +111,12 @@ impl AllocPlan {
         let sb = &ext.sb;
         let descriptor = self.descriptor(group)?.clone();
         let structure = format!("inode bitmap of group {group}");
+        let cached = ext.cache.borrow().inode_bitmap(descriptor.inode_bitmap, group).map(<[u8]>::to_vec);
         let bitmap = if descriptor.has_flag(sb, BG_INODE_UNINIT) {
             let mut bitmap = vec![0u8; sb.block_size as usize];
             set_padding(&mut bitmap, sb.inodes_per_group);
+            bitmap
+        } else if let Some(bitmap) = cached {
             bitmap
         } else {
             let bitmap = ext.read_block(descriptor.inode_bitmap)?;
@@ -115,6 +124,8 @@ impl AllocPlan {
             if !descriptor.inode_bitmap_checksum_matches(sb, checksummed) {
                 return Err(ExtError::corrupt(structure, "checksum does not match contents"));
             }
+            let checked = CachedBlock::InodeBitmap { group, bitmap: bitmap.clone() };
+            ext.cache.borrow_mut().insert(descriptor.inode_bitmap, checked);
             bitmap
         };
         let free = sb.inodes_per_group - count_set(&bitmap, sb.inodes_per_group);
@@ -371,35 +382,39 @@ impl AllocPlan {
     /// compare the backups' counts.
     pub fn commit<V: VolumeMut>(mut self, ext: &mut Ext<V>) -> Result<(), ExtError> {
         let block_size = u64::from(ext.sb.block_size);
+        // Each written bitmap stays cached: it was built here, so it needs no checking when
+        // the next operation loads it.
         for &group in &self.dirty_block_bitmaps {
-            let Some(bitmap) = self.block_bitmaps.get(&group) else { continue };
+            let Some(bitmap) = self.block_bitmaps.remove(&group) else { continue };
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let checksummed = bitmap.get(..(ext.sb.blocks_per_group / 8) as usize).unwrap_or_default();
             descriptor.set_bitmap_checksums(&ext.sb, Some(checksummed), None);
-            ext.volume.write_at(descriptor.block_bitmap * block_size, bitmap)?;
+            ext.write_volume(descriptor.block_bitmap * block_size, &bitmap)?;
+            ext.cache.get_mut().insert(descriptor.block_bitmap, CachedBlock::BlockBitmap { group, bitmap });
         }
         for &group in &self.dirty_inode_bitmaps {
-            let Some(bitmap) = self.inode_bitmaps.get(&group) else { continue };
+            let Some(bitmap) = self.inode_bitmaps.remove(&group) else { continue };
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let checksummed = bitmap.get(..(ext.sb.inodes_per_group / 8) as usize).unwrap_or_default();
             descriptor.set_bitmap_checksums(&ext.sb, None, Some(checksummed));
-            ext.volume.write_at(descriptor.inode_bitmap * block_size, bitmap)?;
+            ext.write_volume(descriptor.inode_bitmap * block_size, &bitmap)?;
+            ext.cache.get_mut().insert(descriptor.inode_bitmap, CachedBlock::InodeBitmap { group, bitmap });
         }
         for &(offset, len) in &self.inode_ranges_to_zero {
-            ext.volume.write_at(offset, &vec![0u8; len])?;
+            ext.write_volume(offset, &vec![0u8; len])?;
         }
         for &group in &self.dirty_groups {
             let index = BlockGroupIndex(group);
             let (block, offset) = descriptor_location(&ext.sb, index);
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let bytes = descriptor.encode(&ext.sb, index);
-            ext.volume.write_at(block * block_size + offset as u64, bytes)?;
+            ext.write_volume(block * block_size + offset as u64, bytes)?;
         }
 
         let free_blocks = self.free_blocks();
         let free_inodes = u32::try_from(self.free_inodes()).unwrap_or(u32::MAX);
         let bytes = ext.sb.encode_free_counts(free_blocks, free_inodes).to_vec();
-        ext.volume.write_at(SUPERBLOCK_OFFSET, &bytes)?;
+        ext.write_volume(SUPERBLOCK_OFFSET, &bytes)?;
         ext.groups = std::mem::take(&mut self.groups);
         Ok(())
     }

@@ -98,7 +98,7 @@ impl DirBlock {
         file_type: u8,
         filetype: bool,
     ) -> bool {
-        let Some(room) = self.entries.iter().find(|entry| entry.offset == room_offset).cloned() else {
+        let Some(room) = self.entries.iter().find(|entry| entry.offset == room_offset).copied() else {
             return false;
         };
         let needed = entry_len(name.len());
@@ -126,8 +126,8 @@ impl DirBlock {
     /// Removes the entry named `name`: the previous entry absorbs its record, or, first in the
     /// block, it is marked unused. Returns the removed entry's inode number.
     pub fn remove(&mut self, name: &[u8]) -> Option<u32> {
-        let position = self.entries.iter().position(|entry| entry.inode != 0 && entry.name == name)?;
-        let removed = self.entries.get(position)?.clone();
+        let position = self.entries.iter().position(|entry| entry.inode != 0 && self.name(entry) == name)?;
+        let removed = *self.entries.get(position)?;
         match position.checked_sub(1).and_then(|previous| self.entries.get(previous)) {
             Some(previous) => {
                 let merged = previous.rec_len + removed.rec_len;
@@ -136,6 +136,16 @@ impl DirBlock {
             None => dir_entry::clear_inode(&mut self.bytes, removed.offset),
         }
         Some(removed.inode)
+    }
+
+    /// The name of `entry`, one of this block's entries.
+    pub fn name(&self, entry: &RawDirEntry) -> &[u8] {
+        entry.name(&self.bytes)
+    }
+
+    /// Finds the used entry named `name`.
+    pub fn find(&self, name: &[u8]) -> Option<&RawDirEntry> {
+        self.entries.iter().find(|entry| entry.inode != 0 && self.name(entry) == name)
     }
 
     /// Checks the tail checksum, if the block has a tail and the filesystem checksums metadata.
@@ -202,7 +212,7 @@ mod tests {
         assert!(block.insert(room, 12, b"key.pem", FT_REG_FILE, true));
 
         let block = DirBlock::parse(block.bytes, true, "test").unwrap();
-        let names: Vec<&[u8]> = block.entries.iter().map(|entry| entry.name.as_slice()).collect();
+        let names: Vec<&[u8]> = block.entries.iter().map(|entry| block.name(entry)).collect();
         assert_eq!(names, [&b"."[..], b"..", b"key.pem"]);
         assert_eq!(block.entries[2].rec_len, 1024 - 12 - 24);
     }

@@ -113,9 +113,9 @@ impl<V: VolumeMut> Ext<V> {
             .iter()
             .filter(|entry| entry.inode != 0)
             .map(|entry| SplitEntry {
-                hash: name_hash(path.version, &entry.name, &self.sb.hash_seed),
+                hash: name_hash(path.version, block.name(entry), &self.sb.hash_seed),
                 inode: entry.inode,
-                name: entry.name.clone(),
+                name: block.name(entry).to_vec(),
                 file_type: entry.file_type,
             })
             .collect();
@@ -303,7 +303,7 @@ impl<V: VolumeMut> Ext<V> {
         let physical = self.dir_physical_block(dir, 0)?;
         let mut block = self.read_dir_block(dir, 0, physical)?;
         let dotdot = match block.entries.get(1) {
-            Some(entry) if entry.name == b".." => entry.offset,
+            Some(entry) if block.name(entry) == b".." => entry.offset,
             _ => {
                 return Err(ExtError::corrupt(
                     format!("directory inode {} block 0", dir.index),

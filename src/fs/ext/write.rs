@@ -249,11 +249,10 @@ impl<V: VolumeMut> Ext<V> {
         // A hashed-index directory is looked up through its index, and its entries are not read
         // for the known owners: it has too many for that to stay cheap.
         let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
-        let entries = if indexed { Vec::new() } else { self.raw_entries(&parent)? };
-        let existing = if indexed {
-            self.find_entry(&parent, name.as_bytes())?
+        let (existing, siblings) = if indexed {
+            (self.find_entry(&parent, name.as_bytes())?, Vec::new())
         } else {
-            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1)
+            self.scan_linear_dir(&parent, name.as_bytes())?
         };
         if let Some(ino) = existing
             && ino.0 < self.sb.first_ino
@@ -263,12 +262,43 @@ impl<V: VolumeMut> Ext<V> {
                 format!("the entry for {path} points to reserved inode {ino}"),
             ));
         }
-        let siblings = entries
-            .into_iter()
-            .filter(|(entry_name, _, _)| entry_name != b"." && entry_name != b"..")
-            .map(|(_, inode, _)| inode)
-            .collect();
         Ok(Target { parent, name, existing, dirs, siblings })
+    }
+
+    /// Reads every entry of the linear directory `dir`: returns the inode that `name` names,
+    /// if any, and the inodes of all entries other than `.` and `..`.
+    fn scan_linear_dir(
+        &self,
+        dir: &Inode,
+        name: &[u8],
+    ) -> Result<(Option<InodeIndex>, Vec<InodeIndex>), ExtError> {
+        if dir.has_flag(FLAG_INLINE_DATA) {
+            let entries = self.raw_entries(dir)?;
+            let existing = entries.iter().find(|(entry_name, _, _)| entry_name == name).map(|entry| entry.1);
+            let siblings = entries
+                .into_iter()
+                .filter(|(entry_name, _, _)| entry_name != b"." && entry_name != b"..")
+                .map(|(_, inode, _)| inode)
+                .collect();
+            return Ok((existing, siblings));
+        }
+
+        let mut existing = None;
+        let mut siblings = Vec::new();
+        for located in self.dir_blocks(dir)? {
+            let block = &located.block;
+            for entry in block.entries.iter().filter(|entry| entry.inode != 0) {
+                let inode = self.checked_entry_inode(dir, entry.inode)?;
+                let entry_name = block.name(entry);
+                if existing.is_none() && entry_name == name {
+                    existing = Some(inode);
+                }
+                if entry_name != b"." && entry_name != b".." {
+                    siblings.push(inode);
+                }
+            }
+        }
+        Ok((existing, siblings))
     }
 
     /// Builds the known owners of blocks for a write through `target`: the filesystem's own
@@ -438,7 +468,7 @@ impl<V: VolumeMut> Ext<V> {
     ) -> Result<(), ExtError> {
         for located in self.dir_blocks(parent)? {
             let mut block = located.block;
-            if !block.entries.iter().any(|entry| entry.inode != 0 && entry.name == name) {
+            if block.find(name).is_none() {
                 continue;
             }
             if self.sb.metadata_csum() && !block.has_tail {
@@ -499,12 +529,12 @@ impl<V: VolumeMut> Ext<V> {
         let block_size = u64::from(self.sb.block_size);
         // The writes keep their order, so a block written twice ends with its last contents.
         for (block, contents) in writes.blocks {
-            self.volume.write_owned(block * block_size, contents)?;
+            self.write_volume_owned(block * block_size, contents)?;
         }
         for mut inode in writes.inodes {
             let offset = self.inode_offset(inode.index)?;
             let bytes = inode.encode(&self.sb).to_vec();
-            self.volume.write_at(offset, &bytes)?;
+            self.write_volume(offset, &bytes)?;
         }
         Ok(())
     }

@@ -1,0 +1,155 @@
+//! Blocks that one open filesystem has already read and checked: parsed directory blocks and
+//! block and inode bitmaps. Writing many files in one session reads the same directory blocks
+//! and bitmaps for every file. The cache spares each later operation the read, the parse and
+//! the checksum.
+//!
+//! Every write of the filesystem goes through [`Ext::write_volume`] or
+//! [`Ext::write_volume_owned`], which drop the cached blocks the write overlaps, so the cache
+//! never returns bytes that differ from the volume. A block enters the cache only after every
+//! check that a fresh read makes has passed, or when the allocator writes a bitmap it built.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use super::Ext;
+use super::dir_block::DirBlock;
+use super::inode::InodeIndex;
+use crate::image::volume::VolumeMut;
+
+/// Maximum number of cached blocks, at most 64 MiB at the largest block size of 64 KiB. A
+/// full cache starts over empty.
+const MAX_CACHED_BLOCKS: usize = 1024;
+
+/// A checked block and what it was checked as.
+#[derive(Clone, Debug)]
+pub(crate) enum CachedBlock {
+    /// A directory leaf block of directory `dir` (with inode generation `generation`, which
+    /// its checksum covers), parsed and with its checksum verified.
+    Dir { dir: InodeIndex, generation: u32, block: DirBlock },
+    /// The block bitmap of `group`, with its checksum verified.
+    BlockBitmap { group: u32, bitmap: Vec<u8> },
+    /// The inode bitmap of `group`, with its checksum verified.
+    InodeBitmap { group: u32, bitmap: Vec<u8> },
+}
+
+/// Checked blocks keyed by block number.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockCache {
+    blocks: BTreeMap<u64, CachedBlock>,
+}
+
+impl BlockCache {
+    /// The cached directory block at `physical` if it was checked as a block of `dir` with
+    /// `generation`.
+    pub fn dir_block(&self, physical: u64, dir: InodeIndex, generation: u32) -> Option<&DirBlock> {
+        match self.blocks.get(&physical) {
+            Some(CachedBlock::Dir { dir: cached_dir, generation: cached_generation, block })
+                if *cached_dir == dir && *cached_generation == generation =>
+            {
+                Some(block)
+            }
+            _ => None,
+        }
+    }
+
+    /// The cached block bitmap of `group` at block `physical`.
+    pub fn block_bitmap(&self, physical: u64, group: u32) -> Option<&[u8]> {
+        match self.blocks.get(&physical) {
+            Some(CachedBlock::BlockBitmap { group: cached_group, bitmap }) if *cached_group == group => {
+                Some(bitmap)
+            }
+            _ => None,
+        }
+    }
+
+    /// The cached inode bitmap of `group` at block `physical`.
+    pub fn inode_bitmap(&self, physical: u64, group: u32) -> Option<&[u8]> {
+        match self.blocks.get(&physical) {
+            Some(CachedBlock::InodeBitmap { group: cached_group, bitmap }) if *cached_group == group => {
+                Some(bitmap)
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps `block`, checked, as the contents of block `physical`.
+    pub fn insert(&mut self, physical: u64, block: CachedBlock) {
+        if self.blocks.len() >= MAX_CACHED_BLOCKS && !self.blocks.contains_key(&physical) {
+            self.blocks.clear();
+        }
+        self.blocks.insert(physical, block);
+    }
+
+    /// Drops every cached block that the `len` bytes at byte `offset` overlap.
+    pub fn invalidate(&mut self, offset: u64, len: u64, block_size: u64) {
+        if len == 0 || self.blocks.is_empty() {
+            return;
+        }
+        let first = offset / block_size;
+        let last = offset.saturating_add(len - 1) / block_size;
+        let overlapped: Vec<u64> = self.blocks.range(first..=last).map(|(&block, _)| block).collect();
+        for block in overlapped {
+            self.blocks.remove(&block);
+        }
+    }
+}
+
+impl<V: VolumeMut> Ext<V> {
+    /// Writes `data` at byte `offset` of the volume, dropping the cached blocks it overlaps.
+    pub(super) fn write_volume(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.cache.get_mut().invalidate(offset, data.len() as u64, u64::from(self.sb.block_size));
+        self.volume.write_at(offset, data)
+    }
+
+    /// Writes `data` at byte `offset` like [`Ext::write_volume`], handing the buffer over.
+    pub(super) fn write_volume_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.cache.get_mut().invalidate(offset, data.len() as u64, u64::from(self.sb.block_size));
+        self.volume.write_owned(offset, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bitmap(group: u32) -> CachedBlock {
+        CachedBlock::BlockBitmap { group, bitmap: vec![group as u8; 16] }
+    }
+
+    #[test]
+    fn writes_drop_the_blocks_they_overlap() {
+        let mut cache = BlockCache::default();
+        for block in [10, 11, 12, 20] {
+            cache.insert(block, bitmap(block as u32));
+        }
+
+        cache.invalidate(11 * 1024 + 1000, 100, 1024);
+
+        assert!(cache.block_bitmap(10, 10).is_some());
+        assert!(cache.block_bitmap(11, 11).is_none());
+        assert!(cache.block_bitmap(12, 12).is_none());
+        assert!(cache.block_bitmap(20, 20).is_some());
+    }
+
+    #[test]
+    fn lookups_check_what_the_block_was_checked_as() {
+        let mut cache = BlockCache::default();
+        cache.insert(5, bitmap(3));
+
+        assert!(cache.block_bitmap(5, 3).is_some());
+        assert!(cache.block_bitmap(5, 4).is_none(), "another group's bitmap");
+        assert!(cache.inode_bitmap(5, 3).is_none(), "an inode bitmap");
+        assert!(cache.dir_block(5, InodeIndex(2), 0).is_none(), "a directory block");
+    }
+
+    #[test]
+    fn full_cache_starts_over() {
+        let mut cache = BlockCache::default();
+        for block in 0..MAX_CACHED_BLOCKS as u64 + 1 {
+            cache.insert(block, bitmap(block as u32));
+        }
+
+        assert_eq!(cache.blocks.len(), 1);
+        assert!(cache.block_bitmap(MAX_CACHED_BLOCKS as u64, MAX_CACHED_BLOCKS as u32).is_some());
+    }
+}
