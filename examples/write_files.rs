@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let data = std::fs::read(entry.path())?;
-        ext.write_file(&format!("{image_dir}/{name}"), &data, &attrs).with_context(|| name.clone())?;
+        ext.write_file_owned(&format!("{image_dir}/{name}"), data, &attrs).with_context(|| name.clone())?;
     }
 
     let (_, writes) = ext.into_volume().into_parts();

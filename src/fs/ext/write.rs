@@ -4,6 +4,8 @@
 //! [`AllocPlan`]) and writes only when the plan is complete, so that every error except an I/O
 //! error leaves the volume untouched.
 
+use std::borrow::Cow;
+
 use super::alloc::AllocPlan;
 use super::block_group::{BlockGroupIndex, group_of_block};
 use super::block_map::{build_block_map, indirect_blocks_needed};
@@ -142,6 +144,21 @@ impl<V: VolumeMut> Ext<V> {
     /// existing regular file while keeping its inode (its old blocks are freed). Mode, owner and
     /// times come from `attrs`; a replaced file keeps its creation time.
     pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
+        self.write_contents(path, Cow::Borrowed(data), attrs)
+    }
+
+    /// Writes `data` to the regular file `path` like [`Ext::write_file`], taking the buffer so
+    /// that a large file's data is not copied when the volume keeps writes in memory.
+    pub fn write_file_owned(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
+        self.write_contents(path, Cow::Owned(data), attrs)
+    }
+
+    fn write_contents(&mut self, path: &str, data: Cow<'_, [u8]>, attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
         self.check_writable()?;
         let size = data.len() as u64;
         if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
@@ -341,7 +358,7 @@ impl<V: VolumeMut> Ext<V> {
         &self,
         plan: &mut AllocPlan,
         inode: &Inode,
-        data: &[u8],
+        data: Cow<'_, [u8]>,
         writes: &mut Writes,
     ) -> Result<PlannedData, ExtError> {
         let block_size = u64::from(self.sb.block_size);
@@ -349,16 +366,11 @@ impl<V: VolumeMut> Ext<V> {
         let allocated =
             plan.allocate_blocks(self, self.group_of_inode(inode.index), count, self.block_limit(inode))?;
 
+        let lens: Vec<u64> = allocated.iter().map(|&(_, len)| len).collect();
+        let pieces = cut_into_runs(data, &lens, block_size);
         let mut runs = Vec::new();
         let mut logical = 0u64;
-        for (start, len) in allocated {
-            let from = (logical * block_size) as usize;
-            let to = ((logical + len) * block_size) as usize;
-            // The one copy of the data: sized for the zero padding of the last block, so
-            // padding does not reallocate, and handed on to the volume without further copies.
-            let mut contents = Vec::with_capacity(to - from);
-            contents.extend_from_slice(data.get(from..to.min(data.len())).unwrap_or_default());
-            contents.resize(to - from, 0);
+        for ((start, len), contents) in allocated.into_iter().zip(pieces) {
             writes.blocks.push((start, contents));
             push_run(&mut runs, Run { logical, physical: start, len, uninit: false });
             logical += len;
@@ -583,6 +595,45 @@ pub(super) fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
     Ok(())
 }
 
+/// Cuts file data into one buffer per run of `lens` blocks, each padded with zeros to whole
+/// blocks. Borrowed data is copied once. An owned buffer is cut from its end, so that its first
+/// run stays in place and data that fits one run is never copied.
+fn cut_into_runs(data: Cow<'_, [u8]>, lens: &[u64], block_size: u64) -> Vec<Vec<u8>> {
+    let mut bounds = Vec::with_capacity(lens.len());
+    let mut from = 0usize;
+    for &len in lens {
+        let to = from + (len * block_size) as usize;
+        bounds.push((from, to));
+        from = to;
+    }
+
+    match data {
+        Cow::Borrowed(data) => bounds
+            .into_iter()
+            .map(|(from, to)| {
+                let mut contents = Vec::with_capacity(to - from);
+                contents.extend_from_slice(data.get(from..to.min(data.len())).unwrap_or_default());
+                contents.resize(to - from, 0);
+                contents
+            })
+            .collect(),
+        Cow::Owned(mut data) => {
+            let mut pieces = Vec::with_capacity(bounds.len());
+            for &(from, to) in bounds.iter().skip(1).rev() {
+                let mut tail = if from < data.len() { data.split_off(from) } else { Vec::new() };
+                tail.resize(to - from, 0);
+                pieces.push(tail);
+            }
+            if let Some(&(_, to)) = bounds.first() {
+                data.resize(to, 0);
+                pieces.push(data);
+            }
+            pieces.reverse();
+            pieces
+        }
+    }
+}
+
 /// Lists the blocks of (start, length) runs one by one.
 pub(super) fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
     runs.into_iter().flat_map(|(start, len)| start..start + len).collect()
@@ -591,4 +642,39 @@ pub(super) fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
 /// Turns single blocks into (start, 1) ranges.
 pub(super) fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
     blocks.iter().map(|&block| (block, 1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_and_borrowed_data_cut_alike() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let lens = [1, 1, 2];
+
+        let borrowed = cut_into_runs(Cow::Borrowed(&data), &lens, 4096);
+        let owned = cut_into_runs(Cow::Owned(data.clone()), &lens, 4096);
+
+        assert_eq!(borrowed, owned);
+        let sizes: Vec<usize> = owned.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4096, 4096, 8192]);
+        assert_eq!(owned.concat()[..10_000], data[..]);
+        assert!(owned[2][10_000 - 8192..].iter().all(|&byte| byte == 0), "padding is zeros");
+    }
+
+    #[test]
+    fn owned_data_in_one_run_is_not_copied() {
+        let mut data = Vec::with_capacity(4 * 4096);
+        data.extend_from_slice(&[7u8; 3 * 4096 + 5]);
+        let address = data.as_ptr();
+
+        let pieces = cut_into_runs(Cow::Owned(data), &[4], 4096);
+
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].as_ptr(), address);
+        assert_eq!(pieces[0].len(), 4 * 4096);
+        assert_eq!(pieces[0][3 * 4096 + 4], 7);
+        assert_eq!(pieces[0][3 * 4096 + 5], 0);
+    }
 }
