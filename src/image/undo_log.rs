@@ -88,7 +88,10 @@ pub fn save_file_range(image: &File, offset: u64, len: u64) -> io::Result<Vec<Sa
     while at < end {
         let (data_start, data_end) = next_data(image, at, end);
         if data_start > at {
-            push_saved(&mut saved, SavedRange { offset: at, original: Original::Zeros { len: data_start - at } });
+            push_saved(
+                &mut saved,
+                SavedRange { offset: at, original: Original::Zeros { len: data_start - at } },
+            );
         }
         if data_start >= end {
             break;
@@ -426,7 +429,8 @@ mod tests {
         let Original::Bytes(kept) = &bytes[0].original else { unreachable!() };
         let at = usize::try_from((1 << 20) - bytes[0].offset).unwrap();
         assert_eq!(&kept[at..at + 100], &[5; 100]);
-        let reports_holes = rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).is_ok_and(|hole| hole == 0);
+        let reports_holes =
+            rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(0)).is_ok_and(|hole| hole == 0);
         if reports_holes {
             assert!(kept.len() <= 1 << 16, "only the data around the write is read: {}", kept.len());
         }

@@ -354,7 +354,8 @@ mod tests {
         let address = data.as_ptr();
         staged.write_owned(8192, data).unwrap();
 
-        let kept = staged.pending_writes().find(|(offset, _)| *offset == 8192).map(|(_, bytes)| bytes.as_ptr());
+        let kept =
+            staged.pending_writes().find(|(offset, _)| *offset == 8192).map(|(_, bytes)| bytes.as_ptr());
         assert_eq!(kept, Some(address));
         assert_eq!(read(&staged, 8190, 4), vec![1, 1, 7, 7]);
     }

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Ext;
-use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, set_range, test_bit};
+use super::bitmap::{
+    clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, set_range, test_bit,
+};
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
     group_first_block, group_of_block, group_reserved_ranges,

@@ -59,10 +59,8 @@ pub(crate) fn count_set(bitmap: &[u8], limit: u32) -> u32 {
     let whole_bytes = (limit / 8) as usize;
     let present = bitmap.get(..whole_bytes.min(bitmap.len())).unwrap_or_default();
     let (words, rest) = present.split_at(present.len() - present.len() % 8);
-    let in_words: u32 = words
-        .chunks_exact(8)
-        .map(|word| word_at(word, 0).map_or(WORD_BITS, u64::count_ones))
-        .sum();
+    let in_words: u32 =
+        words.chunks_exact(8).map(|word| word_at(word, 0).map_or(WORD_BITS, u64::count_ones)).sum();
     let in_rest: u32 = rest.iter().map(|byte| byte.count_ones()).sum();
     let missing_bytes = whole_bytes.saturating_sub(bitmap.len()) as u32;
     let tail = (limit / 8 * 8..limit).filter(|&bit| test_bit(bitmap, bit)).count() as u32;

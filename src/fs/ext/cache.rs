@@ -6,10 +6,12 @@
 //! Every write of the filesystem goes through [`Ext::write_volume`] or
 //! [`Ext::write_volume_owned`], which drop the cached blocks the write overlaps, so the cache
 //! never returns bytes that differ from the volume. A block enters the cache only after every
-//! check that a fresh read makes has passed, or when the allocator writes a bitmap it built.
+//! check that a fresh read makes has passed, or when this module writes a bitmap or directory
+//! block that it built itself.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::rc::Rc;
 
 use super::Ext;
 use super::dir_block::DirBlock;
@@ -24,8 +26,8 @@ const MAX_CACHED_BLOCKS: usize = 1024;
 #[derive(Clone, Debug)]
 pub(crate) enum CachedBlock {
     /// A directory leaf block of directory `dir` (with inode generation `generation`, which
-    /// its checksum covers), parsed and with its checksum verified.
-    Dir { dir: InodeIndex, generation: u32, block: DirBlock },
+    /// its checksum covers), parsed and with its checksum verified, or built by this module.
+    Dir { dir: InodeIndex, generation: u32, block: Rc<DirBlock> },
     /// The block bitmap of `group`, with its checksum verified.
     BlockBitmap { group: u32, bitmap: Vec<u8> },
     /// The inode bitmap of `group`, with its checksum verified.
@@ -41,7 +43,7 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     /// The cached directory block at `physical` if it was checked as a block of `dir` with
     /// `generation`.
-    pub fn dir_block(&self, physical: u64, dir: InodeIndex, generation: u32) -> Option<&DirBlock> {
+    pub fn dir_block(&self, physical: u64, dir: InodeIndex, generation: u32) -> Option<&Rc<DirBlock>> {
         match self.blocks.get(&physical) {
             Some(CachedBlock::Dir { dir: cached_dir, generation: cached_generation, block })
                 if *cached_dir == dir && *cached_generation == generation =>

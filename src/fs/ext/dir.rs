@@ -1,5 +1,7 @@
 //! Reading directories: their blocks, their entries, and name lookup.
 
+use std::rc::Rc;
+
 use super::bytes::read_u32le;
 use super::cache::CachedBlock;
 use super::dir_block::DirBlock;
@@ -33,7 +35,8 @@ fn kind_from_file_type(file_type: u8) -> Option<FileKind> {
 pub(crate) struct LocatedDirBlock {
     pub logical: u64,
     pub physical: u64,
-    pub block: DirBlock,
+    /// The parsed block, shared with the cache: a caller that changes it clones it first.
+    pub block: Rc<DirBlock>,
 }
 
 impl<V: Volume> Ext<V> {
@@ -179,14 +182,16 @@ impl<V: Volume> Ext<V> {
         dir: &Inode,
         logical: u64,
         physical: u64,
-    ) -> Result<DirBlock, ExtError> {
+    ) -> Result<Rc<DirBlock>, ExtError> {
         if let Some(block) = self.cache.borrow().dir_block(physical, dir.index, dir.generation()) {
-            return Ok(block.clone());
+            return Ok(Rc::clone(block));
         }
         let structure = format!("directory inode {} block {logical}", dir.index);
         let block = DirBlock::parse(self.read_block(physical)?, self.has_filetype(), &structure)?;
         block.verify_checksum(&self.sb, dir.index, dir.generation(), &structure)?;
-        let checked = CachedBlock::Dir { dir: dir.index, generation: dir.generation(), block: block.clone() };
+        let block = Rc::new(block);
+        let checked =
+            CachedBlock::Dir { dir: dir.index, generation: dir.generation(), block: Rc::clone(&block) };
         self.cache.borrow_mut().insert(physical, checked);
         Ok(block)
     }

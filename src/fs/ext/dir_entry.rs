@@ -47,7 +47,7 @@ impl DirEntryName {
 
 /// One entry as found in a directory block. The name stays in the block's bytes, so parsing a
 /// block allocates nothing per entry.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RawDirEntry {
     /// Byte offset of the entry in its block.
     pub offset: usize,

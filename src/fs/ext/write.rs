@@ -5,10 +5,12 @@
 //! error leaves the volume untouched.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 
 use super::alloc::AllocPlan;
 use super::block_group::{BlockGroupIndex, group_of_block};
 use super::block_map::{build_block_map, indirect_blocks_needed};
+use super::cache::CachedBlock;
 use super::dir_block::DirBlock;
 use super::dir_entry::{DirEntryName, FT_DIR, FT_REG_FILE};
 use super::error::ExtError;
@@ -48,6 +50,17 @@ pub(super) const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
 pub(super) struct Writes {
     pub blocks: Vec<(u64, Vec<u8>)>,
     pub inodes: Vec<Inode>,
+    /// Directory blocks among `blocks` in parsed form, cached once written so that the next
+    /// operation does not read and check them again.
+    pub dir_blocks: Vec<(u64, InodeIndex, u32, Rc<DirBlock>)>,
+}
+
+impl Writes {
+    /// Queues the write of directory block `block` of directory `dir` at block `physical`.
+    pub fn push_dir_block(&mut self, physical: u64, dir: &Inode, block: DirBlock) {
+        self.blocks.push((physical, block.bytes.clone()));
+        self.dir_blocks.push((physical, dir.index, dir.generation(), Rc::new(block)));
+    }
 }
 
 /// The new map of a file's data.
@@ -158,7 +171,12 @@ impl<V: VolumeMut> Ext<V> {
         self.write_contents(path, Cow::Owned(data), attrs)
     }
 
-    fn write_contents(&mut self, path: &str, data: Cow<'_, [u8]>, attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
+    fn write_contents(
+        &mut self,
+        path: &str,
+        data: Cow<'_, [u8]>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
         self.check_writable()?;
         let size = data.len() as u64;
         if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
@@ -431,14 +449,14 @@ impl<V: VolumeMut> Ext<V> {
         }
 
         for located in self.dir_blocks(parent)? {
-            let mut block = located.block;
-            if csum && !block.has_tail {
+            if csum && !located.block.has_tail {
                 continue;
             }
-            let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) else { continue };
+            let Some(room) = located.block.find_room(name.len()).map(|entry| entry.offset) else { continue };
+            let mut block = Rc::unwrap_or_clone(located.block);
             block.insert(room, child.0, name, file_type, filetype);
             block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((located.physical, block.bytes));
+            writes.push_dir_block(located.physical, parent, block);
             return Ok(());
         }
 
@@ -479,10 +497,10 @@ impl<V: VolumeMut> Ext<V> {
         writes: &mut Writes,
     ) -> Result<(), ExtError> {
         for located in self.dir_blocks(parent)? {
-            let mut block = located.block;
-            if block.find(name).is_none() {
+            if located.block.find(name).is_none() {
                 continue;
             }
+            let mut block = Rc::unwrap_or_clone(located.block);
             if self.sb.metadata_csum() && !block.has_tail {
                 return Err(ExtError::corrupt(
                     format!("directory inode {} block {}", parent.index, located.logical),
@@ -491,7 +509,7 @@ impl<V: VolumeMut> Ext<V> {
             }
             block.remove(name);
             block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((located.physical, block.bytes));
+            writes.push_dir_block(located.physical, parent, block);
             return Ok(());
         }
         Err(ExtError::corrupt(
@@ -539,6 +557,16 @@ impl<V: VolumeMut> Ext<V> {
     pub(super) fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
         plan.commit(self)?;
         let block_size = u64::from(self.sb.block_size);
+        // A parsed directory block is cached only if it is what ends up in its block.
+        let final_dir_blocks: Vec<_> = writes
+            .dir_blocks
+            .into_iter()
+            .filter(|(physical, _, _, block)| {
+                let last = writes.blocks.iter().rev().find(|(written, _)| written == physical);
+                last.is_some_and(|(_, contents)| *contents == block.bytes)
+            })
+            .collect();
+
         // The writes keep their order, so a block written twice ends with its last contents.
         for (block, contents) in writes.blocks {
             self.write_volume_owned(block * block_size, contents)?;
@@ -547,6 +575,10 @@ impl<V: VolumeMut> Ext<V> {
             let offset = self.inode_offset(inode.index)?;
             let bytes = inode.encode(&self.sb).to_vec();
             self.write_volume(offset, &bytes)?;
+        }
+        let cache = self.cache.get_mut();
+        for (physical, dir, generation, block) in final_dir_blocks {
+            cache.insert(physical, CachedBlock::Dir { dir, generation, block });
         }
         Ok(())
     }
