@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Ext;
 use super::bitmap::{
-    clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, set_range, test_bit,
+    clear_bit, clear_runs, clear_runs_lazily, count_set, first_clear, set_bit, set_padding, set_range,
+    test_bit,
 };
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
@@ -196,8 +197,7 @@ impl AllocPlan {
                 if u64::from(self.descriptor(group)?.free_blocks_count) < count {
                     continue;
                 }
-                let runs = self.free_runs(ext, group, limit)?;
-                if let Some(&(start, _)) = runs.iter().find(|(_, len)| *len >= count) {
+                if let Some(start) = self.first_free_run(ext, group, limit, count)? {
                     self.owners.check_unowned(start, count)?;
                     self.take_blocks(ext, group, start, count)?;
                     return Ok(vec![(start, count)]);
@@ -243,6 +243,25 @@ impl AllocPlan {
             .filter(|&(start, _)| start < limit)
             .map(|(start, len)| (start, len.min(limit - start)))
             .collect())
+    }
+
+    /// Start of the first free run of `group` below block `limit` that has `count` blocks.
+    fn first_free_run<V: Volume>(
+        &mut self,
+        ext: &Ext<V>,
+        group: u32,
+        limit: u64,
+        count: u64,
+    ) -> Result<Option<u64>, ExtError> {
+        self.load_block_bitmap(ext, group)?;
+        let index = BlockGroupIndex(group);
+        let first = group_first_block(&ext.sb, index);
+        let bitmap = self.block_bitmaps.get(&group).map(Vec::as_slice).unwrap_or_default();
+        let found = clear_runs_lazily(bitmap, blocks_in_group(&ext.sb, index))
+            .map(|(start, len)| (first + u64::from(start), u64::from(len)))
+            .take_while(|&(start, _)| start < limit)
+            .find(|&(start, len)| len.min(limit - start) >= count);
+        Ok(found.map(|(start, _)| start))
     }
 
     fn take_blocks<V: Volume>(

@@ -100,14 +100,19 @@ pub(crate) fn first_clear(bitmap: &[u8], from: u32, limit: u32) -> Option<u32> {
 
 /// Runs of clear bits among the first `limit`, as (first bit, length).
 pub(crate) fn clear_runs(bitmap: &[u8], limit: u32) -> Vec<(u32, u32)> {
-    let mut runs = Vec::new();
+    clear_runs_lazily(bitmap, limit).collect()
+}
+
+/// Runs of clear bits among the first `limit` like [`clear_runs`], found one at a time, so a
+/// search that stops early scans only the bitmap up to its match.
+pub(crate) fn clear_runs_lazily(bitmap: &[u8], limit: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
     let mut bit = 0;
-    while let Some(start) = find_bit(bitmap, bit, limit, false) {
+    std::iter::from_fn(move || {
+        let start = find_bit(bitmap, bit, limit, false)?;
         let end = find_bit(bitmap, start, limit, true).unwrap_or(limit);
-        runs.push((start, end - start));
         bit = end;
-    }
-    runs
+        Some((start, end - start))
+    })
 }
 
 #[cfg(test)]

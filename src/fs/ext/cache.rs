@@ -16,6 +16,7 @@ use std::rc::Rc;
 use super::Ext;
 use super::dir_block::DirBlock;
 use super::inode::InodeIndex;
+use super::owners::OwnerMap;
 use crate::image::volume::VolumeMut;
 
 /// Maximum number of cached blocks, at most 64 MiB at the largest block size of 64 KiB. A
@@ -38,9 +39,24 @@ pub(crate) enum CachedBlock {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BlockCache {
     blocks: BTreeMap<u64, CachedBlock>,
+    /// The owners of blocks that no write operation changes (metadata, journal, resize inode,
+    /// orphan file) and the inodes among them. Writes never drop it: the group descriptors'
+    /// locations stay put, those inodes are never written, and the allocator never hands out
+    /// a block they own.
+    fixed_owners: Option<(OwnerMap, Vec<InodeIndex>)>,
 }
 
 impl BlockCache {
+    /// The owners that no write changes, once built.
+    pub fn fixed_owners(&self) -> Option<&(OwnerMap, Vec<InodeIndex>)> {
+        self.fixed_owners.as_ref()
+    }
+
+    /// Keeps the owners that no write changes.
+    pub fn set_fixed_owners(&mut self, owners: (OwnerMap, Vec<InodeIndex>)) {
+        self.fixed_owners = Some(owners);
+    }
+
     /// The cached directory block at `physical` if it was checked as a block of `dir` with
     /// `generation`.
     pub fn dir_block(&self, physical: u64, dir: InodeIndex, generation: u32) -> Option<&Rc<DirBlock>> {
