@@ -364,8 +364,13 @@ impl<V: Volume> Ext<V> {
     /// Reads and checks inode `ino`.
     fn read_inode(&self, ino: InodeIndex) -> Result<Inode, ExtError> {
         let offset = self.inode_offset(ino)?;
+        if let Some(inode) = self.cache.borrow().inode(offset) {
+            return Ok(inode.clone());
+        }
         let mut bytes = vec![0u8; usize::from(self.sb.inode_size)];
         self.volume.read_at(offset, &mut bytes)?;
-        Inode::parse(&self.sb, ino, bytes)
+        let inode = Inode::parse(&self.sb, ino, bytes)?;
+        self.cache.borrow_mut().insert_inode(offset, inode.clone());
+        Ok(inode)
     }
 }
