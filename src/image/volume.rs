@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Read access to the bytes of one filesystem: a partition of an image file, or a whole file.
@@ -41,6 +42,39 @@ pub trait VolumeMut: Volume {
     /// writes in memory can keep it without a copy.
     fn write_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         self.write_at(offset, &data)
+    }
+
+    /// Writes the bytes of `range` at `offset`. A volume that keeps writes in memory keeps
+    /// only the reference and copies the bytes when its writes are applied.
+    fn write_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+        let data = range.read_all()?;
+        self.write_owned(offset, data)
+    }
+}
+
+/// `len` bytes at `offset` of a file outside the volume, such as the host file whose contents
+/// a write copies into the filesystem. The file must not change until the write is applied.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl FileRange {
+    /// Reads the range's bytes from `at` (counted from the range's start) into `buf`, which
+    /// must lie inside the range.
+    pub fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(at, buf.len(), self.len)?;
+        self.file.read_exact_at(buf, self.offset + at)
+    }
+
+    /// Reads the whole range into memory.
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let mut data = vec![0u8; len];
+        self.read_at(0, &mut data)?;
+        Ok(data)
     }
 }
 
@@ -141,12 +175,15 @@ pub struct Staged<V> {
     /// Pending writes as disjoint ranges keyed by offset. Ranges may touch: a write that
     /// continues a range is appended to it, unless it is a large owned buffer.
     pending: BTreeMap<u64, Vec<u8>>,
+    /// Pending copies from files keyed by offset, disjoint from each other and from `pending`.
+    /// A write that overlaps one reads it into `pending` first.
+    copies: BTreeMap<u64, FileRange>,
 }
 
 impl<V: Volume> Staged<V> {
     /// Wraps `base` with no pending writes.
     pub fn new(base: V) -> Self {
-        Staged { base, pending: BTreeMap::new() }
+        Staged { base, pending: BTreeMap::new(), copies: BTreeMap::new() }
     }
 
     /// The underlying volume, without the pending writes.
@@ -154,12 +191,14 @@ impl<V: Volume> Staged<V> {
         &self.base
     }
 
-    /// Total number of bytes waiting to be written.
+    /// Total number of bytes waiting to be written, copies from files included.
     pub fn pending_bytes(&self) -> u64 {
-        self.pending.values().map(|range| range.len() as u64).sum()
+        let in_memory: u64 = self.pending.values().map(|range| range.len() as u64).sum();
+        in_memory + self.copies.values().map(|range| range.len).sum::<u64>()
     }
 
-    /// The pending ranges in offset order, as (offset, bytes).
+    /// The pending ranges held in memory in offset order, as (offset, bytes). Copies from
+    /// files are not listed.
     pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.pending.iter().map(|(&offset, range)| (offset, &range[..]))
     }
@@ -167,12 +206,41 @@ impl<V: Volume> Staged<V> {
     /// Drops every pending write.
     pub fn discard(&mut self) {
         self.pending.clear();
+        self.copies.clear();
     }
 
     /// Returns the underlying volume and the pending writes as disjoint ranges keyed by offset,
-    /// leaving the caller to apply them.
-    pub fn into_parts(self) -> (V, BTreeMap<u64, Vec<u8>>) {
-        (self.base, self.pending)
+    /// leaving the caller to apply them. Copies from files are read into memory first.
+    pub fn into_parts(mut self) -> io::Result<(V, BTreeMap<u64, Vec<u8>>)> {
+        let end = self.base.len();
+        self.read_copies(0, end)?;
+        Ok((self.base, self.pending))
+    }
+
+    /// Returns the underlying volume, the pending writes held in memory and the pending copies
+    /// from files, all disjoint and keyed by offset, leaving the caller to apply them.
+    pub fn into_parts_with_copies(self) -> (V, BTreeMap<u64, Vec<u8>>, BTreeMap<u64, FileRange>) {
+        (self.base, self.pending, self.copies)
+    }
+
+    /// Offsets of the pending copies that overlap `offset..end`, in order.
+    fn overlapping_copies(&self, offset: u64, end: u64) -> Vec<u64> {
+        let before = self.copies.range(..offset).next_back();
+        let starts_before = before.filter(|(start, range)| **start + range.len > offset);
+        let inside = self.copies.range(offset..end);
+        starts_before.into_iter().chain(inside).map(|(&start, _)| start).collect()
+    }
+
+    /// Reads every pending copy that overlaps `offset..end` into `pending`, so that a write
+    /// there can change its bytes.
+    fn read_copies(&mut self, offset: u64, end: u64) -> io::Result<()> {
+        for start in self.overlapping_copies(offset, end) {
+            let Some(range) = self.copies.get(&start) else { continue };
+            let data = range.read_all()?;
+            self.copies.remove(&start);
+            self.pending.insert(start, data);
+        }
+        Ok(())
     }
 
     /// Offsets of the pending ranges that overlap `offset..end`, in order.
@@ -210,11 +278,14 @@ impl<V: Volume> Staged<V> {
 }
 
 impl<V: VolumeMut> Staged<V> {
-    /// Writes every pending range to the underlying volume in offset order and returns it.
+    /// Writes every pending range and copy to the underlying volume and returns it.
     pub fn commit(self) -> io::Result<V> {
-        let (mut base, ranges) = self.into_parts();
+        let (mut base, ranges, copies) = self.into_parts_with_copies();
         for (offset, data) in ranges {
             base.write_owned(offset, data)?;
+        }
+        for (offset, range) in copies {
+            base.write_file_range(offset, range)?;
         }
         Ok(base)
     }
@@ -231,9 +302,10 @@ impl<V: Volume> Volume for Staged<V> {
             return Ok(());
         }
 
-        // The base is read only when some byte of the request is not pending.
+        // The base is read only when some byte of the request is not pending in memory.
         let end = offset + buf.len() as u64;
-        if !self.covers(offset, end) {
+        let copies = self.overlapping_copies(offset, end);
+        if !copies.is_empty() || !self.covers(offset, end) {
             self.base.read_at(offset, buf)?;
         }
         for start in self.overlapping(offset, end) {
@@ -242,6 +314,12 @@ impl<V: Volume> Volume for Staged<V> {
             let to = (start + range.len() as u64).min(end);
             let src = &range[(from - start) as usize..(to - start) as usize];
             buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+        for start in copies {
+            let Some(range) = self.copies.get(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len).min(end);
+            range.read_at(from - start, &mut buf[(from - offset) as usize..(to - offset) as usize])?;
         }
         Ok(())
     }
@@ -253,10 +331,11 @@ impl<V: Volume> VolumeMut for Staged<V> {
         if data.is_empty() {
             return Ok(());
         }
+        let end = offset + data.len() as u64;
+        self.read_copies(offset, end)?;
 
         // Bytes that land in pending ranges overwrite them in place; the gaps between those
         // ranges are filled in offset order, so a gap may continue the range before it.
-        let end = offset + data.len() as u64;
         let mut cursor = offset;
         for start in self.overlapping(offset, end) {
             if start > cursor {
@@ -284,10 +363,26 @@ impl<V: Volume> VolumeMut for Staged<V> {
             .next_back()
             .is_some_and(|(start, range)| start + range.len() as u64 == offset);
         let small = data.len() <= MAX_APPENDED_LEN;
-        if data.is_empty() || !self.overlapping(offset, end).is_empty() || (continues_a_range && small) {
+        let overlaps =
+            !self.overlapping(offset, end).is_empty() || !self.overlapping_copies(offset, end).is_empty();
+        if data.is_empty() || overlaps || (continues_a_range && small) {
             return self.write_at(offset, &data);
         }
         self.pending.insert(offset, data);
+        Ok(())
+    }
+
+    fn write_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+        let len = usize::try_from(range.len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        check_range(offset, len, self.base.len())?;
+        let end = offset + range.len;
+        let overlaps =
+            !self.overlapping(offset, end).is_empty() || !self.overlapping_copies(offset, end).is_empty();
+        if range.len == 0 || overlaps {
+            let data = range.read_all()?;
+            return self.write_owned(offset, data);
+        }
+        self.copies.insert(offset, range);
         Ok(())
     }
 }
@@ -320,7 +415,7 @@ mod tests {
         staged.write_owned(3082, vec![4; 6]).unwrap();
         staged.write_at(8 * 1024 + 90, &[3; 10]).unwrap();
 
-        let (_, ranges) = staged.into_parts();
+        let (_, ranges) = staged.into_parts().unwrap();
 
         let shape: Vec<(u64, usize)> = ranges.iter().map(|(offset, data)| (*offset, data.len())).collect();
         assert_eq!(shape, vec![(1024, 2064), (8 * 1024 + 90, 10)]);
@@ -379,6 +474,48 @@ mod tests {
         assert_eq!(read(&staged, 4000, 200), [vec![1; 96], vec![2; 104]].concat());
         let mut past = [0u8; 10];
         assert!(staged.read_at(8190, &mut past).is_err(), "byte 8192 is not pending");
+    }
+
+    /// Writes `bytes` to a host file and returns a range over all of them.
+    fn file_range(dir: &std::path::Path, bytes: &[u8]) -> FileRange {
+        let path = dir.join("source");
+        std::fs::write(&path, bytes).unwrap();
+        FileRange { file: Arc::new(File::open(&path).unwrap()), offset: 0, len: bytes.len() as u64 }
+    }
+
+    #[test]
+    fn staged_copies_read_from_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![1u8; 64]);
+        staged.write_file_range(8, file_range(dir.path(), &[5; 16])).unwrap();
+
+        assert_eq!(read(&staged, 4, 24), [vec![1; 4], vec![5; 16], vec![1; 4]].concat());
+        assert_eq!(staged.pending_bytes(), 16);
+        assert_eq!(staged.pending_writes().count(), 0, "the copy stays a reference to its file");
+    }
+
+    #[test]
+    fn staged_write_over_a_copy_reads_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![1u8; 64]);
+        staged.write_file_range(8, file_range(dir.path(), &[5; 16])).unwrap();
+        staged.write_at(20, &[9; 8]).unwrap();
+
+        let expected = [vec![1; 8], vec![5; 12], vec![9; 8], vec![1; 36]].concat();
+        assert_eq!(read(&staged, 0, 64), expected);
+        assert_eq!(staged.pending_bytes(), 20);
+        assert_eq!(staged.commit().unwrap(), expected);
+    }
+
+    #[test]
+    fn staged_copies_are_read_by_into_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![0u8; 64]);
+        staged.write_file_range(32, file_range(dir.path(), &[7; 8])).unwrap();
+
+        let (_, ranges) = staged.into_parts().unwrap();
+
+        assert_eq!(ranges.get(&32), Some(&vec![7; 8]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::Ext;
 use super::dir_block::DirBlock;
 use super::inode::{Inode, InodeIndex};
 use super::owners::OwnerMap;
-use crate::image::volume::VolumeMut;
+use crate::image::volume::{FileRange, VolumeMut};
 
 /// Maximum number of cached blocks, at most 64 MiB at the largest block size of 64 KiB. A
 /// full cache starts over empty.
@@ -148,6 +148,13 @@ impl<V: VolumeMut> Ext<V> {
         let (block_size, inode_size) = (u64::from(self.sb.block_size), u64::from(self.sb.inode_size));
         self.cache.get_mut().invalidate(offset, data.len() as u64, block_size, inode_size);
         self.volume.write_at(offset, data)
+    }
+
+    /// Writes the bytes of `range` at byte `offset` like [`Ext::write_volume`].
+    pub(super) fn write_volume_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+        let (block_size, inode_size) = (u64::from(self.sb.block_size), u64::from(self.sb.inode_size));
+        self.cache.get_mut().invalidate(offset, range.len, block_size, inode_size);
+        self.volume.write_file_range(offset, range)
     }
 
     /// Writes `data` at byte `offset` like [`Ext::write_volume`], handing the buffer over.

@@ -24,9 +24,12 @@ impl<V: VolumeMut> Ext<V> {
         let value = steps(&mut staged)?;
 
         let Ext { volume, sb, groups, cache } = staged;
-        let (_, pending) = volume.into_parts();
+        let (_, pending, copies) = volume.into_parts_with_copies();
         for (offset, data) in pending {
             self.write_volume_owned(offset, data)?;
+        }
+        for (offset, range) in copies {
+            self.write_volume_file_range(offset, range)?;
         }
         // The staged copy's cache saw every write that was just applied.
         self.cache = cache;

@@ -5,7 +5,9 @@
 //! error leaves the volume untouched.
 
 use std::borrow::Cow;
+use std::fs::File;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::alloc::AllocPlan;
 use super::block_group::{BlockGroupIndex, group_of_block};
@@ -25,7 +27,7 @@ use super::owners::OwnerMap;
 use super::path::split_parent;
 use super::xattr::XattrRelease;
 use super::{Ext, file_map};
-use crate::image::volume::VolumeMut;
+use crate::image::volume::{FileRange, VolumeMut};
 
 /// Attributes of a file or directory being created or replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,22 @@ pub(super) const EXT2_LINK_MAX: u16 = 32000;
 /// Largest file without the `large_file` feature.
 pub(super) const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
 
+/// The contents of a regular file being written.
+pub(super) enum FileData<'a> {
+    Memory(Cow<'a, [u8]>),
+    /// Bytes of a host file, copied when the volume's writes are applied.
+    File(FileRange),
+}
+
+impl FileData<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            FileData::Memory(data) => data.len() as u64,
+            FileData::File(range) => range.len,
+        }
+    }
+}
+
 /// Blocks and inodes to write once the plan is complete.
 #[derive(Default)]
 pub(super) struct Writes {
@@ -53,6 +71,8 @@ pub(super) struct Writes {
     /// Directory blocks among `blocks` in parsed form, cached once written so that the next
     /// operation does not read and check them again.
     pub dir_blocks: Vec<(u64, InodeIndex, u32, Rc<DirBlock>)>,
+    /// Whole blocks copied from host files, by first block.
+    pub copies: Vec<(u64, FileRange)>,
 }
 
 impl Writes {
@@ -157,7 +177,7 @@ impl<V: VolumeMut> Ext<V> {
     /// existing regular file while keeping its inode (its old blocks are freed). Mode, owner and
     /// times come from `attrs`; a replaced file keeps its creation time.
     pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
-        self.write_contents(path, Cow::Borrowed(data), attrs)
+        self.write_contents(path, FileData::Memory(Cow::Borrowed(data)), attrs)
     }
 
     /// Writes `data` to the regular file `path` like [`Ext::write_file`], taking the buffer so
@@ -168,17 +188,30 @@ impl<V: VolumeMut> Ext<V> {
         data: Vec<u8>,
         attrs: &NewAttrs,
     ) -> Result<InodeIndex, ExtError> {
-        self.write_contents(path, Cow::Owned(data), attrs)
+        self.write_contents(path, FileData::Memory(Cow::Owned(data)), attrs)
+    }
+
+    /// Writes the contents of the host file `source` to the regular file `path` like
+    /// [`Ext::write_file`]. Whole blocks of the source are not read now: the volume copies them
+    /// when its writes are applied, so `source` must not change until then.
+    pub fn write_file_from(
+        &mut self,
+        path: &str,
+        source: Arc<File>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
+        let len = source.metadata()?.len();
+        self.write_contents(path, FileData::File(FileRange { file: source, offset: 0, len }), attrs)
     }
 
     fn write_contents(
         &mut self,
         path: &str,
-        data: Cow<'_, [u8]>,
+        data: FileData<'_>,
         attrs: &NewAttrs,
     ) -> Result<InodeIndex, ExtError> {
         self.check_writable()?;
-        let size = data.len() as u64;
+        let size = data.len();
         if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
             return Err(ExtError::FileTooLarge { size, limit: NO_LARGE_FILE_MAX });
         }
@@ -376,22 +409,29 @@ impl<V: VolumeMut> Ext<V> {
         &self,
         plan: &mut AllocPlan,
         inode: &Inode,
-        data: Cow<'_, [u8]>,
+        data: FileData<'_>,
         writes: &mut Writes,
     ) -> Result<PlannedData, ExtError> {
         let block_size = u64::from(self.sb.block_size);
-        let count = (data.len() as u64).div_ceil(block_size);
+        let count = data.len().div_ceil(block_size);
         let allocated =
             plan.allocate_blocks(self, self.group_of_inode(inode.index), count, self.block_limit(inode))?;
 
-        let lens: Vec<u64> = allocated.iter().map(|&(_, len)| len).collect();
-        let pieces = cut_into_runs(data, &lens, block_size);
         let mut runs = Vec::new();
         let mut logical = 0u64;
-        for ((start, len), contents) in allocated.into_iter().zip(pieces) {
-            writes.blocks.push((start, contents));
+        for &(start, len) in &allocated {
             push_run(&mut runs, Run { logical, physical: start, len, uninit: false });
             logical += len;
+        }
+        match data {
+            FileData::Memory(data) => {
+                let lens: Vec<u64> = allocated.iter().map(|&(_, len)| len).collect();
+                let pieces = cut_into_runs(data, &lens, block_size);
+                for (&(start, _), contents) in allocated.iter().zip(pieces) {
+                    writes.blocks.push((start, contents));
+                }
+            }
+            FileData::File(source) => queue_file_runs(&source, &allocated, block_size, writes)?,
         }
         self.plan_map(plan, inode, &runs, count)
     }
@@ -571,6 +611,9 @@ impl<V: VolumeMut> Ext<V> {
         for (block, contents) in writes.blocks {
             self.write_volume_owned(block * block_size, contents)?;
         }
+        for (block, range) in writes.copies {
+            self.write_volume_file_range(block * block_size, range)?;
+        }
         for mut inode in writes.inodes {
             let offset = self.inode_offset(inode.index)?;
             let bytes = inode.encode(&self.sb).to_vec();
@@ -623,6 +666,36 @@ pub(super) fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
         if dir.has_flag(flag) {
             return Err(ExtError::unsupported(feature, format!("directory inode {}: {hint}", dir.index)));
         }
+    }
+    Ok(())
+}
+
+/// Queues the copy of `source` into the (start, length) runs `allocated`: the source's whole
+/// blocks as copies from the file, and its last partial block, read now and padded with zeros,
+/// as a block write.
+fn queue_file_runs(
+    source: &FileRange,
+    allocated: &[(u64, u64)],
+    block_size: u64,
+    writes: &mut Writes,
+) -> Result<(), ExtError> {
+    let mut done = 0u64;
+    for &(start, len) in allocated {
+        let run_bytes = len * block_size;
+        let from_source = source.len.saturating_sub(done).min(run_bytes);
+        let whole = from_source - from_source % block_size;
+        if whole > 0 {
+            let range =
+                FileRange { file: Arc::clone(&source.file), offset: source.offset + done, len: whole };
+            writes.copies.push((start, range));
+        }
+        if whole < run_bytes {
+            let mut tail = vec![0u8; (run_bytes - whole) as usize];
+            let partial = tail.get_mut(..(from_source - whole) as usize).unwrap_or_default();
+            source.read_at(done + whole, partial)?;
+            writes.blocks.push((start + whole / block_size, tail));
+        }
+        done += run_bytes;
     }
     Ok(())
 }
