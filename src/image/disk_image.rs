@@ -309,6 +309,8 @@ fn write_ranges(
             count_chunk();
         }
     }
+    // NOTE: tests/crash_safety.rs stops runs inside byte ranges only: the commands it runs
+    // stage no copies, so no test stops a run inside a copy.
     for (offset, range) in copies {
         if stop_after.is_none() {
             copy_range(file, partition.start + offset, range)?;
