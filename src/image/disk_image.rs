@@ -127,6 +127,12 @@ impl DiskImage {
     /// original bytes go to an undo log first (see [`undo_log`]), which is removed once the
     /// image is synced. Requires [`Access::ReadWrite`].
     pub fn apply(&self, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> Result<(), ImageError> {
+        self.apply_all(&[(*partition, writes)])
+    }
+
+    /// Writes the planned writes of several partitions into this image as one all-or-nothing
+    /// step, with one undo log for all of them, as [`DiskImage::apply`] does for one.
+    pub fn apply_all(&self, changes: &[(Partition, &BTreeMap<u64, Vec<u8>>)]) -> Result<(), ImageError> {
         let io_error = |source| ImageError::Io { path: self.path.clone(), source };
         if self.access != Access::ReadWrite {
             return Err(io_error(io::Error::new(
@@ -134,20 +140,26 @@ impl DiskImage {
                 "image was opened read-only",
             )));
         }
-        check_inside(partition, writes).map_err(io_error)?;
+        for (partition, writes) in changes {
+            check_inside(partition, writes).map_err(io_error)?;
+        }
 
-        let mut saved = Vec::with_capacity(writes.len());
-        for (offset, data) in writes {
-            let mut original = vec![0u8; data.len()];
-            self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
-            saved.extend(undo_log::save_range(partition.start + offset, &original));
+        let mut saved = Vec::new();
+        for (partition, writes) in changes {
+            for (offset, data) in writes.iter() {
+                let mut original = vec![0u8; data.len()];
+                self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
+                saved.extend(undo_log::save_range(partition.start + offset, &original));
+            }
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();
         undo_log::write_log(&log, image_len, &saved)
             .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
 
-        write_ranges(&self.file, partition, writes).map_err(io_error)?;
+        for (partition, writes) in changes {
+            write_ranges(&self.file, partition, writes).map_err(io_error)?;
+        }
         self.file.sync_data().map_err(io_error)?;
         undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
     }
