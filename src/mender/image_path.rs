@@ -42,7 +42,8 @@ impl ImagePath {
     pub fn parse(argument: &OsStr) -> Result<Self, ImagePathError> {
         let bytes = argument.as_bytes();
         let shown = argument.to_string_lossy().into_owned();
-        let colons: Vec<usize> = bytes.iter().enumerate().filter(|(_, byte)| **byte == b':').map(|(i, _)| i).collect();
+        let colons: Vec<usize> =
+            bytes.iter().enumerate().filter(|(_, byte)| **byte == b':').map(|(i, _)| i).collect();
         let Some(&first) = colons.first() else {
             return Err(ImagePathError::NoColon(shown));
         };
@@ -113,6 +114,15 @@ pub fn mount_of(components: &[Vec<u8>]) -> (Mount, usize) {
         }
     }
     (Mount::Rootfs, 0)
+}
+
+/// True when `components` lead to a boot mount point without reaching it (`/boot` of
+/// `/boot/efi`), so the walk may pass through them even when the root filesystem lacks them.
+pub fn leads_to_mount_point(components: &[Vec<u8>]) -> bool {
+    BOOT_MOUNT_POINTS.iter().any(|mount_point| {
+        components.len() < mount_point.len()
+            && mount_point.iter().zip(components).all(|(expected, part)| *expected == part.as_slice())
+    })
 }
 
 /// Joins components into an absolute path.

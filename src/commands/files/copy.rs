@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use walkdir::WalkDir;
 
-use super::{commit, describe_targets, image_files, in_image, new_attrs, open_image, owners, parse_image_path, parse_mode};
+use super::{
+    commit, describe_targets, image_files, in_image, new_attrs, open_image, owners, parse_image_path,
+    parse_mode,
+};
 use crate::commands::file_args::{CpArgs, InstallArgs};
 use crate::fs::ext::{FileKind, NewAttrs};
 use crate::image::disk_image::Access;
@@ -68,11 +71,16 @@ fn read_host_file(source: &OsStr) -> anyhow::Result<HostFile> {
 
 /// The image path a source named `name` is copied to: into `destination` when it ends in `/`
 /// or is an existing directory (on rootfs A for the root filesystem), else `destination` itself.
-fn destination_in_image(files: &mut ImageFiles, image_path: &ImagePath, name: Option<&OsStr>) -> anyhow::Result<String> {
+fn destination_in_image(
+    files: &mut ImageFiles,
+    image_path: &ImagePath,
+    name: Option<&OsStr>,
+) -> anyhow::Result<String> {
     let path = &image_path.path;
     let into_directory = path.ends_with('/') || {
         let resolved = files.resolve_for_read(path, true).map_err(in_image(image_path))?;
-        resolved.inode.is_some() && files.metadata(&resolved).map_err(in_image(image_path))?.kind == FileKind::Directory
+        resolved.inode.is_some()
+            && files.metadata(&resolved).map_err(in_image(image_path))?.kind == FileKind::Directory
     };
     if !into_directory {
         return Ok(path.clone());
@@ -80,7 +88,8 @@ fn destination_in_image(files: &mut ImageFiles, image_path: &ImagePath, name: Op
     let Some(name) = name else {
         bail!("{image_path}: is a directory; standard input needs the name of the file to write");
     };
-    let name = name.to_str().with_context(|| format!("{image_path}: the source's name is not valid UTF-8"))?;
+    let name =
+        name.to_str().with_context(|| format!("{image_path}: the source's name is not valid UTF-8"))?;
     Ok(format!("{}/{name}", path.trim_end_matches('/')))
 }
 
@@ -103,7 +112,8 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
     let done = match host_file {
         Some(host_file) => {
             let attrs = new_attrs(host_file.mode, 0, 0)?;
-            let targets = files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
+            let targets =
+                files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
             format!("wrote {} ({} bytes)", describe_targets(&targets), host_file.data.len())
         }
         None => {
@@ -116,7 +126,12 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
 
 /// Copies the host tree `source` to `destination` in the image, merging into existing
 /// directories. Returns the number of entries copied.
-fn copy_tree_in(files: &mut ImageFiles, source: &Path, destination: &str, image_path: &ImagePath) -> anyhow::Result<usize> {
+fn copy_tree_in(
+    files: &mut ImageFiles,
+    source: &Path,
+    destination: &str,
+    image_path: &ImagePath,
+) -> anyhow::Result<usize> {
     let mut count = 0;
     for entry in WalkDir::new(source).follow_links(false).sort_by_file_name() {
         let entry = entry.with_context(|| source.display().to_string())?;
@@ -146,7 +161,8 @@ fn copy_tree_in(files: &mut ImageFiles, source: &Path, destination: &str, image_
             files.write_file(&target, &data, &new_attrs(mode, 0, 0)?).map_err(in_image(&shown))?;
         } else if file_type.is_symlink() {
             use std::os::unix::ffi::OsStrExt;
-            let link = std::fs::read_link(entry.path()).with_context(|| entry.path().display().to_string())?;
+            let link =
+                std::fs::read_link(entry.path()).with_context(|| entry.path().display().to_string())?;
             let attrs = new_attrs(0o777, 0, 0)?;
             files.symlink(&target, link.as_os_str().as_bytes(), &attrs, true).map_err(in_image(&shown))?;
         } else {
@@ -211,7 +227,10 @@ fn write_host_file(
         Err(CopyOutError::Files(error)) => return Err(in_image(image_path)(error)),
         Err(error) => return Err(anyhow::Error::new(error).context(destination.display().to_string())),
     };
-    let file: File = out.into_inner().map_err(|error| error.into_error()).with_context(|| destination.display().to_string())?;
+    let file: File = out
+        .into_inner()
+        .map_err(|error| error.into_error())
+        .with_context(|| destination.display().to_string())?;
     file.set_permissions(std::fs::Permissions::from_mode(u32::from(mode)))
         .with_context(|| destination.display().to_string())?;
     Ok(size)
@@ -219,7 +238,12 @@ fn write_host_file(
 
 /// Copies the image directory `top` to the host directory `destination`. Directory modes are
 /// set last, so that a read-only directory still receives its entries.
-fn copy_tree_out(files: &mut ImageFiles, top: Resolved, destination: &Path, image_path: &ImagePath) -> anyhow::Result<usize> {
+fn copy_tree_out(
+    files: &mut ImageFiles,
+    top: Resolved,
+    destination: &Path,
+    image_path: &ImagePath,
+) -> anyhow::Result<usize> {
     let mut pending = vec![(top, destination.to_path_buf())];
     let mut directory_modes = Vec::new();
     let mut count = 0;
@@ -317,7 +341,8 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             let name = Path::new(&args.paths[0]).file_name();
             let destination = destination_in_image(&mut files, &image_path, name)?;
             let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
-            let targets = files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
+            let targets =
+                files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }
     };

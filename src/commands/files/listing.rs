@@ -78,7 +78,8 @@ fn print_listing(
     let ext = files.ext(&listing.directory);
     let mut rows = Vec::with_capacity(listing.entries.len());
     for entry in &listing.entries {
-        let metadata = ext.metadata(entry.inode).with_context(|| format!("{shown_path}: reading an entry"))?;
+        let metadata =
+            ext.metadata(entry.inode).with_context(|| format!("{shown_path}: reading an entry"))?;
         let target = if metadata.kind == FileKind::Symlink {
             Some(ext.read_link(entry.inode).with_context(|| format!("{shown_path}: reading a link"))?)
         } else {
@@ -86,7 +87,8 @@ fn print_listing(
         };
         rows.push((metadata, String::from_utf8_lossy(&entry.name).into_owned(), target));
     }
-    let width = |value: fn(&Metadata) -> String| rows.iter().map(|(m, _, _)| value(m).len()).max().unwrap_or(0);
+    let width =
+        |value: fn(&Metadata) -> String| rows.iter().map(|(m, _, _)| value(m).len()).max().unwrap_or(0);
     let links_width = width(|m| m.links.to_string());
     let uid_width = width(|m| m.uid.to_string());
     let gid_width = width(|m| m.gid.to_string());
@@ -111,7 +113,12 @@ fn print_listing(
 }
 
 /// One `ls -l` line for a path that is not a directory.
-fn long_line(files: &ImageFiles, resolved: &Resolved, metadata: &Metadata, shown: &str) -> anyhow::Result<String> {
+fn long_line(
+    files: &ImageFiles,
+    resolved: &Resolved,
+    metadata: &Metadata,
+    shown: &str,
+) -> anyhow::Result<String> {
     let mut line = format!(
         "{} {} {} {} {} {} {shown}",
         mode_string(metadata),
@@ -149,7 +156,8 @@ pub fn run_stat(args: &StatArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
     let image = open_image(&image_path, Access::ReadOnly)?;
     let mut files = image_files(&image, &image_path)?;
-    let resolved = files.resolve_for_read(&image_path.path, args.dereference).map_err(in_image(&image_path))?;
+    let resolved =
+        files.resolve_for_read(&image_path.path, args.dereference).map_err(in_image(&image_path))?;
     let metadata = files.metadata(&resolved).map_err(in_image(&image_path))?;
     let inode = resolved.inode.map(|ino| ino.get()).unwrap_or_default();
     let sectors = metadata.blocks * u64::from(files.ext(&resolved).block_size()) / 512;

@@ -135,7 +135,12 @@ pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let mut files = image_files(&image, &image_path)?;
     let attrs = SetAttrs { mode: Some(mode), ctime: Some(write_time()?), ..SetAttrs::default() };
     let targets = files.set_attrs(&image_path.path, &attrs, true).map_err(in_image(&image_path))?;
-    commit(&image, files, &image_path, &format!("changed the mode of {} to {mode:04o}", describe_targets(&targets)))
+    commit(
+        &image,
+        files,
+        &image_path,
+        &format!("changed the mode of {} to {mode:04o}", describe_targets(&targets)),
+    )
 }
 
 /// `chown [--no-dereference] OWNER[:GROUP] IMAGE:/PATH`.
@@ -158,7 +163,12 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
     let attrs = SetAttrs { uid, gid, ctime: Some(write_time()?), ..SetAttrs::default() };
     let targets =
         files.set_attrs(&image_path.path, &attrs, !args.no_dereference).map_err(in_image(&image_path))?;
-    commit(&image, files, &image_path, &format!("changed the owner of {} to {}", describe_targets(&targets), args.owner))
+    commit(
+        &image,
+        files,
+        &image_path,
+        &format!("changed the owner of {} to {}", describe_targets(&targets), args.owner),
+    )
 }
 
 #[cfg(test)]

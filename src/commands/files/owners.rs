@@ -20,8 +20,9 @@ fn id_of(files: &mut ImageFiles, name: &str, database: &str, what: &str) -> anyh
     if let Ok(id) = name.parse::<u32>() {
         return Ok(id);
     }
-    let text = read_database(files, database)
-        .map_err(|error| anyhow::anyhow!("{what} {name:?} is not a number, and {database} could not be read: {error}"))?;
+    let text = read_database(files, database).map_err(|error| {
+        anyhow::anyhow!("{what} {name:?} is not a number, and {database} could not be read: {error}")
+    })?;
     for line in text.lines() {
         let mut fields = line.split(':');
         if fields.next() == Some(name) {

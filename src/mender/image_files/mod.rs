@@ -81,7 +81,12 @@ enum Slot {
 enum Layout {
     /// A bare filesystem image: every path lives on its one filesystem.
     Bare(Partition),
-    Disk { rootfs_a: Slot, rootfs_b: Option<Partition>, data: Slot, boot: Slot },
+    Disk {
+        rootfs_a: Slot,
+        rootfs_b: Option<Partition>,
+        data: Slot,
+        boot: Slot,
+    },
 }
 
 /// The files of one opened image, with the writes planned so far.
@@ -96,7 +101,10 @@ impl<'a> ImageFiles<'a> {
     pub fn new(image: &'a DiskImage) -> std::io::Result<Self> {
         let layout = if image.table().kind == TableKind::Bare {
             let whole = image.table().partitions.first().copied().ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "the bare image has no filesystem window")
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the bare image has no filesystem window",
+                )
             })?;
             Layout::Bare(whole)
         } else {
@@ -115,10 +123,8 @@ impl<'a> ImageFiles<'a> {
     fn open(&mut self, partition: &Partition, path: &str) -> Result<&mut StagedExt<'a>, FilesError> {
         let number = partition.number;
         if !self.filesystems.contains_key(&number) {
-            let ext = Ext::open(Staged::new(self.image.volume(partition))).map_err(|source| FilesError::Ext {
-                path: path.to_string(),
-                partition: partition_name(partition),
-                source,
+            let ext = Ext::open(Staged::new(self.image.volume(partition))).map_err(|source| {
+                FilesError::Ext { path: path.to_string(), partition: partition_name(partition), source }
             })?;
             self.filesystems.insert(number, ext);
         }
@@ -187,18 +193,21 @@ impl<'a> ImageFiles<'a> {
 
 /// Builds the namespace's mounts from the partitions' roles.
 fn disk_layout(partitions: &[ClassifiedPartition]) -> Layout {
-    let slot_of = |classified: Option<&ClassifiedPartition>, role: &'static str, missing: &str| match classified {
-        None => Slot::Missing(missing.to_string()),
-        Some(found) => match &found.filesystem {
-            Filesystem::Ext { .. } => Slot::Ext(found.partition, role),
-            Filesystem::Vfat { .. } => Slot::Fat,
-            Filesystem::Unknown { reason } => Slot::Unusable {
-                partition: found.partition,
-                reason: reason.clone().unwrap_or_else(|| "unknown content".into()),
+    let slot_of =
+        |classified: Option<&ClassifiedPartition>, role: &'static str, missing: &str| match classified {
+            None => Slot::Missing(missing.to_string()),
+            Some(found) => match &found.filesystem {
+                Filesystem::Ext { .. } => Slot::Ext(found.partition, role),
+                Filesystem::Vfat { .. } => Slot::Fat,
+                Filesystem::Unknown { reason } => Slot::Unusable {
+                    partition: found.partition,
+                    reason: reason.clone().unwrap_or_else(|| "unknown content".into()),
+                },
+                Filesystem::Empty => {
+                    Slot::Unusable { partition: found.partition, reason: "unformatted".into() }
+                }
             },
-            Filesystem::Empty => Slot::Unusable { partition: found.partition, reason: "unformatted".into() },
-        },
-    };
+        };
     let rootfs_a = slot_of(
         roles::find_role(partitions, Role::RootfsA),
         "rootfs A",

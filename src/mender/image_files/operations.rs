@@ -77,8 +77,11 @@ impl<'a> ImageFiles<'a> {
         } else {
             format!("{}/{name}", directory.device_path)
         };
-        let components: Vec<Vec<u8>> =
-            device_path.split('/').filter(|part| !part.is_empty()).map(|part| part.as_bytes().to_vec()).collect();
+        let components: Vec<Vec<u8>> = device_path
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .map(|part| part.as_bytes().to_vec())
+            .collect();
         let is_bare = matches!(self.layout, super::Layout::Bare(_));
         let (_, prefix) = mount_of(&components);
         if !is_bare && prefix == components.len() && directory.mount != mount_of(&components).0 {
@@ -114,14 +117,21 @@ impl<'a> ImageFiles<'a> {
 
     /// Writes `data` as the regular file `path`, creating it or replacing its contents. A
     /// symbolic link at `path` is replaced by the file, as `mender-artifact cp` does.
-    pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewAttrs) -> Result<Vec<Resolved>, FilesError> {
+    pub fn write_file(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, false)?;
         for target in &targets {
             self.check_replaceable(target)?;
             let kind = self.existing_kind(target)?;
             let ext = self.open(&target.partition, &target.device_path)?;
             match kind {
-                Some(FileKind::Directory) => return Err(FilesError::IsADirectory(target.device_path.clone())),
+                Some(FileKind::Directory) => {
+                    return Err(FilesError::IsADirectory(target.device_path.clone()));
+                }
                 Some(FileKind::Regular) | None => {}
                 Some(_) => ext.remove_file(&target.inner, attrs.time).map_err(Self::ext_error(target))?,
             }
@@ -132,7 +142,12 @@ impl<'a> ImageFiles<'a> {
 
     /// Creates the directory `path`; with `parents`, also every missing directory above it,
     /// and an existing directory is no error.
-    pub fn create_dir(&mut self, path: &str, attrs: &NewAttrs, parents: bool) -> Result<Vec<Resolved>, FilesError> {
+    pub fn create_dir(
+        &mut self,
+        path: &str,
+        attrs: &NewAttrs,
+        parents: bool,
+    ) -> Result<Vec<Resolved>, FilesError> {
         if parents {
             return self.create_dir_all(path, attrs);
         }
@@ -181,7 +196,9 @@ impl<'a> ImageFiles<'a> {
         let targets = self.resolve_for_write(path, false)?;
         for target in &targets {
             self.check_replaceable(target)?;
-            let kind = self.existing_kind(target)?.ok_or_else(|| FilesError::NotFound(target.device_path.clone()))?;
+            let kind = self
+                .existing_kind(target)?
+                .ok_or_else(|| FilesError::NotFound(target.device_path.clone()))?;
             let ext = self.open(&target.partition, &target.device_path)?;
             match kind {
                 FileKind::Directory if !recursive => {
@@ -211,8 +228,12 @@ impl<'a> ImageFiles<'a> {
             let ext = self.open(&target.partition, &target.device_path)?;
             match kind {
                 None => {}
-                Some(FileKind::Directory) => return Err(FilesError::AlreadyExists(target.device_path.clone())),
-                Some(_) if replace => ext.remove_file(&target.inner, attrs.time).map_err(Self::ext_error(target))?,
+                Some(FileKind::Directory) => {
+                    return Err(FilesError::AlreadyExists(target.device_path.clone()));
+                }
+                Some(_) if replace => {
+                    ext.remove_file(&target.inner, attrs.time).map_err(Self::ext_error(target))?
+                }
                 Some(_) => return Err(FilesError::AlreadyExists(target.device_path.clone())),
             }
             ext.symlink(&target.inner, link_target, attrs).map_err(Self::ext_error(target))?;
@@ -222,7 +243,12 @@ impl<'a> ImageFiles<'a> {
 
     /// Changes mode, owner or times of `path`; the last component is followed when it is a
     /// symbolic link and `follow_last` is true.
-    pub fn set_attrs(&mut self, path: &str, attrs: &SetAttrs, follow_last: bool) -> Result<Vec<Resolved>, FilesError> {
+    pub fn set_attrs(
+        &mut self,
+        path: &str,
+        attrs: &SetAttrs,
+        follow_last: bool,
+    ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, follow_last)?;
         for target in &targets {
             existing(target)?;
@@ -236,9 +262,7 @@ impl<'a> ImageFiles<'a> {
     fn existing_kind(&self, resolved: &Resolved) -> Result<Option<FileKind>, FilesError> {
         match resolved.inode {
             None => Ok(None),
-            Some(ino) => {
-                Ok(Some(self.ext(resolved).metadata(ino).map_err(Self::ext_error(resolved))?.kind))
-            }
+            Some(ino) => Ok(Some(self.ext(resolved).metadata(ino).map_err(Self::ext_error(resolved))?.kind)),
         }
     }
 

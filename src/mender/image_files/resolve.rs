@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::{FilesError, ImageFiles, Layout, RootfsSlot};
 use crate::fs::ext::{FileKind, InodeIndex};
 use crate::image::partition_table::Partition;
-use crate::mender::image_path::{Mount, join_components, mount_of};
+use crate::mender::image_path::{Mount, join_components, leads_to_mount_point, mount_of};
 
 /// Most symbolic links one resolution follows, as Linux allows (`MAXSYMLINKS`).
 const MAX_SYMLINKS: u32 = 40;
@@ -43,10 +43,21 @@ impl ImageFiles<'_> {
         }
     }
 
+    /// True when a missing directory on the root filesystem may be passed through, because it
+    /// leads to a mount point (`/boot` on the way to `/boot/efi`).
+    fn passes_to_mount_point(&self, stack: &[Vec<u8>]) -> bool {
+        matches!(self.layout, Layout::Disk { .. }) && leads_to_mount_point(stack)
+    }
+
     /// Resolves the device path `path` with the root filesystem of `rootfs`. Symbolic links in
     /// directories on the way are followed; the last component is followed only when
     /// `follow_last` is true. Every component but the last must exist.
-    pub fn resolve(&mut self, path: &str, follow_last: bool, rootfs: RootfsSlot) -> Result<Resolved, FilesError> {
+    pub fn resolve(
+        &mut self,
+        path: &str,
+        follow_last: bool,
+        rootfs: RootfsSlot,
+    ) -> Result<Resolved, FilesError> {
         let mut pending: VecDeque<Vec<u8>> = split(path.as_bytes());
         let mut stack: Vec<Vec<u8>> = Vec::new();
         let mut links_followed = 0;
@@ -78,6 +89,9 @@ impl ImageFiles<'_> {
             })?;
             let is_last = pending.is_empty();
             let Some(ino) = found else {
+                if !is_last && self.passes_to_mount_point(&stack) {
+                    continue;
+                }
                 if is_last {
                     inode = None;
                     break;
@@ -147,8 +161,9 @@ impl ImageFiles<'_> {
         let mut targets = vec![self.resolve(path, follow_last, RootfsSlot::A)?];
         if self.has_rootfs_b() {
             let on_b = self.resolve(path, follow_last, RootfsSlot::B)?;
-            let duplicate =
-                targets.iter().any(|target| target.partition.number == on_b.partition.number && target.inner == on_b.inner);
+            let duplicate = targets
+                .iter()
+                .any(|target| target.partition.number == on_b.partition.number && target.inner == on_b.inner);
             if !duplicate {
                 targets.push(on_b);
             }
