@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -69,8 +70,8 @@ fn read_host_file(source: &OsStr) -> anyhow::Result<HostFile> {
     Ok(HostFile { data, mode: (metadata.permissions().mode() & 0o7777) as u16 })
 }
 
-/// The image path a source named `name` is copied to: into `destination` when it ends in `/`
-/// or is an existing directory (on rootfs A for the root filesystem), else `destination` itself.
+/// Returns the image path that a source named `name` is copied to: a path inside `destination`
+/// when it ends in `/` or is an existing directory (on rootfs A), else `destination` itself.
 fn destination_in_image(
     files: &mut ImageFiles,
     image_path: &ImagePath,
@@ -160,7 +161,6 @@ fn copy_tree_in(
             let data = std::fs::read(entry.path()).with_context(|| entry.path().display().to_string())?;
             files.write_file(&target, &data, &new_attrs(mode, 0, 0)?).map_err(in_image(&shown))?;
         } else if file_type.is_symlink() {
-            use std::os::unix::ffi::OsStrExt;
             let link =
                 std::fs::read_link(entry.path()).with_context(|| entry.path().display().to_string())?;
             let attrs = new_attrs(0o777, 0, 0)?;
@@ -260,7 +260,7 @@ fn copy_tree_out(
         let listing = files.list(&directory).map_err(in_image(image_path))?;
         for entry in &listing.entries {
             let child = files.child(&listing, entry).map_err(in_image(image_path))?;
-            let host_path = host_directory.join(OsStr::from_bytes_lossless(&entry.name));
+            let host_path = host_directory.join(OsStr::from_bytes(&entry.name));
             match entry.kind {
                 FileKind::Directory => pending.push((child, host_path)),
                 FileKind::Regular => {
@@ -273,7 +273,7 @@ fn copy_tree_out(
                     if host_path.symlink_metadata().is_ok() {
                         std::fs::remove_file(&host_path).with_context(|| host_path.display().to_string())?;
                     }
-                    std::os::unix::fs::symlink(OsStr::from_bytes_lossless(&target), &host_path)
+                    std::os::unix::fs::symlink(OsStr::from_bytes(&target), &host_path)
                         .with_context(|| host_path.display().to_string())?;
                     count += 1;
                 }
@@ -288,18 +288,6 @@ fn copy_tree_out(
             .with_context(|| path.display().to_string())?;
     }
     Ok(count)
-}
-
-/// Converts raw name bytes to an OS string; Unix names are bytes, so nothing is lost.
-trait FromBytesLossless {
-    fn from_bytes_lossless(bytes: &[u8]) -> &OsStr;
-}
-
-impl FromBytesLossless for OsStr {
-    fn from_bytes_lossless(bytes: &[u8]) -> &OsStr {
-        use std::os::unix::ffi::OsStrExt;
-        OsStr::from_bytes(bytes)
-    }
 }
 
 /// `install -m MODE [-o USER] [-g GROUP] SRC IMAGE:/DST`, or `install -d [-m MODE] IMAGE:/DIR`.

@@ -8,7 +8,7 @@ use super::{image_files, in_image, open_image, parse_image_path};
 use crate::commands::file_args::{CatArgs, LsArgs, StatArgs};
 use crate::fs::ext::{FileKind, Metadata};
 use crate::image::disk_image::Access;
-use crate::mender::image_files::{CopyOutError, ImageFiles, Listing, Resolved};
+use crate::mender::image_files::{CopyOutError, FilesError, ImageFiles, Listing, Resolved};
 
 /// Maximum number of directories `ls -R` lists, which bounds the walk of a damaged filesystem
 /// whose directories form a cycle.
@@ -52,7 +52,13 @@ pub fn run_ls(args: &LsArgs) -> anyhow::Result<()> {
         if args.recursive {
             let mut subdirectories = Vec::new();
             for entry in listing.entries.iter().filter(|entry| entry.kind == FileKind::Directory) {
-                subdirectories.push(files.child(&listing, entry).map_err(in_image(&image_path))?);
+                match files.child(&listing, entry) {
+                    Ok(child) => subdirectories.push(child),
+                    Err(error @ (FilesError::FatBoot { .. } | FilesError::NoPartition { .. })) => {
+                        log::warn!("{}: not listed: {error}", image_path.image.display());
+                    }
+                    Err(error) => return Err(in_image(&image_path)(error)),
+                }
             }
             pending.extend(subdirectories.into_iter().rev());
         }
@@ -112,7 +118,7 @@ fn print_listing(
     Ok(())
 }
 
-/// One `ls -l` line for a path that is not a directory.
+/// Formats the `ls -l` line of a path that is not a directory.
 fn long_line(
     files: &ImageFiles,
     resolved: &Resolved,
@@ -211,7 +217,7 @@ fn kind_name(kind: FileKind) -> &'static str {
     }
 }
 
-/// The type and permission column of `ls -l`, such as `-rw-r--r--` or `drwxr-xr-x`.
+/// Formats the type and permission column of `ls -l`, such as `-rw-r--r--` or `drwxr-xr-x`.
 pub(super) fn mode_string(metadata: &Metadata) -> String {
     let type_char = match metadata.kind {
         FileKind::Regular => '-',

@@ -63,7 +63,7 @@ pub enum RootfsSlot {
     B,
 }
 
-/// What stands behind one mount of the namespace.
+/// The partition behind one mount of the namespace.
 #[derive(Debug, Clone)]
 enum Slot {
     /// An ext2/3/4 filesystem on this partition.
@@ -83,7 +83,9 @@ enum Layout {
     Bare(Partition),
     Disk {
         rootfs_a: Slot,
-        rootfs_b: Option<Partition>,
+        /// Rootfs B when writes must reach it too: an ext filesystem, or one that is damaged,
+        /// which fails every write instead of leaving rootfs B behind rootfs A.
+        rootfs_b: Option<Slot>,
         data: Slot,
         boot: Slot,
     },
@@ -119,7 +121,7 @@ impl<'a> ImageFiles<'a> {
         matches!(self.layout, Layout::Disk { rootfs_b: Some(_), .. })
     }
 
-    /// The filesystem on `partition`, opened on first use.
+    /// Returns the filesystem on `partition`, opening it on first use.
     fn open(&mut self, partition: &Partition, path: &str) -> Result<&mut StagedExt<'a>, FilesError> {
         let number = partition.number;
         if !self.filesystems.contains_key(&number) {
@@ -131,21 +133,18 @@ impl<'a> ImageFiles<'a> {
         self.filesystems.get_mut(&number).ok_or_else(|| FilesError::NotFound(path.to_string()))
     }
 
-    /// The opened filesystem of a resolved path.
+    /// Returns the filesystem of a resolved path, which resolving opened.
     pub fn ext(&self, resolved: &Resolved) -> &StagedExt<'a> {
         self.filesystems.get(&resolved.partition.number).expect("resolving a path opens its filesystem")
     }
 
-    /// The partition a mount stands for, or why there is none.
+    /// Returns the partition of a mount and its label, or the error that says why there is none.
     fn slot(&self, mount: Mount, rootfs: RootfsSlot, path: &str) -> Result<(Partition, String), FilesError> {
         let slot = match &self.layout {
             Layout::Bare(whole) => return Ok((*whole, "whole image".to_string())),
             Layout::Disk { rootfs_a, rootfs_b, data, boot } => match (mount, rootfs) {
                 (Mount::Rootfs, RootfsSlot::A) => rootfs_a.clone(),
-                (Mount::Rootfs, RootfsSlot::B) => match rootfs_b {
-                    Some(partition) => Slot::Ext(*partition, "rootfs B"),
-                    None => rootfs_a.clone(),
-                },
+                (Mount::Rootfs, RootfsSlot::B) => rootfs_b.clone().unwrap_or_else(|| rootfs_a.clone()),
                 (Mount::Data, _) => data.clone(),
                 (Mount::Boot, _) => boot.clone(),
             },
@@ -213,9 +212,12 @@ fn disk_layout(partitions: &[ClassifiedPartition]) -> Layout {
         "rootfs A",
         " (no ext2/3/4 partition holds /etc/mender or /usr/bin/mender*)",
     );
-    let rootfs_b = roles::find_role(partitions, Role::RootfsB)
-        .filter(|found| matches!(found.filesystem, Filesystem::Ext { .. }))
-        .map(|found| found.partition);
+    let rootfs_b = match roles::find_role(partitions, Role::RootfsB) {
+        Some(found) if matches!(found.filesystem, Filesystem::Ext { .. }) => {
+            Some(Slot::Ext(found.partition, "rootfs B"))
+        }
+        _ => damaged_rootfs_b(partitions),
+    };
     let data = match roles::find_data_partition(partitions, None) {
         Ok(found) => slot_of(Some(found), "data partition", ""),
         Err(error) => Slot::Missing(format!(" ({error})")),
@@ -224,7 +226,20 @@ fn disk_layout(partitions: &[ClassifiedPartition]) -> Layout {
     Layout::Disk { rootfs_a, rootfs_b, data, boot }
 }
 
-/// The inode a resolved path names, or the error for a missing one.
+/// Returns the partition right after rootfs A when its ext superblock could not be opened.
+/// mender-artifact skips such a rootfs B; writing only rootfs A would leave the two different.
+fn damaged_rootfs_b(partitions: &[ClassifiedPartition]) -> Option<Slot> {
+    let position = partitions.iter().position(|found| found.role == Some(Role::RootfsA))?;
+    let next = partitions.get(position + 1)?;
+    match &next.filesystem {
+        Filesystem::Unknown { reason: Some(reason) } if next.role.is_none() && reason.starts_with("ext ") => {
+            Some(Slot::Unusable { partition: next.partition, reason: reason.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// Returns the inode at a resolved path, or the error for a missing one.
 pub fn existing(resolved: &Resolved) -> Result<InodeIndex, FilesError> {
     resolved.inode.ok_or_else(|| FilesError::NotFound(resolved.device_path.clone()))
 }
