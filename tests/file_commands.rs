@@ -343,3 +343,57 @@ fn bad_paths_fail_in_one_line() {
         assert_rejected(target, &args, expected);
     }
 }
+
+#[test]
+fn interrupted_cp_rolls_back_both_rootfs() {
+    use mender_preauth::image::disk_image::{FAILPOINT_EXIT_CODE, FAILPOINT_VAR};
+
+    let test = "interrupted_cp_rolls_back_both_rootfs";
+    let work = tempfile::tempdir().unwrap();
+    let Some(original) = fixture(work.path(), &["--rootfs-b"], test) else { return };
+    let host = work.path().join("payload.bin");
+    std::fs::write(&host, patterned(40 * 1024)).unwrap();
+    let original_sha = sha256_file(&original);
+    let image = work.path().join("work.sdimg");
+    let cp_command = |failpoint: Option<u64>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mender-preauth"));
+        command.args(["-q", "cp"]).arg(&host).arg(image_arg(&image, "/etc/payload.bin"));
+        command.env("SOURCE_DATE_EPOCH", "1700000000");
+        if let Some(chunk) = failpoint {
+            command.env(FAILPOINT_VAR, format!("write:{chunk}"));
+        }
+        command
+    };
+
+    std::fs::copy(&original, &image).unwrap();
+    assert!(run_with_timeout(&mut cp_command(None), COMMAND_TIMEOUT).status.success());
+    let completed_sha = sha256_file(&image);
+
+    let mut stopped_runs = 0;
+    for chunk in 1.. {
+        std::fs::copy(&original, &image).unwrap();
+        let output = run_with_timeout(&mut cp_command(Some(chunk)), COMMAND_TIMEOUT);
+        if output.status.code() == Some(0) {
+            assert_eq!(sha256_file(&image), completed_sha, "the completed run gave other bytes");
+            break;
+        }
+        assert_eq!(
+            output.status.code(),
+            Some(FAILPOINT_EXIT_CODE),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stopped_runs += 1;
+
+        let rollback = run_cli(["ls".as_ref(), image_arg(&image, "/etc").as_ref()] as [&std::ffi::OsStr; 2]);
+        rollback.assert_success("ls after the interrupted cp");
+        assert!(rollback.stderr.contains("rolled back"), "no rollback reported: {}", rollback.stderr);
+        assert_eq!(sha256_file(&image), original_sha, "chunk {chunk}: the image was not rolled back");
+    }
+    // 40 KiB is ten chunks of data on each rootfs, so a stop lands in rootfs B too.
+    assert!(stopped_runs > 20, "only {stopped_runs} runs were stopped");
+    for number in [ROOTFS_A_PARTITION, ROOTFS_B_PARTITION] {
+        let fs = assert_partition_clean(&image, number, work.path());
+        assert_eq!(debugfs_cat(&fs, "/etc/payload.bin").len(), 40 * 1024, "partition {number}");
+    }
+}

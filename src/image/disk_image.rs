@@ -157,8 +157,9 @@ impl DiskImage {
         undo_log::write_log(&log, image_len, &saved)
             .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
 
+        let mut chunks_written = 0;
         for (partition, writes) in changes {
-            write_ranges(&self.file, partition, writes).map_err(io_error)?;
+            write_ranges(&self.file, partition, writes, &mut chunks_written).map_err(io_error)?;
         }
         self.file.sync_data().map_err(io_error)?;
         undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
@@ -188,7 +189,7 @@ impl DiskImage {
             .map_err(io_error)?;
 
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
-        write_ranges(temporary.as_file(), partition, writes).map_err(io_error)?;
+        write_ranges(temporary.as_file(), partition, writes, &mut 0).map_err(io_error)?;
         temporary.as_file().sync_data().map_err(io_error)?;
         // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
@@ -237,18 +238,23 @@ pub const FAILPOINT_EXIT_CODE: i32 = 86;
 
 /// Writes every range after checking that all of them lie inside `partition`. With the failpoint
 /// set, ranges are written in chunks of [`WRITE_CHUNK_LEN`] bytes so that a test can stop the run
-/// between any two of them; otherwise each range is written in one call.
-fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
+/// between any two of them; otherwise each range is written in one call. `chunks_written` counts
+/// on across the calls of one modification that spans several partitions.
+fn write_ranges(
+    file: &File,
+    partition: &Partition,
+    writes: &BTreeMap<u64, Vec<u8>>,
+    chunks_written: &mut u64,
+) -> io::Result<()> {
     check_inside(partition, writes)?;
     let stop_after = failpoint_chunks();
     let chunk_len = if stop_after.is_some() { WRITE_CHUNK_LEN } else { usize::MAX };
-    let mut chunks_written = 0u64;
     for (offset, data) in writes {
         for (index, chunk) in data.chunks(chunk_len).enumerate() {
             let at = partition.start + offset + (index * chunk_len) as u64;
             file.write_all_at(chunk, at)?;
-            chunks_written += 1;
-            if stop_after == Some(chunks_written) {
+            *chunks_written += 1;
+            if stop_after == Some(*chunks_written) {
                 std::process::exit(FAILPOINT_EXIT_CODE);
             }
         }
