@@ -173,9 +173,9 @@ fn install_sets_mode_and_owner() {
         assert_eq!((stat.file_type.as_str(), stat.mode, stat.uid, stat.gid), ("regular", 0o4750, 1000, 50));
     }
     let data = assert_partition_clean(&image, DATA_PARTITION, work.path());
-    for dir in ["/app", "/app/state"] {
+    for (dir, mode) in [("/app", 0o755), ("/app/state", 0o700)] {
         let stat = debugfs_stat(&data, dir);
-        assert_eq!((stat.file_type.as_str(), stat.mode), ("directory", 0o700), "{dir}");
+        assert_eq!((stat.file_type.as_str(), stat.mode), ("directory", mode), "{dir}");
     }
 }
 

@@ -65,7 +65,8 @@ pub struct CpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct InstallArgs {
     /// Permission bits of the installed file, in octal (such as 0644); required for files, as
-    /// in mender-artifact. Directories made with -d get 0755 without it.
+    /// in mender-artifact. With -d it sets the last directory's mode (default 0755); missing
+    /// parents get 0755.
     #[arg(short = 'm', long = "mode", value_name = "MODE", required_unless_present = "directory")]
     pub mode: Option<String>,
 
@@ -110,7 +111,7 @@ pub struct MkdirArgs {
     #[arg(short = 'p', long = "parents")]
     pub parents: bool,
 
-    /// Permission bits of new directories, in octal.
+    /// Permission bits of the new directory, in octal; parents made by -p get 0755.
     #[arg(short = 'm', long = "mode", value_name = "MODE", default_value = "0755")]
     pub mode: String,
 

@@ -7,6 +7,9 @@ use super::{FilesError, ImageFiles, Resolved, RootfsSlot, existing};
 use crate::fs::ext::{ExtError, FileKind, InodeIndex, Metadata, NewAttrs, SetAttrs};
 use crate::mender::image_path::mount_of;
 
+/// Mode of the parent directories that `mkdir -p` creates.
+const PARENT_DIR_MODE: u16 = 0o755;
+
 /// Bytes copied per read when streaming a file out of the image.
 const READ_CHUNK_LEN: usize = 1 << 20;
 
@@ -163,15 +166,18 @@ impl<'a> ImageFiles<'a> {
     }
 
     /// `mkdir -p`: creates each missing component in turn, so that the parents resolve through
-    /// symbolic links and mount points the way the device sees them.
+    /// symbolic links and mount points the way the device sees them. As with `mkdir -p -m`,
+    /// only the last directory gets `attrs.mode`; missing parents get 0755.
     fn create_dir_all(&mut self, path: &str, attrs: &NewAttrs) -> Result<Vec<Resolved>, FilesError> {
         let components: Vec<&str> = path.split('/').filter(|part| !part.is_empty()).collect();
+        let parent_attrs = NewAttrs { mode: PARENT_DIR_MODE, ..*attrs };
         let mut prefix = String::new();
         let mut last = Vec::new();
-        for component in components {
+        for (index, component) in components.iter().enumerate() {
+            let attrs = if index + 1 == components.len() { attrs } else { &parent_attrs };
             prefix.push('/');
             prefix.push_str(component);
-            if component == "." || component == ".." {
+            if *component == "." || *component == ".." {
                 continue;
             }
             let targets = self.resolve_for_write(&prefix, true)?;
