@@ -335,7 +335,12 @@ fn bad_paths_fail_in_one_line() {
         (vec!["rm".into(), "-r".into(), img("/data")], "is the root of the data partition".into()),
         (vec!["mkdir".into(), img("/etc")], "already exists".into()),
         (vec!["cat".into(), img("/etc/hostname/x")], "not a directory".into()),
+        (vec!["cat".into(), img("/etc/loop")], "too many levels of symbolic links".into()),
+        (vec!["cp".into(), host.into(), img("/data/mender/up/hostname")], "climbs out of the data partition".into()),
+        (vec!["ls".into(), img("/var/lib/mender/../..")], "climbs out of the data partition".into()),
     ];
+    cli_ok(&["ln", "-s", "/etc/loop", &img("/etc/loop")]);
+    cli_ok(&["ln", "-s", "../../etc", &img("/data/mender/up")]);
     for (args, expected) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let target =
