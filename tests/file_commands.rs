@@ -189,6 +189,8 @@ fn rm_mkdir_ln_chmod_chown_change_both_rootfs() {
     cli_ok(&["ln", "-s", "/data/app", &image_arg(&image, "/opt/app/state")]);
     cli_ok(&["chmod", "0750", &image_arg(&image, "/opt/app/conf")]);
     cli_ok(&["chown", "12:34", &image_arg(&image, "/opt/app")]);
+    cli_ok(&["chmod", "-R", "go-w,o-rx", &image_arg(&image, "/usr/share")]);
+    cli_ok(&["chown", "-R", "7:8", &image_arg(&image, "/usr/share")]);
     cli_ok(&["rm", &image_arg(&image, "/etc/hostname")]);
     cli_ok(&["rm", "-r", &image_arg(&image, "/etc/mender/scripts")]);
 
@@ -199,6 +201,12 @@ fn rm_mkdir_ln_chmod_chown_change_both_rootfs() {
         assert_eq!((app.uid, app.gid), (12, 34), "partition {number}");
         let link = debugfs_stat(&fs, "/opt/app/state");
         assert_eq!((link.file_type.as_str(), link.size), ("symlink", 9), "partition {number}");
+        for (path, mode) in
+            [("/usr/share", 0o750), ("/usr/share/mender/identity/mender-device-identity", 0o750)]
+        {
+            let stat = debugfs_stat(&fs, path);
+            assert_eq!((stat.mode, stat.uid, stat.gid), (mode, 7, 8), "partition {number}: {path}");
+        }
         let listing = String::from_utf8(debugfs_cat(&fs, "/etc/mender/artifact_info")).unwrap();
         assert_eq!(listing, "artifact_name=demo-1.0\n");
     }
@@ -336,7 +344,10 @@ fn bad_paths_fail_in_one_line() {
         (vec!["mkdir".into(), img("/etc")], "already exists".into()),
         (vec!["cat".into(), img("/etc/hostname/x")], "not a directory".into()),
         (vec!["cat".into(), img("/etc/loop")], "too many levels of symbolic links".into()),
-        (vec!["cp".into(), host.into(), img("/data/mender/up/hostname")], "climbs out of the data partition".into()),
+        (
+            vec!["cp".into(), host.into(), img("/data/mender/up/hostname")],
+            "climbs out of the data partition".into(),
+        ),
         (vec!["ls".into(), img("/var/lib/mender/../..")], "climbs out of the data partition".into()),
     ];
     cli_ok(&["ln", "-s", "/etc/loop", &img("/etc/loop")]);

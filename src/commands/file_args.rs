@@ -144,7 +144,12 @@ pub struct LnArgs {
 /// Arguments of `chmod`.
 #[derive(Debug, Clone, Args)]
 pub struct ChmodArgs {
-    /// New permission bits, in octal (such as 0755).
+    /// Change everything below a directory too, without following symbolic links.
+    #[arg(short = 'R', long = "recursive")]
+    pub recursive: bool,
+
+    /// New permission bits in octal (such as 0755), or symbolic changes as chmod(1) takes them
+    /// (such as u+x,go-w or a=rX).
     #[arg(value_name = "MODE")]
     pub mode: String,
 
@@ -156,6 +161,10 @@ pub struct ChmodArgs {
 /// Arguments of `chown`.
 #[derive(Debug, Clone, Args)]
 pub struct ChownArgs {
+    /// Change everything below a directory too, without following symbolic links.
+    #[arg(short = 'R', long = "recursive")]
+    pub recursive: bool,
+
     /// Change a symbolic link itself instead of what it points to (-h of chown(1); -h here is
     /// --help).
     #[arg(long = "no-dereference")]

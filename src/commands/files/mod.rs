@@ -5,6 +5,7 @@
 
 mod copy;
 mod listing;
+mod mode;
 mod owners;
 
 use std::collections::BTreeMap;
@@ -17,11 +18,12 @@ pub use listing::{run_cat, run_ls, run_stat};
 
 use crate::commands::file_args::{ChmodArgs, ChownArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
-use crate::fs::ext::{NewAttrs, SetAttrs};
+use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::partition_table::Partition;
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
+use mode::ModeChange;
 
 /// Parses an IMAGE:/PATH argument.
 fn parse_image_path(argument: &OsStr) -> anyhow::Result<ImagePath> {
@@ -127,20 +129,26 @@ pub fn run_ln(args: &LnArgs) -> anyhow::Result<()> {
     commit(&image, files, &image_path, &format!("linked {} to {shown}", describe_targets(&targets)))
 }
 
-/// `chmod MODE IMAGE:/PATH`.
+/// `chmod [-R] MODE IMAGE:/PATH`.
 pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let mode = parse_mode(&args.mode)?;
+    let change = ModeChange::parse(&args.mode)?;
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
-    let attrs = SetAttrs { mode: Some(mode), ctime: Some(write_time()?), ..SetAttrs::default() };
-    let targets = files.set_attrs(&image_path.path, &attrs, true).map_err(in_image(&image_path))?;
-    commit(
-        &image,
-        files,
-        &image_path,
-        &format!("changed the mode of {} to {mode:04o}", describe_targets(&targets)),
-    )
+    let time = write_time()?;
+    // Symbolic links found by -R keep their mode, as with chmod(1), which never changes links.
+    let update = |metadata: &Metadata| match metadata.kind {
+        FileKind::Symlink => SetAttrs::default(),
+        kind => SetAttrs {
+            mode: Some(change.apply(metadata.mode, kind == FileKind::Directory)),
+            ctime: Some(time),
+            ..SetAttrs::default()
+        },
+    };
+    let targets =
+        files.update_attrs(&image_path.path, true, args.recursive, &update).map_err(in_image(&image_path))?;
+    let done = format!("changed the mode of {} ({})", describe_targets(&targets), args.mode);
+    commit(&image, files, &image_path, &done)
 }
 
 /// `chown [--no-dereference] OWNER[:GROUP] IMAGE:/PATH`.
@@ -161,8 +169,9 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
         bail!("invalid owner {:?}: expected USER, USER:GROUP or :GROUP", args.owner);
     }
     let attrs = SetAttrs { uid, gid, ctime: Some(write_time()?), ..SetAttrs::default() };
-    let targets =
-        files.set_attrs(&image_path.path, &attrs, !args.no_dereference).map_err(in_image(&image_path))?;
+    let targets = files
+        .update_attrs(&image_path.path, !args.no_dereference, args.recursive, &|_| attrs)
+        .map_err(in_image(&image_path))?;
     commit(
         &image,
         files,

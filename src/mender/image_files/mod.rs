@@ -50,6 +50,8 @@ pub enum FilesError {
     FatBoot { path: String },
     #[error("{path}: the {mount} ({partition}) holds no ext2/3/4 filesystem that can be opened: {reason}")]
     Unusable { path: String, mount: &'static str, partition: String, reason: String },
+    #[error("{path}: more than {limit} entries below it; stopped")]
+    TooManyEntries { path: String, limit: usize },
     #[error("{path}: {partition}: {source}")]
     Ext { path: String, partition: String, source: ExtError },
     #[error("{path}: {partition}: file of {size} bytes is larger than the {limit} bytes read into memory")]

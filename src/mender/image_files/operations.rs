@@ -10,6 +10,10 @@ use crate::mender::image_path::mount_of;
 /// Mode of the parent directories that `mkdir -p` creates.
 const PARENT_DIR_MODE: u16 = 0o755;
 
+/// Maximum number of inodes one recursive attribute change visits. It bounds the walk of a
+/// damaged filesystem whose directories form a cycle.
+const MAX_WALK_ENTRIES: usize = 1 << 22;
+
 /// Bytes copied per read when streaming a file out of the image.
 const READ_CHUNK_LEN: usize = 1 << 20;
 
@@ -255,11 +259,46 @@ impl<'a> ImageFiles<'a> {
         attrs: &SetAttrs,
         follow_last: bool,
     ) -> Result<Vec<Resolved>, FilesError> {
+        self.update_attrs(path, follow_last, false, &|_| *attrs)
+    }
+
+    /// Changes the attributes of `path`, and with `recursive` of everything below it, to what
+    /// `update` makes of each inode's current attributes. The walk stays on the partition
+    /// `path` is on and does not follow symbolic links below `path`.
+    pub fn update_attrs(
+        &mut self,
+        path: &str,
+        follow_last: bool,
+        recursive: bool,
+        update: &dyn Fn(&Metadata) -> SetAttrs,
+    ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, follow_last)?;
         for target in &targets {
-            existing(target)?;
+            let top = existing(target)?;
             let ext = self.open(&target.partition, &target.device_path)?;
-            ext.set_attrs(&target.inner, attrs).map_err(Self::ext_error(target))?;
+            let mut pending = vec![(target.inner.clone(), top)];
+            let mut visited = 0usize;
+            while let Some((inner, ino)) = pending.pop() {
+                visited += 1;
+                if visited > MAX_WALK_ENTRIES {
+                    return Err(FilesError::TooManyEntries {
+                        path: target.device_path.clone(),
+                        limit: MAX_WALK_ENTRIES,
+                    });
+                }
+                let metadata = ext.metadata(ino).map_err(Self::ext_error(target))?;
+                if recursive && metadata.kind == FileKind::Directory {
+                    for entry in ext.read_dir(ino).map_err(Self::ext_error(target))? {
+                        if entry.name == b"." || entry.name == b".." {
+                            continue;
+                        }
+                        let name = String::from_utf8_lossy(&entry.name);
+                        let child = if inner == "/" { format!("/{name}") } else { format!("{inner}/{name}") };
+                        pending.push((child, entry.inode));
+                    }
+                }
+                ext.set_attrs(&inner, &update(&metadata)).map_err(Self::ext_error(target))?;
+            }
         }
         Ok(targets)
     }
