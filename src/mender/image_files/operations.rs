@@ -303,7 +303,7 @@ impl<'a> ImageFiles<'a> {
         Ok(targets)
     }
 
-    /// The kind of the inode at a resolved path, `None` when nothing is there.
+    /// Returns the kind of the inode at a resolved path, `None` when nothing is there.
     fn existing_kind(&self, resolved: &Resolved) -> Result<Option<FileKind>, FilesError> {
         match resolved.inode {
             None => Ok(None),
