@@ -25,10 +25,10 @@ fn id_of(files: &mut ImageFiles, name: &str, database: &str, what: &str) -> anyh
     })?;
     for line in text.lines() {
         let mut fields = line.split(':');
-        if fields.next() == Some(name) {
-            if let Some(id) = fields.nth(1).and_then(|id| id.parse().ok()) {
-                return Ok(id);
-            }
+        if fields.next() == Some(name)
+            && let Some(id) = fields.nth(1).and_then(|id| id.parse().ok())
+        {
+            return Ok(id);
         }
     }
     bail!("{what} {name:?} is neither a number nor a name in the image's {database}")

@@ -25,6 +25,9 @@ pub use resolve::Resolved;
 /// The filesystem of one partition with its pending writes.
 pub type StagedExt<'a> = Ext<Staged<FileVolume<'a>>>;
 
+/// The planned writes of one partition, keyed by offset in the partition.
+pub type PartitionWrites = (Partition, BTreeMap<u64, Vec<u8>>);
+
 /// Why a file operation on an image failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -78,8 +81,10 @@ enum Slot {
     Missing(String),
 }
 
-/// Partitions of the image by the part they play.
+/// Partitions of the image by the part they play. One value exists per run, so its size does
+/// not matter.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 enum Layout {
     /// A bare filesystem image: every path lives on its one filesystem.
     Bare(Partition),
@@ -168,7 +173,7 @@ impl<'a> ImageFiles<'a> {
 
     /// Hands back the planned writes of every partition that has any, for
     /// [`DiskImage::apply_all`], with the names of the partitions changed.
-    pub fn into_writes(self) -> (Vec<(Partition, BTreeMap<u64, Vec<u8>>)>, Vec<String>) {
+    pub fn into_writes(self) -> (Vec<PartitionWrites>, Vec<String>) {
         let mut changes = Vec::new();
         let mut names = Vec::new();
         for (_, ext) in self.filesystems {
