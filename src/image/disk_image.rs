@@ -430,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn apply_all_writes_every_partition_and_removes_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let whole = image.table().partitions[0];
+        let first = Partition { number: 1, start: 64 * 1024, len: 64 * 1024, ..whole };
+        let second = Partition { number: 2, start: 256 * 1024, len: 64 * 1024, ..whole };
+        let first_writes = BTreeMap::from([(100u64, b"first".to_vec())]);
+        let second_writes = BTreeMap::from([(200u64, b"second".to_vec())]);
+
+        image.apply_all(&[(first, &first_writes), (second, &second_writes)]).unwrap();
+
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[64 * 1024 + 100..64 * 1024 + 105], b"first");
+        assert_eq!(&bytes[256 * 1024 + 200..256 * 1024 + 206], b"second");
+        assert!(!undo_log::log_path(&path).exists());
+    }
+
+    #[test]
+    fn apply_all_checks_every_partition_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let original = std::fs::read(&path).unwrap();
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let whole = image.table().partitions[0];
+        let first = Partition { number: 1, start: 64 * 1024, len: 64 * 1024, ..whole };
+        let inside = BTreeMap::from([(0u64, vec![1u8; 16])]);
+        let outside = BTreeMap::from([(64 * 1024 - 2, vec![1u8; 4])]);
+
+        assert!(image.apply_all(&[(first, &inside), (first, &outside)]).is_err());
+
+        assert_eq!(std::fs::read(&path).unwrap(), original);
+    }
+
+    #[test]
     fn write_outside_partition_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = bare_image(dir.path());
