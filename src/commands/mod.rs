@@ -2,6 +2,8 @@
 //! module per subcommand that runs the job as a short sequence of calls into the library.
 
 mod args;
+mod file_args;
+mod files;
 mod inspect;
 mod keygen;
 mod output;
@@ -14,6 +16,9 @@ mod store;
 use clap::{Parser, Subcommand};
 
 pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs, StoreArgs};
+pub use file_args::{
+    CatArgs, ChmodArgs, ChownArgs, CpArgs, InstallArgs, LnArgs, LsArgs, MkdirArgs, RmArgs, StatArgs,
+};
 
 /// Preauthorize Mender devices offline.
 ///
@@ -53,7 +58,70 @@ pub enum Command {
     /// List, read and change the records of mender-store on an image's data partition.
     #[command(after_long_help = STORE_HELP)]
     Store(StoreArgs),
+    /// List a directory of an image (IMAGE:/PATH).
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Ls(LsArgs),
+    /// Print a file of an image to stdout.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Cat(CatArgs),
+    /// Show the type, size, mode, owner, times and partition of a path in an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Stat(StatArgs),
+    /// Copy a file or tree into an image or out of it.
+    #[command(after_long_help = CP_HELP)]
+    Cp(CpArgs),
+    /// Install a file into an image with the given mode and owner, or create a directory.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Install(InstallArgs),
+    /// Remove a file, link or directory tree from an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Rm(RmArgs),
+    /// Create a directory in an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Mkdir(MkdirArgs),
+    /// Create a symbolic link in an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Ln(LnArgs),
+    /// Change the permission bits of a path in an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Chmod(ChmodArgs),
+    /// Change the owner and group of a path in an image.
+    #[command(after_long_help = FILE_PATHS_HELP)]
+    Chown(ChownArgs),
 }
+
+/// How the file commands map paths, shown at the end of their --help and man pages.
+const FILE_PATHS_HELP: &str = "\
+Paths are IMAGE:/PATH, as in mender-artifact, and name files as the running device sees them:
+/data/... is on the data partition; /uboot/..., /boot/efi/... and /boot/grub/... are on the
+boot partition; every other path is on the root filesystem. Writes to the root filesystem go to
+rootfs A and also to rootfs B when it holds a filesystem, in one step; reads come from rootfs A.
+A bare filesystem image has no mapping: the path names a file of that filesystem. Symbolic
+links are followed inside the image: /var/lib/mender -> /data/mender leads to the data
+partition. `..` never leaves the partition it is in. The boot partition can be read and written
+only when it holds ext2/3/4; FAT is not supported yet.
+
+Every change is planned in memory and then written to every changed partition in one
+all-or-nothing step, as provision does. Exit status: 0 on success, 1 on any error (the image is
+then unchanged), 2 on a usage error.";
+
+/// The --help epilogue of `cp`.
+const CP_HELP: &str = "\
+Copying in: the new file gets the source's permission bits (0600 from standard input) and owner
+0:0, as with mender-artifact cp. A file that exists is replaced in place, keeping its inode,
+hard links and extended attributes; a symbolic link at the destination is replaced by the file.
+Copying out: the host file gets the mode the file has in the image.
+
+Examples:
+  mender-preauth cp server.crt core-image.sdimg:/etc/mender/server.crt
+  mender-preauth cp core-image.sdimg:/etc/mender/mender.conf .
+  mender-preauth cp -r overlay/etc core-image.sdimg:/
+
+Paths are IMAGE:/PATH, as in mender-artifact: /data/... is on the data partition; /uboot/...,
+/boot/efi/... and /boot/grub/... are on the boot partition (ext2/3/4 only for now); every other
+path is on the root filesystem, written to rootfs A and to rootfs B when it holds a filesystem.
+Symbolic links are followed inside the image, and `..` never leaves a partition. Exit status: 0
+on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
 
 /// Examples shown at the end of `provision --help` and in its man page.
 const PROVISION_EXAMPLES: &str = "\
@@ -140,5 +208,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provision(args) => provision::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Store(args) => store::run(&args),
+        Command::Ls(args) => files::run_ls(&args),
+        Command::Cat(args) => files::run_cat(&args),
+        Command::Stat(args) => files::run_stat(&args),
+        Command::Cp(args) => files::run_cp(&args),
+        Command::Install(args) => files::run_install(&args),
+        Command::Rm(args) => files::run_rm(&args),
+        Command::Mkdir(args) => files::run_mkdir(&args),
+        Command::Ln(args) => files::run_ln(&args),
+        Command::Chmod(args) => files::run_chmod(&args),
+        Command::Chown(args) => files::run_chown(&args),
     }
 }

@@ -139,6 +139,23 @@ impl DiskImage {
         writes: &BTreeMap<u64, Vec<u8>>,
         copies: &BTreeMap<u64, FileRange>,
     ) -> Result<(), ImageError> {
+        self.apply_changes(&[PartitionWrites { partition: *partition, writes, copies }])
+    }
+
+    /// Writes the planned writes of several partitions into this image as one all-or-nothing
+    /// step, with one undo log for all of them, as [`DiskImage::apply`] does for one.
+    pub fn apply_all(&self, changes: &[(Partition, &BTreeMap<u64, Vec<u8>>)]) -> Result<(), ImageError> {
+        let no_copies = BTreeMap::new();
+        let changes: Vec<PartitionWrites<'_>> = changes
+            .iter()
+            .map(|(partition, writes)| PartitionWrites { partition: *partition, writes, copies: &no_copies })
+            .collect();
+        self.apply_changes(&changes)
+    }
+
+    /// Saves the original bytes of every range in `changes` to the undo log, then writes them
+    /// all and removes the log.
+    fn apply_changes(&self, changes: &[PartitionWrites<'_>]) -> Result<(), ImageError> {
         let io_error = |source| ImageError::Io { path: self.path.clone(), source };
         if self.access != Access::ReadWrite {
             return Err(io_error(io::Error::new(
@@ -146,23 +163,30 @@ impl DiskImage {
                 "image was opened read-only",
             )));
         }
-        check_inside(partition, writes).map_err(io_error)?;
-        check_copies(partition, copies).map_err(io_error)?;
+        for change in changes {
+            check_inside(&change.partition, change.writes).map_err(io_error)?;
+            check_copies(&change.partition, change.copies).map_err(io_error)?;
+        }
 
-        let lens = writes.iter().map(|(&offset, data)| (offset, data.len() as u64));
-        let copy_lens = copies.iter().map(|(&offset, range)| (offset, range.len));
-        let mut saved = Vec::with_capacity(writes.len() + copies.len());
-        for (offset, len) in lens.chain(copy_lens) {
-            let original =
-                undo_log::save_file_range(&self.file, partition.start + offset, len).map_err(io_error)?;
-            saved.extend(original);
+        let mut saved = Vec::new();
+        for change in changes {
+            let lens = change.writes.iter().map(|(&offset, data)| (offset, data.len() as u64));
+            let copy_lens = change.copies.iter().map(|(&offset, range)| (offset, range.len));
+            for (offset, len) in lens.chain(copy_lens) {
+                let original = undo_log::save_file_range(&self.file, change.partition.start + offset, len)
+                    .map_err(io_error)?;
+                saved.extend(original);
+            }
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();
         undo_log::write_log(&log, image_len, &saved)
             .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
 
-        write_ranges(&self.file, partition, writes, copies).map_err(io_error)?;
+        let mut chunks_written = 0;
+        for change in changes {
+            write_ranges(&self.file, change, &mut chunks_written).map_err(io_error)?;
+        }
         self.file.sync_data().map_err(io_error)?;
         undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
     }
@@ -191,7 +215,9 @@ impl DiskImage {
             .map_err(io_error)?;
 
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
-        write_ranges(temporary.as_file(), partition, writes, &BTreeMap::new()).map_err(io_error)?;
+        let no_copies = BTreeMap::new();
+        let change = PartitionWrites { partition: *partition, writes, copies: &no_copies };
+        write_ranges(temporary.as_file(), &change, &mut 0).map_err(io_error)?;
         temporary.as_file().sync_data().map_err(io_error)?;
         // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
@@ -295,28 +321,32 @@ pub const FAILPOINT_VAR: &str = "MENDER_PREAUTH_FAILPOINT";
 /// Exit status of a process stopped at the failpoint.
 pub const FAILPOINT_EXIT_CODE: i32 = 86;
 
-/// Writes every range, then every copy, after checking that all of them lie inside
-/// `partition`. With the failpoint set, both are written in chunks of [`WRITE_CHUNK_LEN`] bytes
-/// so that a test can stop the run between any two of them. Otherwise each range is written in
-/// one call and each copy by [`copy_range`].
-fn write_ranges(
-    file: &File,
-    partition: &Partition,
-    writes: &BTreeMap<u64, Vec<u8>>,
-    copies: &BTreeMap<u64, FileRange>,
-) -> io::Result<()> {
-    check_inside(partition, writes)?;
-    check_copies(partition, copies)?;
+/// The planned writes of one partition: byte ranges held in memory and ranges copied from host
+/// files, keyed by offsets relative to the partition.
+struct PartitionWrites<'a> {
+    partition: Partition,
+    writes: &'a BTreeMap<u64, Vec<u8>>,
+    copies: &'a BTreeMap<u64, FileRange>,
+}
+
+/// Writes every range, then every copy, of `change`, after checking that all of them lie inside
+/// its partition. With the failpoint set, both are written in chunks of [`WRITE_CHUNK_LEN`] bytes
+/// so that a test can stop the run between any two of them; otherwise each range is written in
+/// one call and each copy by [`copy_range`]. `chunks_written` counts on across the calls of one
+/// modification that spans several partitions.
+fn write_ranges(file: &File, change: &PartitionWrites<'_>, chunks_written: &mut u64) -> io::Result<()> {
+    let partition = &change.partition;
+    check_inside(partition, change.writes)?;
+    check_copies(partition, change.copies)?;
     let stop_after = failpoint_chunks();
     let chunk_len = if stop_after.is_some() { WRITE_CHUNK_LEN } else { usize::MAX };
-    let mut chunks_written = 0u64;
     let mut count_chunk = || {
-        chunks_written += 1;
-        if stop_after == Some(chunks_written) {
+        *chunks_written += 1;
+        if stop_after == Some(*chunks_written) {
             std::process::exit(FAILPOINT_EXIT_CODE);
         }
     };
-    for (offset, data) in writes {
+    for (offset, data) in change.writes {
         for (index, chunk) in data.chunks(chunk_len).enumerate() {
             let at = partition.start + offset + (index * chunk_len) as u64;
             file.write_all_at(chunk, at)?;
@@ -325,7 +355,7 @@ fn write_ranges(
     }
     // NOTE: tests/crash_safety.rs stops runs inside byte ranges only: the commands it runs
     // stage no copies, so no test stops a run inside a copy.
-    for (offset, range) in copies {
+    for (offset, range) in change.copies {
         if stop_after.is_none() {
             copy_range(file, partition.start + offset, range)?;
             continue;
@@ -571,6 +601,41 @@ mod tests {
         let result = DiskImage::open(&fifo, Access::ReadOnly);
 
         assert!(matches!(result, Err(ImageError::NotAFile { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn apply_all_writes_every_partition_and_removes_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let whole = image.table().partitions[0];
+        let first = Partition { number: 1, start: 64 * 1024, len: 64 * 1024, ..whole };
+        let second = Partition { number: 2, start: 256 * 1024, len: 64 * 1024, ..whole };
+        let first_writes = BTreeMap::from([(100u64, b"first".to_vec())]);
+        let second_writes = BTreeMap::from([(200u64, b"second".to_vec())]);
+
+        image.apply_all(&[(first, &first_writes), (second, &second_writes)]).unwrap();
+
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[64 * 1024 + 100..64 * 1024 + 105], b"first");
+        assert_eq!(&bytes[256 * 1024 + 200..256 * 1024 + 206], b"second");
+        assert!(!undo_log::log_path(&path).exists());
+    }
+
+    #[test]
+    fn apply_all_checks_every_partition_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let original = std::fs::read(&path).unwrap();
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let whole = image.table().partitions[0];
+        let first = Partition { number: 1, start: 64 * 1024, len: 64 * 1024, ..whole };
+        let inside = BTreeMap::from([(0u64, vec![1u8; 16])]);
+        let outside = BTreeMap::from([(64 * 1024 - 2, vec![1u8; 4])]);
+
+        assert!(image.apply_all(&[(first, &inside), (first, &outside)]).is_err());
+
+        assert_eq!(std::fs::read(&path).unwrap(), original);
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! Files of a Mender disk image as the running device sees them: one namespace made of the root
+//! filesystem, the data partition at `/data` and the boot partition at `/uboot`, `/boot/efi` or
+//! `/boot/grub`, with symbolic links resolved inside that namespace. Reads come from rootfs A;
+//! writes to the root filesystem go to rootfs A and to rootfs B when it holds a filesystem.
+//!
+//! Every write lands in a [`Staged`] layer over its partition. [`ImageFiles::into_writes`]
+//! hands back the planned writes of every partition, for [`DiskImage::apply_all`] to write in
+//! one all-or-nothing step.
+
+mod operations;
+mod resolve;
+
+use std::collections::BTreeMap;
+
+use crate::fs::ext::{Ext, ExtError, InodeIndex};
+use crate::image::disk_image::DiskImage;
+use crate::image::partition_table::{Partition, TableKind};
+use crate::image::volume::{FileVolume, Staged};
+use crate::mender::image_path::Mount;
+use crate::mender::roles::{self, ClassifiedPartition, Filesystem, Role, partition_name};
+
+pub use operations::{CopyOutError, ListedEntry, Listing};
+pub use resolve::Resolved;
+
+/// The filesystem of one partition with its pending writes.
+pub type StagedExt<'a> = Ext<Staged<FileVolume<'a>>>;
+
+/// The planned writes of one partition, keyed by offset in the partition.
+pub type PartitionWrites = (Partition, BTreeMap<u64, Vec<u8>>);
+
+/// Why a file operation on an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: is a directory; use -r to remove it with everything below it")]
+    IsADirectoryNeedsRecursive(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{path}: is the root of the {mount}, which cannot be removed or replaced")]
+    PartitionRoot { path: String, mount: &'static str },
+    #[error("`..` in {path} climbs out of the {mount}, which file commands do not allow")]
+    ClimbsOut { path: String, mount: &'static str },
+    #[error("{0}: too many levels of symbolic links")]
+    TooManySymlinks(String),
+    #[error("{path}: the image has no {mount}{detail}")]
+    NoPartition { path: String, mount: &'static str, detail: String },
+    #[error("{path}: the boot partition is FAT, which file commands cannot read or write yet")]
+    FatBoot { path: String },
+    #[error("{path}: the {mount} ({partition}) holds no ext2/3/4 filesystem that can be opened: {reason}")]
+    Unusable { path: String, mount: &'static str, partition: String, reason: String },
+    #[error("{path}: more than {limit} entries below it; stopped")]
+    TooManyEntries { path: String, limit: usize },
+    #[error("{path}: {partition}: {source}")]
+    Ext { path: String, partition: String, source: ExtError },
+    #[error("{path}: {partition}: file of {size} bytes is larger than the {limit} bytes read into memory")]
+    TooLarge { path: String, partition: String, size: u64, limit: u64 },
+}
+
+/// Which root filesystem a path of the root filesystem is resolved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsSlot {
+    A,
+    B,
+}
+
+/// The partition behind one mount of the namespace.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// An ext2/3/4 filesystem on this partition.
+    Ext(Partition, &'static str),
+    /// A FAT filesystem (the boot partition), not readable yet.
+    Fat,
+    /// The partition exists but holds nothing this module can open.
+    Unusable { partition: Partition, reason: String },
+    /// The image has no such partition; the text says what was looked for.
+    Missing(String),
+}
+
+/// Partitions of the image by the part they play. One value exists per run, so its size does
+/// not matter.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Layout {
+    /// A bare filesystem image: every path lives on its one filesystem.
+    Bare(Partition),
+    Disk {
+        rootfs_a: Slot,
+        /// Rootfs B when writes must reach it too: an ext filesystem, or one that is damaged,
+        /// which fails every write instead of leaving rootfs B behind rootfs A.
+        rootfs_b: Option<Slot>,
+        data: Slot,
+        boot: Slot,
+    },
+}
+
+/// The files of one opened image, with the writes planned so far.
+pub struct ImageFiles<'a> {
+    image: &'a DiskImage,
+    layout: Layout,
+    filesystems: BTreeMap<u32, StagedExt<'a>>,
+}
+
+impl<'a> ImageFiles<'a> {
+    /// Finds the partitions' roles on `image`. Filesystems are opened when first used.
+    pub fn new(image: &'a DiskImage) -> std::io::Result<Self> {
+        let layout = if image.table().kind == TableKind::Bare {
+            let whole = image.table().partitions.first().copied().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the bare image has no filesystem window",
+                )
+            })?;
+            Layout::Bare(whole)
+        } else {
+            let partitions = roles::classify(image.file(), image.table())?;
+            disk_layout(&partitions)
+        };
+        Ok(ImageFiles { image, layout, filesystems: BTreeMap::new() })
+    }
+
+    /// True when writes to the root filesystem also go to rootfs B.
+    pub fn has_rootfs_b(&self) -> bool {
+        matches!(self.layout, Layout::Disk { rootfs_b: Some(_), .. })
+    }
+
+    /// Returns the filesystem on `partition`, opening it on first use.
+    fn open(&mut self, partition: &Partition, path: &str) -> Result<&mut StagedExt<'a>, FilesError> {
+        let number = partition.number;
+        if !self.filesystems.contains_key(&number) {
+            let ext = Ext::open(Staged::new(self.image.volume(partition))).map_err(|source| {
+                FilesError::Ext { path: path.to_string(), partition: partition_name(partition), source }
+            })?;
+            self.filesystems.insert(number, ext);
+        }
+        self.filesystems.get_mut(&number).ok_or_else(|| FilesError::NotFound(path.to_string()))
+    }
+
+    /// Returns the filesystem of a resolved path, which resolving opened.
+    pub fn ext(&self, resolved: &Resolved) -> &StagedExt<'a> {
+        self.filesystems.get(&resolved.partition.number).expect("resolving a path opens its filesystem")
+    }
+
+    /// Returns the partition of a mount and its label, or the error that says why there is none.
+    fn slot(&self, mount: Mount, rootfs: RootfsSlot, path: &str) -> Result<(Partition, String), FilesError> {
+        let slot = match &self.layout {
+            Layout::Bare(whole) => return Ok((*whole, "whole image".to_string())),
+            Layout::Disk { rootfs_a, rootfs_b, data, boot } => match (mount, rootfs) {
+                (Mount::Rootfs, RootfsSlot::A) => rootfs_a.clone(),
+                (Mount::Rootfs, RootfsSlot::B) => rootfs_b.clone().unwrap_or_else(|| rootfs_a.clone()),
+                (Mount::Data, _) => data.clone(),
+                (Mount::Boot, _) => boot.clone(),
+            },
+        };
+        match slot {
+            Slot::Ext(partition, role) => Ok((partition, format!("{role} ({})", partition_name(&partition)))),
+            Slot::Fat => Err(FilesError::FatBoot { path: path.to_string() }),
+            Slot::Missing(detail) => {
+                Err(FilesError::NoPartition { path: path.to_string(), mount: mount.name(), detail })
+            }
+            Slot::Unusable { partition, reason } => Err(FilesError::Unusable {
+                path: path.to_string(),
+                mount: mount.name(),
+                partition: partition_name(&partition),
+                reason,
+            }),
+        }
+    }
+
+    /// Hands back the planned writes of every partition that has any, for
+    /// [`DiskImage::apply_all`], with the names of the partitions changed. Fails only when a
+    /// staged copy of a host file cannot be read.
+    pub fn into_writes(self) -> std::io::Result<(Vec<PartitionWrites>, Vec<String>)> {
+        let mut changes = Vec::new();
+        let mut names = Vec::new();
+        for (_, ext) in self.filesystems {
+            let (volume, writes) = ext.into_volume().into_parts()?;
+            if writes.is_empty() {
+                continue;
+            }
+            let partition = self
+                .image
+                .table()
+                .partitions
+                .iter()
+                .find(|partition| partition.start == volume.start())
+                .copied();
+            if let Some(partition) = partition {
+                names.push(partition_name(&partition));
+                changes.push((partition, writes));
+            }
+        }
+        Ok((changes, names))
+    }
+}
+
+/// Builds the namespace's mounts from the partitions' roles.
+fn disk_layout(partitions: &[ClassifiedPartition]) -> Layout {
+    let slot_of =
+        |classified: Option<&ClassifiedPartition>, role: &'static str, missing: &str| match classified {
+            None => Slot::Missing(missing.to_string()),
+            Some(found) => match &found.filesystem {
+                Filesystem::Ext { .. } => Slot::Ext(found.partition, role),
+                Filesystem::Vfat { .. } => Slot::Fat,
+                Filesystem::Unknown { reason } => Slot::Unusable {
+                    partition: found.partition,
+                    reason: reason.clone().unwrap_or_else(|| "unknown content".into()),
+                },
+                Filesystem::Empty => {
+                    Slot::Unusable { partition: found.partition, reason: "unformatted".into() }
+                }
+            },
+        };
+    let rootfs_a = slot_of(
+        roles::find_role(partitions, Role::RootfsA),
+        "rootfs A",
+        " (no ext2/3/4 partition holds /etc/mender or /usr/bin/mender*)",
+    );
+    let rootfs_b = match roles::find_role(partitions, Role::RootfsB) {
+        Some(found) if matches!(found.filesystem, Filesystem::Ext { .. }) => {
+            Some(Slot::Ext(found.partition, "rootfs B"))
+        }
+        _ => damaged_rootfs_b(partitions),
+    };
+    let data = match roles::find_data_partition(partitions, None) {
+        Ok(found) => slot_of(Some(found), "data partition", ""),
+        Err(error) => Slot::Missing(format!(" ({error})")),
+    };
+    let boot = slot_of(roles::find_role(partitions, Role::Boot), "boot partition", "");
+    Layout::Disk { rootfs_a, rootfs_b, data, boot }
+}
+
+/// Returns the partition right after rootfs A when its ext superblock could not be opened.
+/// mender-artifact skips such a rootfs B; writing only rootfs A would leave the two different.
+fn damaged_rootfs_b(partitions: &[ClassifiedPartition]) -> Option<Slot> {
+    let position = partitions.iter().position(|found| found.role == Some(Role::RootfsA))?;
+    let next = partitions.get(position + 1)?;
+    match &next.filesystem {
+        Filesystem::Unknown { reason: Some(reason) } if next.role.is_none() && reason.starts_with("ext ") => {
+            Some(Slot::Unusable { partition: next.partition, reason: reason.clone() })
+        }
+        _ => None,
+    }
+}
+
+/// Returns the inode at a resolved path, or the error for a missing one.
+pub fn existing(resolved: &Resolved) -> Result<InodeIndex, FilesError> {
+    resolved.inode.ok_or_else(|| FilesError::NotFound(resolved.device_path.clone()))
+}
