@@ -138,6 +138,8 @@ pub struct WriteRun {
     pub changed_on_error: Vec<&'static str>,
     /// Write operations that succeeded.
     pub succeeded: Vec<&'static str>,
+    /// The volume after the writes, when the image opened.
+    pub written: Option<Vec<u8>>,
     /// Result of reading the whole tree back after the writes.
     pub read_back: Option<ReadRun>,
 }
@@ -161,7 +163,12 @@ pub fn ext_write(image: &[u8]) -> WriteRun {
 
     let tree = read_tree(&ext);
     let first_file = tree.found.iter().find(|found| found.kind == FileKind::Regular).map(|found| found.path.clone());
-    let first_dir = tree.found.iter().find(|found| found.kind == FileKind::Directory).map(|found| found.path.clone());
+    // lost+found stays, because e2fsck reports a filesystem without it.
+    let first_dir = tree
+        .found
+        .iter()
+        .find(|found| found.kind == FileKind::Directory && found.path != "/lost+found")
+        .map(|found| found.path.clone());
     let file = first_file.unwrap_or_else(|| "/missing-file".to_string());
     let dir = first_dir.unwrap_or_else(|| "/missing-dir".to_string());
     let attrs = NewAttrs { mode: 0o644, uid: 0, gid: 0, time: WRITE_TIME };
@@ -200,6 +207,7 @@ pub fn ext_write(image: &[u8]) -> WriteRun {
 
     let written = ext.into_volume();
     run.read_back = Some(ext_read(&written));
+    run.written = Some(written);
     run
 }
 
@@ -222,15 +230,25 @@ pub fn store(store_file: &[u8]) -> Result<Records, StoreError> {
 #[derive(Debug)]
 pub struct KeysIdentityRun {
     pub private_key: Result<String, KeyError>,
+    /// For a private key that parsed: whether writing it as the device's PEM and reading that
+    /// back gives the same public key, or the error of either step.
+    pub private_key_round_trip: Option<Result<bool, KeyError>>,
     pub public_key: Result<String, KeyError>,
     pub identity_text: Result<String, IdentityError>,
     pub identity_args: Result<String, IdentityError>,
 }
 
 /// Parses `input` as a device private key, a public key, an identity script's output, and
-/// `--identity` arguments (one per line), and encodes whatever parsed back out.
+/// `--identity` arguments (one per line), and encodes whatever parsed back out. A private key
+/// is also written as the device's PEM and read back.
 pub fn keys_identity(input: &[u8]) -> KeysIdentityRun {
-    let private_key = DevicePrivateKey::from_pem(input).map(|key| {
+    let parsed = DevicePrivateKey::from_pem(input);
+    let private_key_round_trip = parsed.as_ref().ok().map(|key| {
+        let pem = key.to_device_pem()?;
+        let reread = DevicePrivateKey::from_pem(pem.as_bytes())?;
+        Ok(reread.public_key().spki_der() == key.public_key().spki_der())
+    });
+    let private_key = parsed.map(|key| {
         let public = key.public_key();
         format!("{} {} {}", key.description(), public.to_pem(), public.fingerprint_sha256())
     });
@@ -238,5 +256,5 @@ pub fn keys_identity(input: &[u8]) -> KeysIdentityRun {
     let identity_text = IdentityData::from_key_value_text(input, "fuzz input").map(|identity| identity.to_json());
     let args: Vec<&std::ffi::OsStr> = input.split(|&byte| byte == b'\n').map(std::ffi::OsStr::from_bytes).collect();
     let identity_args = IdentityData::from_args(&args).map(|identity| identity.to_json());
-    KeysIdentityRun { private_key, public_key, identity_text, identity_args }
+    KeysIdentityRun { private_key, private_key_round_trip, public_key, identity_text, identity_args }
 }
