@@ -43,7 +43,7 @@ fn assert_read_reports(name: &str, structure: &str) {
 /// that no failing operation changed the image.
 fn assert_write_reports(name: &str, structure: &str) {
     let run = fuzzing::ext_write(&input("ext_write", name));
-    assert_eq!(run.changed_on_error, Vec::<&str>::new(), "{name}: operations changed the image and failed");
+    assert_eq!(run.wrote_on_error, Vec::<&str>::new(), "{name}: operations wrote to the image and failed");
     let structures = corrupt_structures(&run.errors);
     assert!(
         structures.iter().any(|found| found.contains(structure)),
