@@ -1,7 +1,7 @@
 //! Inputs that the fuzz targets in `fuzz/` found, replayed through the same entry points
 //! (`mender_preauth::fuzzing`). A corrupt image must end in an error that names the corrupt
 //! structure, and a write that fails must leave the image unchanged. The files live in
-//! `tests/fuzz_inputs/TARGET/`; `fuzz/README.md` says how to add one.
+//! `tests/fuzz_inputs/TARGET/`; `fuzz/README.md` describes how to add one.
 
 mod ext_support;
 
@@ -11,7 +11,7 @@ use ext_support::*;
 use mender_preauth::fs::ext::ExtError;
 use mender_preauth::fuzzing;
 
-/// Reads the input `name` that fuzz target `target` found.
+/// Reads the input `name` kept for fuzz target `target`.
 fn input(target: &str, name: &str) -> Vec<u8> {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fuzz_inputs", target, name].iter().collect();
     std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
@@ -40,7 +40,7 @@ fn assert_read_reports(name: &str, structure: &str) {
 }
 
 /// Asserts that the write sequence on the ext image `name` reports `structure` as corrupt and
-/// that no failing operation changed the image.
+/// that no failing operation wrote to the image.
 fn assert_write_reports(name: &str, structure: &str) {
     let run = fuzzing::ext_write(&input("ext_write", name));
     assert_eq!(run.wrote_on_error, Vec::<&str>::new(), "{name}: operations wrote to the image and failed");
@@ -72,4 +72,22 @@ fn write_sequence_succeeds_on_valid_image() {
     assert!(!paths.contains(&"/fuzz-dir"), "{paths:?}");
     std::fs::write(&image.path, run.written.expect("the image opened")).unwrap();
     assert_fsck_clean(&image.path);
+}
+
+// The campaigns recorded in fuzz/README.md found no panic, hang or write before an error. The
+// inputs below are corpus entries kept as samples of the checks the fuzzer reached.
+
+#[test]
+fn superblock_cut_short_is_corrupt() {
+    assert_read_reports("superblock-cut-short", "superblock");
+}
+
+#[test]
+fn corrupt_directory_block_is_named() {
+    assert_read_reports("directory-block-corrupt", "directory inode 13 block 0");
+}
+
+#[test]
+fn corrupt_inode_stops_writes_unchanged() {
+    assert_write_reports("inode-19-corrupt", "inode 19");
 }
