@@ -1,11 +1,13 @@
-//! Inputs that the fuzz targets in `fuzz/` found, replayed through the same entry points
-//! (`mender_preauth::fuzzing`). A corrupt image must end in an error that names the corrupt
-//! structure, and a write that fails must leave the image unchanged. The files live in
-//! `tests/fuzz_inputs/TARGET/`; `fuzz/README.md` describes how to add one.
+//! What the fuzz targets in `fuzz/` found, replayed through the same entry points
+//! (`mender_preauth::fuzzing`): corpus inputs kept in `tests/fuzz_inputs/TARGET/`, and findings
+//! too large to keep, rebuilt on fresh images. A corrupt image must end in an error that names
+//! the corrupt structure, and a write operation that fails must not write at all.
+//! `fuzz/README.md` describes how to add a case.
 
 mod ext_support;
 
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use ext_support::*;
 use mender_preauth::fs::ext::ExtError;
@@ -74,8 +76,7 @@ fn write_sequence_succeeds_on_valid_image() {
     assert_fsck_clean(&image.path);
 }
 
-// The campaigns recorded in fuzz/README.md found no panic, hang or write before an error. The
-// inputs below are corpus entries kept as samples of the checks the fuzzer reached.
+// The inputs below are corpus entries kept as samples of the checks the fuzzer reached.
 
 #[test]
 fn superblock_cut_short_is_corrupt() {
@@ -90,4 +91,107 @@ fn corrupt_directory_block_is_named() {
 #[test]
 fn corrupt_inode_stops_writes_unchanged() {
     assert_write_reports("inode-19-corrupt", "inode 19");
+}
+
+// ext_write found images whose journal superblock was corrupt, or whose superblock named no
+// journal inode, and wrote to them: the writer only looked at the superblock's recovery flag.
+// These inputs are 3 MiB each, so the tests rebuild the damage on a fresh image instead.
+
+/// Builds a 4 MiB ext4 image with 1 KiB blocks, a journal of 1024 blocks, and
+/// `/mender/device_type`, so that the write sequence has a file and a directory to work on.
+fn journaled_image() -> Image {
+    let source = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(source.path().join("mender")).unwrap();
+    std::fs::write(source.path().join("mender/device_type"), b"device_type=test-board\n").unwrap();
+    make_image(4, &["-b", "1024", "-J", "size=1"], Some(source.path()))
+}
+
+/// Byte offset of the journal superblock: the first block of the journal inode.
+fn journal_superblock_offset(image: &Path) -> u64 {
+    let block: u64 = debugfs(image, "bmap <8> 0").trim().parse().expect("debugfs bmap prints a block");
+    block * 1024
+}
+
+/// Overwrites `bytes` at `offset` of the image file.
+fn patch(image: &Path, offset: u64, bytes: &[u8]) {
+    let file = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
+/// Runs the write sequence on the image and returns its errors, after checking that no failing
+/// operation wrote to it.
+fn write_errors(image: &Path) -> Vec<ExtError> {
+    let run = fuzzing::ext_write(&std::fs::read(image).unwrap());
+    assert_eq!(run.wrote_on_error, Vec::<&str>::new(), "operations wrote to the image and failed");
+    assert!(run.succeeded.is_empty(), "{:?}", run.succeeded);
+    run.errors
+}
+
+#[test]
+fn corrupt_journal_superblock_stops_writes() {
+    let Some(()) = tools("corrupt_journal_superblock_stops_writes") else { return };
+    let image = journaled_image();
+    let offset = journal_superblock_offset(&image.path);
+    patch(&image.path, offset, &[0xde, 0xad, 0xbe, 0xef]);
+
+    let errors = write_errors(&image.path);
+
+    assert_eq!(corrupt_structures(&errors), vec!["journal superblock (inode 8)".to_string()], "{errors:?}");
+    let message = errors[0].to_string();
+    assert!(message.contains("magic 0xdeadbeef, expected 0xc03b3998"), "{message}");
+}
+
+#[test]
+fn journal_with_log_needs_recovery() {
+    let Some(()) = tools("journal_with_log_needs_recovery") else { return };
+    let image = journaled_image();
+    let offset = journal_superblock_offset(&image.path);
+    // s_start, the first block of the log, at 0x1C: nonzero means transactions wait for replay.
+    patch(&image.path, offset + 0x1C, &1u32.to_be_bytes());
+
+    let errors = write_errors(&image.path);
+
+    assert!(
+        matches!(errors.as_slice(), [ExtError::NeedsRecovery { reason }] if reason.contains("not yet replayed")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn journal_too_short_is_corrupt() {
+    let Some(()) = tools("journal_too_short_is_corrupt") else { return };
+    let image = journaled_image();
+    let offset = journal_superblock_offset(&image.path);
+    // s_maxlen at 0x10: fewer blocks than any journal mke2fs or the kernel accepts.
+    patch(&image.path, offset + 0x10, &16u32.to_be_bytes());
+
+    let errors = write_errors(&image.path);
+
+    assert_eq!(corrupt_structures(&errors), vec!["journal superblock (inode 8)".to_string()], "{errors:?}");
+}
+
+#[test]
+fn missing_journal_inode_is_unsupported() {
+    let Some(()) = tools("missing_journal_inode_is_unsupported") else { return };
+    let image = journaled_image();
+    debugfs_write(&image.path, "ssv journal_inum 0");
+
+    let errors = write_errors(&image.path);
+
+    assert!(
+        matches!(errors.as_slice(), [ExtError::Unsupported { feature, .. }] if feature == "external journal"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn clean_journal_allows_writes() {
+    let Some(()) = tools("clean_journal_allows_writes") else { return };
+    let image = journaled_image();
+
+    let run = fuzzing::ext_write(&std::fs::read(&image.path).unwrap());
+
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    std::fs::write(&image.path, run.written.expect("the image opened")).unwrap();
+    assert_fsck_clean(&image.path);
 }

@@ -3,11 +3,11 @@
 //! One file per on-disk structure: `superblock`, `block_group` (group descriptors), `inode`,
 //! `extent` and `block_map` (the two ways a file maps its blocks), `dir_entry` and `dir_block`,
 //! `htree` and `htree_write` (hashed directory indexes), `bitmap` and `alloc`, `checksum`,
-//! `xattr`. [`Ext`] ties them together. The read operations live in this file and in `dir` and
-//! `path`. The write operations live in `write` (create, write whole files, remove files),
-//! `file_data` (write at an offset, truncate), `symlink`, `link`, `rename`, `remove`
-//! (directories and trees), `tree` (`mkdir -p`) and `attrs`. Operations made of several steps
-//! run in a `transaction`.
+//! `xattr`, and `journal` (only checked to be empty before writes). [`Ext`] ties them together.
+//! The read operations live in this file and in `dir` and `path`. The write operations live in
+//! `write` (create, write whole files, remove files), `file_data` (write at an offset,
+//! truncate), `symlink`, `link`, `rename`, `remove` (directories and trees), `tree`
+//! (`mkdir -p`) and `attrs`. Operations made of several steps run in a `transaction`.
 //!
 //! A linear directory that grows past one block stays linear, even with `dir_index`: that is
 //! valid, and only directories that are already indexed get new index entries.
@@ -36,6 +36,7 @@ mod file_map;
 mod htree;
 mod htree_write;
 mod inode;
+mod journal;
 mod link;
 mod owners;
 mod path;
