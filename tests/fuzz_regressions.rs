@@ -195,3 +195,33 @@ fn clean_journal_allows_writes() {
     std::fs::write(&image.path, run.written.expect("the image opened")).unwrap();
     assert_fsck_clean(&image.path);
 }
+
+// ext_write found images where a directory entry names an inode that the inode bitmap marks
+// free. The allocator handed that inode out again, so two files shared one inode.
+
+#[test]
+fn free_marked_inode_in_use_is_corrupt() {
+    let Some(()) = tools("free_marked_inode_in_use_is_corrupt") else { return };
+    let source = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(source.path().join("mender")).unwrap();
+    std::fs::write(source.path().join("mender/device_type"), b"device_type=test-board\n").unwrap();
+    let image = make_image(1, NO_CSUM_1K, Some(source.path()));
+    let ino: u32 = debugfs(&image.path, "stat /mender").split("Inode: ").nth(1).unwrap()
+        .split_whitespace().next().unwrap().parse().unwrap();
+    // freei clears the bit only; the counts follow, so that only the inode table disagrees.
+    let free_inodes: u32 = field(&debugfs(&image.path, "stats"), "Free inodes:").unwrap().parse().unwrap();
+    debugfs_write(&image.path, &format!("freei <{ino}>"));
+    debugfs_write(&image.path, &format!("ssv free_inodes_count {}", free_inodes + 1));
+    debugfs_write(&image.path, &format!("set_bg 0 free_inodes_count {}", free_inodes + 1));
+    debugfs_write(&image.path, "set_bg 0 checksum calc");
+    let before = std::fs::read(&image.path).unwrap();
+
+    let run = fuzzing::ext_write(&before);
+
+    assert_eq!(run.wrote_on_error, Vec::<&str>::new(), "operations wrote to the image and failed");
+    let structures = corrupt_structures(&run.errors);
+    assert!(structures.contains(&"inode bitmap of group 0".to_string()), "{:?}", run.errors);
+    let message = run.errors.iter().map(ToString::to_string).find(|message| message.contains("inode bitmap"));
+    let expected = format!("inode {ino} is marked free but has 2 links");
+    assert!(message.as_deref().is_some_and(|message| message.contains(&expected)), "{message:?}");
+}

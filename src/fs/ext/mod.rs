@@ -339,6 +339,14 @@ impl<V: Volume> Ext<V> {
     }
 
     /// Byte offset of inode `ino` in the volume.
+    /// Reads the links count of inode `ino` straight from the inode table, without checking
+    /// the rest of the inode, which may be an unused entry.
+    fn links_count_on_disk(&self, ino: InodeIndex) -> Result<u16, ExtError> {
+        let mut field = [0u8; 2];
+        self.volume.read_at(self.inode_offset(ino)? + inode::I_LINKS_COUNT as u64, &mut field)?;
+        Ok(u16::from_le_bytes(field))
+    }
+
     fn inode_offset(&self, ino: InodeIndex) -> Result<u64, ExtError> {
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(ExtError::corrupt(
