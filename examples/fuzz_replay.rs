@@ -3,6 +3,9 @@
 //! see which checks a corpus reaches and to pick regression inputs; see `fuzz/README.md`.
 //!
 //! Usage: cargo run --release --example fuzz_replay -- ext_read|ext_write FILE_OR_DIR...
+//!
+//! With `FUZZ_REPLAY_WRITTEN=DIR`, `ext_write` also saves the image left by each input whose
+//! writes all succeeded to `DIR/NAME`, for e2fsck to judge.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: fuzz_replay ext_read|ext_write FILE_OR_DIR...");
     };
 
+    let written_dir = std::env::var_os("FUZZ_REPLAY_WRITTEN").map(PathBuf::from);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut smallest: BTreeMap<String, (u64, PathBuf)> = BTreeMap::new();
     for file in input_files(inputs)? {
@@ -55,6 +59,10 @@ fn main() -> anyhow::Result<()> {
                 let run = fuzzing::ext_write(&bytes);
                 if !run.wrote_on_error.is_empty() {
                     println!("{}: wrote and then failed: {:?}", file.display(), run.wrote_on_error);
+                }
+                if let (Some(dir), Some(written), true) = (&written_dir, &run.written, run.errors.is_empty()) {
+                    let name = file.file_name().context("input without a file name")?;
+                    std::fs::write(dir.join(name), written).context("saving the written image")?;
                 }
                 run.errors
             }
