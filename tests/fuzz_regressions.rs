@@ -171,6 +171,20 @@ fn journal_too_short_is_corrupt() {
 }
 
 #[test]
+fn journal_with_hole_is_corrupt() {
+    let Some(()) = tools("journal_with_hole_is_corrupt") else { return };
+    let image = make_image(4, &["-t", "ext3", "-b", "1024", "-J", "size=1"], None);
+    // The second block pointer of the journal's block map: a hole right after the superblock.
+    debugfs_write(&image.path, "sif <8> block[1] 0");
+
+    let errors = write_errors(&image.path);
+
+    assert_eq!(corrupt_structures(&errors), vec!["journal (inode 8)".to_string()], "{errors:?}");
+    let message = errors[0].to_string();
+    assert!(message.contains("only the first 1 of its 1024 blocks are mapped"), "{message}");
+}
+
+#[test]
 fn missing_journal_inode_is_unsupported() {
     let Some(()) = tools("missing_journal_inode_is_unsupported") else { return };
     let image = journaled_image();

@@ -1,12 +1,12 @@
 //! The superblock of an internal journal (JBD2), read only to decide whether writes that bypass
-//! the journal are safe: the journal must be valid and empty. The layout is the kernel's
+//! the journal are safe: the journal must be valid, mapped without holes, and empty. The layout is the kernel's
 //! `Documentation/filesystems/ext4/journal.rst`; unlike the rest of ext4, JBD2 fields are
 //! big-endian.
 
 use super::Ext;
 use super::error::ExtError;
 use super::features;
-use super::inode::InodeIndex;
+use super::inode::{Inode, InodeIndex};
 use crate::image::volume::Volume;
 
 /// `h_magic` of every JBD2 block header.
@@ -82,6 +82,13 @@ impl<V: Volume> Ext<V> {
                 format!("length of {max_len} blocks is outside {MIN_JOURNAL_BLOCKS}..={inode_blocks}"),
             ));
         }
+        let mapped = self.journal_mapped_blocks(&inode)?;
+        if mapped < u64::from(max_len) {
+            return Err(ExtError::corrupt(
+                format!("journal (inode {ino})"),
+                format!("only the first {mapped} of its {max_len} blocks are mapped without a hole"),
+            ));
+        }
         let first = read_u32be(&bytes, S_FIRST);
         if first == 0 || first >= max_len {
             return Err(ExtError::corrupt(
@@ -97,5 +104,20 @@ impl<V: Volume> Ext<V> {
             return Err(ExtError::NeedsRecovery { reason: "the journal recorded an error" });
         }
         Ok(())
+    }
+
+    /// Counts the blocks from the start of the journal that its map stores, up to the first
+    /// hole or unwritten extent. The map walk itself checks that each block lies in the
+    /// filesystem.
+    fn journal_mapped_blocks(&self, inode: &Inode) -> Result<u64, ExtError> {
+        let map = self.file_map(inode)?;
+        let mut next = 0;
+        for run in &map.runs {
+            if run.logical != next || run.uninit {
+                break;
+            }
+            next = run.logical + run.len;
+        }
+        Ok(next)
     }
 }
