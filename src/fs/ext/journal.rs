@@ -56,7 +56,7 @@ impl<V: Volume> Ext<V> {
         let mut bytes = [0u8; READ_LEN];
         let read = self.read_inode_data(&inode, 0, &mut bytes)?;
         if read < READ_LEN {
-            return Err(ExtError::corrupt(structure, format!("the journal holds only {read} bytes")));
+            return Err(ExtError::corrupt(structure, format!("the journal is only {read} bytes long")));
         }
 
         let magic = read_u32be(&bytes, H_MAGIC);
