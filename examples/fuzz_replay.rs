@@ -60,7 +60,8 @@ fn main() -> anyhow::Result<()> {
                 if !run.wrote_on_error.is_empty() {
                     println!("{}: wrote and then failed: {:?}", file.display(), run.wrote_on_error);
                 }
-                if let (Some(dir), Some(written), true) = (&written_dir, &run.written, run.errors.is_empty()) {
+                if let (Some(dir), Some(written), true) = (&written_dir, &run.written, run.errors.is_empty())
+                {
                     let name = file.file_name().context("input without a file name")?;
                     std::fs::write(dir.join(name), written).context("saving the written image")?;
                 }

@@ -187,7 +187,8 @@ pub fn ext_write(image: &[u8]) -> WriteRun {
     }
 
     let tree = read_tree(&ext);
-    let first_file = tree.found.iter().find(|found| found.kind == FileKind::Regular).map(|found| found.path.clone());
+    let first_file =
+        tree.found.iter().find(|found| found.kind == FileKind::Regular).map(|found| found.path.clone());
     // lost+found stays, because e2fsck reports a filesystem without it.
     let first_dir = tree
         .found
@@ -203,7 +204,10 @@ pub fn ext_write(image: &[u8]) -> WriteRun {
     let operations: Vec<Operation> = vec![
         ("write_file new", Box::new(|ext| ext.write_file("/fuzz-new", &[0x5a; 5000], &attrs).map(drop))),
         ("write_file replace", Box::new(|ext| ext.write_file(&file, b"replaced\n", &attrs).map(drop))),
-        ("write_file in dir", Box::new(|ext| ext.write_file(&format!("{dir}/fuzz-in-dir"), b"x", &attrs).map(drop))),
+        (
+            "write_file in dir",
+            Box::new(|ext| ext.write_file(&format!("{dir}/fuzz-in-dir"), b"x", &attrs).map(drop)),
+        ),
         ("create_dir", Box::new(|ext| ext.create_dir("/fuzz-dir", &dir_attrs).map(drop))),
         ("create_dir_all", Box::new(|ext| ext.create_dir_all(&format!("{dir}/a/b"), &dir_attrs).map(drop))),
         ("write_at", Box::new(|ext| ext.write_at(&file, 3000, &[0xa5; 2000], WRITE_TIME))),
@@ -277,9 +281,12 @@ pub fn keys_identity(input: &[u8]) -> KeysIdentityRun {
         let public = key.public_key();
         format!("{} {} {}", key.description(), public.to_pem(), public.fingerprint_sha256())
     });
-    let public_key = DevicePublicKey::from_pem(input).map(|key| format!("{} {}", key.description(), key.to_pem()));
-    let identity_text = IdentityData::from_key_value_text(input, "fuzz input").map(|identity| identity.to_json());
-    let args: Vec<&std::ffi::OsStr> = input.split(|&byte| byte == b'\n').map(std::ffi::OsStr::from_bytes).collect();
+    let public_key =
+        DevicePublicKey::from_pem(input).map(|key| format!("{} {}", key.description(), key.to_pem()));
+    let identity_text =
+        IdentityData::from_key_value_text(input, "fuzz input").map(|identity| identity.to_json());
+    let args: Vec<&std::ffi::OsStr> =
+        input.split(|&byte| byte == b'\n').map(std::ffi::OsStr::from_bytes).collect();
     let identity_args = IdentityData::from_args(&args).map(|identity| identity.to_json());
     KeysIdentityRun { private_key, private_key_round_trip, public_key, identity_text, identity_args }
 }

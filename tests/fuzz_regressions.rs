@@ -220,8 +220,15 @@ fn free_marked_inode_in_use_is_corrupt() {
     std::fs::create_dir_all(source.path().join("mender")).unwrap();
     std::fs::write(source.path().join("mender/device_type"), b"device_type=test-board\n").unwrap();
     let image = make_image(1, NO_CSUM_1K, Some(source.path()));
-    let ino: u32 = debugfs(&image.path, "stat /mender").split("Inode: ").nth(1).unwrap()
-        .split_whitespace().next().unwrap().parse().unwrap();
+    let ino: u32 = debugfs(&image.path, "stat /mender")
+        .split("Inode: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     // freei clears the bit only; the counts follow, so that only the inode table disagrees.
     let free_inodes: u32 = field(&debugfs(&image.path, "stats"), "Free inodes:").unwrap().parse().unwrap();
     debugfs_write(&image.path, &format!("freei <{ino}>"));

@@ -8,7 +8,10 @@ fuzz_target!(|image: &[u8]| {
     let run = mender_preauth::fuzzing::partition_table(image).expect("writing the temporary image failed");
     if let Ok(table) = run {
         for partition in &table.partitions {
-            assert!(partition.end() <= image.len() as u64, "partition past the end of the image: {partition:?}");
+            assert!(
+                partition.end() <= image.len() as u64,
+                "partition past the end of the image: {partition:?}"
+            );
         }
     }
 });

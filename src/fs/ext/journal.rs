@@ -61,7 +61,10 @@ impl<V: Volume> Ext<V> {
 
         let magic = read_u32be(&bytes, H_MAGIC);
         if magic != JBD2_MAGIC {
-            return Err(ExtError::corrupt(structure, format!("magic {magic:#010x}, expected {JBD2_MAGIC:#010x}")));
+            return Err(ExtError::corrupt(
+                structure,
+                format!("magic {magic:#010x}, expected {JBD2_MAGIC:#010x}"),
+            ));
         }
         let block_type = read_u32be(&bytes, H_BLOCKTYPE);
         if block_type != BLOCKTYPE_SUPERBLOCK_V1 && block_type != BLOCKTYPE_SUPERBLOCK_V2 {
@@ -98,7 +101,9 @@ impl<V: Volume> Ext<V> {
         }
 
         if read_u32be(&bytes, S_START) != 0 {
-            return Err(ExtError::NeedsRecovery { reason: "the journal holds transactions not yet replayed" });
+            return Err(ExtError::NeedsRecovery {
+                reason: "the journal holds transactions not yet replayed",
+            });
         }
         if read_u32be(&bytes, S_ERRNO) != 0 {
             return Err(ExtError::NeedsRecovery { reason: "the journal recorded an error" });
