@@ -17,4 +17,6 @@ pub mod mender;
 pub mod preauth;
 
 #[doc(hidden)]
+pub mod fuzzing;
+#[doc(hidden)]
 pub mod test_support;

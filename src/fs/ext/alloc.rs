@@ -34,6 +34,9 @@ pub(crate) struct AllocPlan {
     inode_ranges_to_zero: Vec<(u64, usize)>,
     /// Owners of the blocks this operation has read. A block marked free must have none.
     owners: OwnerMap,
+    /// Inodes this operation released. Their table entries still show links until the
+    /// operation writes, so allocating one again is not a sign of corruption.
+    released_inodes: BTreeSet<u32>,
 }
 
 impl AllocPlan {
@@ -48,6 +51,7 @@ impl AllocPlan {
             dirty_groups: BTreeSet::new(),
             inode_ranges_to_zero: Vec::new(),
             owners,
+            released_inodes: BTreeSet::new(),
         }
     }
 
@@ -332,10 +336,12 @@ impl AllocPlan {
             }
             self.load_inode_bitmap(ext, group)?;
             let first_allowed = if group == 0 { sb.first_ino - 1 } else { 0 };
-            let bitmap = self.inode_bitmaps.get_mut(&group).map(Vec::as_mut_slice).unwrap_or_default();
+            let bitmap = self.inode_bitmaps.get(&group).map(Vec::as_slice).unwrap_or_default();
             let Some(bit) = first_clear(bitmap, first_allowed, sb.inodes_per_group) else {
                 continue;
             };
+            self.check_inode_unused(ext, group, bit)?;
+            let bitmap = self.inode_bitmaps.get_mut(&group).map(Vec::as_mut_slice).unwrap_or_default();
             set_bit(bitmap, bit);
             self.dirty_inode_bitmaps.insert(group);
             self.dirty_groups.insert(group);
@@ -372,6 +378,35 @@ impl AllocPlan {
         Err(ExtError::NoSpace { what: "inodes", needed: 1, free })
     }
 
+    /// Rejects allocating the inode at `bit` of `group`, which the inode bitmap marks free, when
+    /// its inode table entry still has links: the bitmap is then corrupt, and reusing the inode
+    /// would give two files one inode. Entries past the group's initialized part of the inode
+    /// table are not read, because allocation zeroes them.
+    fn check_inode_unused<V: Volume>(&mut self, ext: &Ext<V>, group: u32, bit: u32) -> Result<(), ExtError> {
+        let sb = &ext.sb;
+        let number = u64::from(group) * u64::from(sb.inodes_per_group) + u64::from(bit) + 1;
+        let inode = InodeIndex(u32::try_from(number).map_err(|_| {
+            ExtError::corrupt(format!("block group {group}"), format!("inode number {number} is past 2^32"))
+        })?);
+        if self.released_inodes.contains(&inode.0) {
+            return Ok(());
+        }
+        let descriptor = self.descriptor(group)?;
+        let initialized = sb.inodes_per_group.saturating_sub(descriptor.itable_unused);
+        if sb.group_desc_csum() && (descriptor.has_flag(sb, BG_INODE_UNINIT) || bit >= initialized) {
+            return Ok(());
+        }
+
+        let links = ext.links_count_on_disk(inode)?;
+        if links != 0 {
+            return Err(ExtError::corrupt(
+                format!("inode bitmap of group {group}"),
+                format!("inode {inode} is marked free but has {links} links"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Releases inode `inode`, which must be in use.
     pub fn release_inode<V: Volume>(
         &mut self,
@@ -388,6 +423,7 @@ impl AllocPlan {
             return Err(ExtError::corrupt(format!("inode {inode}"), "the inode is in use but marked free"));
         }
         clear_bit(bitmap, bit);
+        self.released_inodes.insert(inode.0);
         self.dirty_inode_bitmaps.insert(group);
         self.dirty_groups.insert(group);
         let descriptor = self.descriptor(group)?;

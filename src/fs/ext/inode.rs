@@ -35,7 +35,7 @@ const I_CTIME: usize = 0xC;
 const I_MTIME: usize = 0x10;
 const I_DTIME: usize = 0x14;
 const I_GID: usize = 0x18;
-const I_LINKS_COUNT: usize = 0x1A;
+pub(super) const I_LINKS_COUNT: usize = 0x1A;
 const I_BLOCKS_LO: usize = 0x1C;
 const I_FLAGS: usize = 0x20;
 /// `i_block`: the extent tree root, the block map, a fast symlink's target or inline data.

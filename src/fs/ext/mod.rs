@@ -3,11 +3,11 @@
 //! One file per on-disk structure: `superblock`, `block_group` (group descriptors), `inode`,
 //! `extent` and `block_map` (the two ways a file maps its blocks), `dir_entry` and `dir_block`,
 //! `htree` and `htree_write` (hashed directory indexes), `bitmap` and `alloc`, `checksum`,
-//! `xattr`. [`Ext`] ties them together. The read operations live in this file and in `dir` and
-//! `path`. The write operations live in `write` (create, write whole files, remove files),
-//! `file_data` (write at an offset, truncate), `symlink`, `link`, `rename`, `remove`
-//! (directories and trees), `tree` (`mkdir -p`) and `attrs`. Operations made of several steps
-//! run in a `transaction`.
+//! `xattr`, and `journal` (only checked to be empty before writes). [`Ext`] ties them together.
+//! The read operations live in this file and in `dir` and `path`. The write operations live in
+//! `write` (create, write whole files, remove files), `file_data` (write at an offset,
+//! truncate), `symlink`, `link`, `rename`, `remove` (directories and trees), `tree`
+//! (`mkdir -p`) and `attrs`. Operations made of several steps run in a `transaction`.
 //!
 //! A linear directory that grows past one block stays linear, even with `dir_index`: that is
 //! valid, and only directories that are already indexed get new index entries.
@@ -37,6 +37,7 @@ mod file_map;
 mod htree;
 mod htree_write;
 mod inode;
+mod journal;
 mod link;
 mod owners;
 mod path;
@@ -344,6 +345,14 @@ impl<V: Volume> Ext<V> {
     }
 
     /// Byte offset of inode `ino` in the volume.
+    /// Reads the links count of inode `ino` straight from the inode table, without checking
+    /// the rest of the inode, which may be an unused entry.
+    fn links_count_on_disk(&self, ino: InodeIndex) -> Result<u16, ExtError> {
+        let mut field = [0u8; 2];
+        self.volume.read_at(self.inode_offset(ino)? + inode::I_LINKS_COUNT as u64, &mut field)?;
+        Ok(u16::from_le_bytes(field))
+    }
+
     fn inode_offset(&self, ino: InodeIndex) -> Result<u64, ExtError> {
         if ino.0 == 0 || ino.0 > self.sb.inodes_count {
             return Err(ExtError::corrupt(

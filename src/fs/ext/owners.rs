@@ -245,6 +245,8 @@ impl<V: Volume> Ext<V> {
     /// Builds the owner map of one write operation: the filesystem's metadata, the journal, the
     /// resize inode and the orphan file, the directories in `dirs` and the inodes in `inodes`.
     /// Any block two of them claim is corruption.
+    // NOTE: the inode bitmap bit of `dirs` and `inodes` is not checked here, so an operation can
+    // change a directory that the bitmap marks free. Releasing and allocating do check it.
     pub(crate) fn known_owners(
         &self,
         dirs: &[InodeIndex],

@@ -109,10 +109,12 @@ pub(super) struct Target {
 
 impl<V: VolumeMut> Ext<V> {
     /// Rejects, before anything is written, a filesystem this module must not modify: errors
-    /// recorded, journal or orphan recovery pending, or a feature writes do not handle.
+    /// recorded, journal or orphan recovery pending, a feature writes do not handle, or a
+    /// journal that is corrupt, not empty or external.
     pub fn check_writable(&self) -> Result<(), ExtError> {
         self.sb.check_state_writable()?;
-        self.sb.features.check_writable()
+        self.sb.features.check_writable()?;
+        self.check_journal_clean()
     }
 
     /// Creates directory `path` with `attrs`; its parent must exist and the name must not.
