@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
-use crate::image::partition_table::{PartitionTable, PartitionTableError};
+use crate::image::partition_table::{PartitionTable, PartitionTableError, SectorSize};
 use crate::image::volume::{Volume, VolumeMut};
 use crate::mender::device_key::{DevicePrivateKey, DevicePublicKey, KeyError};
 use crate::mender::store::{self, Records, StoreError};
@@ -240,19 +240,26 @@ pub fn ext_write(image: &[u8]) -> WriteRun {
     run
 }
 
-/// Result of [`partition_table`].
-pub type PartitionTableRun = Result<PartitionTable, PartitionTableError>;
+/// Result of [`partition_table`]: the table read with the detected sector size, then with 512
+/// and 4096 bytes given.
+pub type PartitionTableRun = [Result<PartitionTable, PartitionTableError>; 3];
 
-/// Reads the partition table of a file that contains `image`.
+/// Reads the partition table of a file that contains `image`, once with the sector size
+/// detected and once with each size given, as `--sector-size` does.
 pub fn partition_table(image: &[u8]) -> std::io::Result<PartitionTableRun> {
     let mut file = tempfile::tempfile()?;
     file.write_all(image)?;
-    Ok(PartitionTable::read(&file))
+    Ok([
+        PartitionTable::read(&file, None),
+        PartitionTable::read(&file, Some(SectorSize::Bytes512)),
+        PartitionTable::read(&file, Some(SectorSize::Bytes4096)),
+    ])
 }
 
-/// Validates and reads a mender-store file.
+/// Validates and reads a mender-store file in the LMDB layout its meta page shows.
 pub fn store(store_file: &[u8]) -> Result<Records, StoreError> {
-    store::read_records(store_file)
+    let layout = store::detect_layout(store_file)?;
+    store::read_records(store_file, layout)
 }
 
 /// Result of [`keys_identity`].
