@@ -4,7 +4,9 @@
 //!
 //! Usage: cargo run --release --example write_files -- IMAGE HOST_DIR IMAGE_DIR
 
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use mender_preauth::fs::ext::{Ext, NewAttrs};
@@ -29,11 +31,12 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let data = std::fs::read(entry.path())?;
-        ext.write_file(&format!("{image_dir}/{name}"), &data, &attrs).with_context(|| name.clone())?;
+        let source = Arc::new(File::open(entry.path())?);
+        ext.write_file_from(&format!("{image_dir}/{name}"), source, &attrs).with_context(|| name.clone())?;
     }
 
-    let (_, writes) = ext.into_volume().into_parts();
-    image.apply(&partition, &writes)?;
+    // Whole blocks of the host files are copied from them only now, never held in memory.
+    let (_, writes, copies) = ext.into_volume().into_parts_with_copies();
+    image.apply_with_copies(&partition, &writes, &copies)?;
     Ok(())
 }

@@ -658,7 +658,7 @@ fn run_case(
         }
     }
 
-    let (base, pending) = ext.into_volume().into_parts();
+    let (base, pending) = ext.into_volume().into_parts().unwrap();
     let mut bytes = base;
     for (offset, data) in pending {
         bytes[offset as usize..offset as usize + data.len()].copy_from_slice(&data);

@@ -207,3 +207,33 @@ fn meta_bg_and_sparse_super2_are_written() {
         assert_eq!(free_blocks(&image.path), free_before, "{name}: removal did not free every block");
     }
 }
+
+#[test]
+fn files_copied_from_host_files_match_them() {
+    if tools("files_copied_from_host_files_match_them").is_none() {
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    let cases =
+        [("big", pattern(3 * 1024 * 1024 + 123, 3)), ("blocks", pattern(8192, 4)), ("tiny", pattern(10, 5))];
+    for (name, contents) in &cases {
+        std::fs::write(host.path().join(name), contents).unwrap();
+    }
+    for (set, args) in FEATURE_SETS {
+        let image = make_image(64, args, None);
+
+        modify(&image.path, |ext| {
+            ext.create_dir("/copied", &DIR_ATTRS)?;
+            for (name, _) in &cases {
+                let source = std::sync::Arc::new(std::fs::File::open(host.path().join(name)).unwrap());
+                ext.write_file_from(&format!("/copied/{name}"), source, &ATTRS)?;
+            }
+            Ok(())
+        });
+
+        assert_fsck_clean(&image.path);
+        for (name, contents) in &cases {
+            assert_eq!(debugfs_cat(&image.path, &format!("/copied/{name}")), *contents, "{set}: {name}");
+        }
+    }
+}

@@ -259,7 +259,7 @@ fn plan(
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
     let changes = data_partition::provision(&mut ext, key_pem, store_policy, records, xattr_policy, time)
         .with_context(context)?;
-    let (_, writes) = ext.into_volume().into_parts();
+    let (_, writes) = ext.into_volume().into_parts().with_context(context)?;
     Ok((changes, writes))
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError, SectorSize};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::undo_log::{self, Recovery, UndoError};
-use crate::image::volume::FileVolume;
+use crate::image::volume::{FileRange, FileVolume};
 
 /// Access mode of an opened image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,18 @@ impl DiskImage {
     /// original bytes go to an undo log first (see [`undo_log`]), which is removed once the
     /// image is synced. Requires [`Access::ReadWrite`].
     pub fn apply(&self, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> Result<(), ImageError> {
+        self.apply_with_copies(partition, writes, &BTreeMap::new())
+    }
+
+    /// Writes `writes` and the bytes of the files in `copies` (both keyed by offsets relative to
+    /// `partition`, all disjoint) into this image, all or nothing like [`DiskImage::apply`]. A
+    /// source file shorter than its range is rejected before the image changes.
+    pub fn apply_with_copies(
+        &self,
+        partition: &Partition,
+        writes: &BTreeMap<u64, Vec<u8>>,
+        copies: &BTreeMap<u64, FileRange>,
+    ) -> Result<(), ImageError> {
         let io_error = |source| ImageError::Io { path: self.path.clone(), source };
         if self.access != Access::ReadWrite {
             return Err(io_error(io::Error::new(
@@ -135,19 +147,22 @@ impl DiskImage {
             )));
         }
         check_inside(partition, writes).map_err(io_error)?;
+        check_copies(partition, copies).map_err(io_error)?;
 
-        let mut saved = Vec::with_capacity(writes.len());
-        for (offset, data) in writes {
-            let mut original = vec![0u8; data.len()];
-            self.file.read_exact_at(&mut original, partition.start + offset).map_err(io_error)?;
-            saved.extend(undo_log::save_range(partition.start + offset, &original));
+        let lens = writes.iter().map(|(&offset, data)| (offset, data.len() as u64));
+        let copy_lens = copies.iter().map(|(&offset, range)| (offset, range.len));
+        let mut saved = Vec::with_capacity(writes.len() + copies.len());
+        for (offset, len) in lens.chain(copy_lens) {
+            let original =
+                undo_log::save_file_range(&self.file, partition.start + offset, len).map_err(io_error)?;
+            saved.extend(original);
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();
         undo_log::write_log(&log, image_len, &saved)
             .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
 
-        write_ranges(&self.file, partition, writes).map_err(io_error)?;
+        write_ranges(&self.file, partition, writes, copies).map_err(io_error)?;
         self.file.sync_data().map_err(io_error)?;
         undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
     }
@@ -176,7 +191,7 @@ impl DiskImage {
             .map_err(io_error)?;
 
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
-        write_ranges(temporary.as_file(), partition, writes).map_err(io_error)?;
+        write_ranges(temporary.as_file(), partition, writes, &BTreeMap::new()).map_err(io_error)?;
         temporary.as_file().sync_data().map_err(io_error)?;
         // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
@@ -214,6 +229,63 @@ fn check_inside(partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::R
     Ok(())
 }
 
+/// Checks that every copy lies inside `partition` and that its source file still contains it.
+fn check_copies(partition: &Partition, copies: &BTreeMap<u64, FileRange>) -> io::Result<()> {
+    for (&offset, range) in copies {
+        if offset.checked_add(range.len).is_none_or(|end| end > partition.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "planned copy lies outside its partition",
+            ));
+        }
+        let source_len = range.file.metadata()?.len();
+        if range.offset.checked_add(range.len).is_none_or(|end| end > source_len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a file being copied into the image shrank to {source_len} bytes after the copy was planned"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes copied per read and write where the kernel cannot copy between the files itself.
+const COPY_BUFFER_LEN: usize = 1 << 20;
+
+/// Copies `range` to byte `at` of `file`: with `copy_file_range`, which copies inside the
+/// kernel, or by reading and writing through a buffer where that fails.
+fn copy_range(file: &File, at: u64, range: &FileRange) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < range.len {
+        let mut source_offset = range.offset + done;
+        let mut target_offset = at + done;
+        let left = usize::try_from(range.len - done).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(
+            &*range.file,
+            Some(&mut source_offset),
+            file,
+            Some(&mut target_offset),
+            left,
+        ) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(copied) => done += copied as u64,
+            Err(_) => break,
+        }
+    }
+
+    let mut buffer = vec![0u8; COPY_BUFFER_LEN.min(usize::try_from(range.len - done).unwrap_or(usize::MAX))];
+    while done < range.len {
+        let chunk = buffer.len().min(usize::try_from(range.len - done).unwrap_or(usize::MAX));
+        let piece = &mut buffer[..chunk];
+        range.read_at(done, piece)?;
+        file.write_all_at(piece, at + done)?;
+        done += chunk as u64;
+    }
+    Ok(())
+}
+
 /// Bytes written per call while the failpoint is set: the unit the crash tests count in.
 const WRITE_CHUNK_LEN: usize = 4096;
 
@@ -223,22 +295,49 @@ pub const FAILPOINT_VAR: &str = "MENDER_PREAUTH_FAILPOINT";
 /// Exit status of a process stopped at the failpoint.
 pub const FAILPOINT_EXIT_CODE: i32 = 86;
 
-/// Writes every range after checking that all of them lie inside `partition`. With the failpoint
-/// set, ranges are written in chunks of [`WRITE_CHUNK_LEN`] bytes so that a test can stop the run
-/// between any two of them; otherwise each range is written in one call.
-fn write_ranges(file: &File, partition: &Partition, writes: &BTreeMap<u64, Vec<u8>>) -> io::Result<()> {
+/// Writes every range, then every copy, after checking that all of them lie inside
+/// `partition`. With the failpoint set, both are written in chunks of [`WRITE_CHUNK_LEN`] bytes
+/// so that a test can stop the run between any two of them. Otherwise each range is written in
+/// one call and each copy by [`copy_range`].
+fn write_ranges(
+    file: &File,
+    partition: &Partition,
+    writes: &BTreeMap<u64, Vec<u8>>,
+    copies: &BTreeMap<u64, FileRange>,
+) -> io::Result<()> {
     check_inside(partition, writes)?;
+    check_copies(partition, copies)?;
     let stop_after = failpoint_chunks();
     let chunk_len = if stop_after.is_some() { WRITE_CHUNK_LEN } else { usize::MAX };
     let mut chunks_written = 0u64;
+    let mut count_chunk = || {
+        chunks_written += 1;
+        if stop_after == Some(chunks_written) {
+            std::process::exit(FAILPOINT_EXIT_CODE);
+        }
+    };
     for (offset, data) in writes {
         for (index, chunk) in data.chunks(chunk_len).enumerate() {
             let at = partition.start + offset + (index * chunk_len) as u64;
             file.write_all_at(chunk, at)?;
-            chunks_written += 1;
-            if stop_after == Some(chunks_written) {
-                std::process::exit(FAILPOINT_EXIT_CODE);
-            }
+            count_chunk();
+        }
+    }
+    // NOTE: tests/crash_safety.rs stops runs inside byte ranges only: the commands it runs
+    // stage no copies, so no test stops a run inside a copy.
+    for (offset, range) in copies {
+        if stop_after.is_none() {
+            copy_range(file, partition.start + offset, range)?;
+            continue;
+        }
+        let mut piece = vec![0u8; WRITE_CHUNK_LEN];
+        let mut done = 0u64;
+        while done < range.len {
+            let chunk = &mut piece[..WRITE_CHUNK_LEN.min((range.len - done) as usize)];
+            range.read_at(done, chunk)?;
+            file.write_all_at(chunk, partition.start + offset + done)?;
+            done += chunk.len() as u64;
+            count_chunk();
         }
     }
     Ok(())
@@ -319,6 +418,69 @@ pub fn same_file(first: &Path, second: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// Writes `bytes` to a host file and returns a range over all of them.
+    fn source_range(dir: &Path, bytes: &[u8]) -> FileRange {
+        let path = dir.join("source");
+        std::fs::write(&path, bytes).unwrap();
+        FileRange { file: Arc::new(File::open(&path).unwrap()), offset: 0, len: bytes.len() as u64 }
+    }
+
+    #[test]
+    fn copies_are_applied_with_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let partition = image.table().partitions[0];
+        let source: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let copies = BTreeMap::from([(8192u64, source_range(dir.path(), &source))]);
+        let writes = BTreeMap::from([(4096u64, vec![3u8; 100])]);
+
+        image.apply_with_copies(&partition, &writes, &copies).unwrap();
+
+        let written = std::fs::read(&path).unwrap();
+        assert_eq!(&written[4096..4196], &[3; 100]);
+        assert_eq!(&written[8192..8192 + source.len()], &source[..]);
+        assert!(!undo_log::log_path(&path).exists());
+    }
+
+    #[test]
+    fn copy_the_kernel_rejects_is_read_and_written() {
+        // copy_file_range rejects overlapping ranges of one file, so the buffer does the copy.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let original: Vec<u8> = (0..16_384u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &original).unwrap();
+        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path).unwrap());
+        let range = FileRange { file: Arc::clone(&file), offset: 0, len: 8192 };
+
+        copy_range(&file, 4096, &range).unwrap();
+
+        let copied = std::fs::read(&path).unwrap();
+        assert_eq!(&copied[..4096], &original[..4096]);
+        assert_eq!(&copied[4096..12_288], &original[..8192]);
+        assert_eq!(&copied[12_288..], &original[12_288..]);
+    }
+
+    #[test]
+    fn shrunk_copy_source_leaves_image_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = bare_image(dir.path());
+        let before = std::fs::read(&path).unwrap();
+        let image = DiskImage::open(&path, Access::ReadWrite).unwrap();
+        let partition = image.table().partitions[0];
+        let mut range = source_range(dir.path(), &[7; 4096]);
+        range.len = 8192;
+        let copies = BTreeMap::from([(8192u64, range)]);
+        let writes = BTreeMap::from([(4096u64, vec![3u8; 100])]);
+
+        let error = image.apply_with_copies(&partition, &writes, &copies).unwrap_err();
+
+        assert!(error.to_string().contains("shrank"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!undo_log::log_path(&path).exists());
+    }
 
     fn bare_image(dir: &Path) -> PathBuf {
         let path = dir.join("bare.ext4");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Read access to the bytes of one filesystem: a partition of an image file, or a whole file.
@@ -36,6 +37,45 @@ impl<V: Volume + ?Sized> Volume for &V {
 pub trait VolumeMut: Volume {
     /// Writes all of `data` at `offset`.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// Writes all of `data` at `offset`, handing over the buffer so that a volume that keeps
+    /// writes in memory can keep it without a copy.
+    fn write_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        self.write_at(offset, &data)
+    }
+
+    /// Writes the bytes of `range` at `offset`. A volume that keeps writes in memory keeps
+    /// only the reference and copies the bytes when its writes are applied.
+    fn write_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+        let data = range.read_all()?;
+        self.write_owned(offset, data)
+    }
+}
+
+/// `len` bytes at `offset` of a file outside the volume, such as the host file whose contents
+/// a write copies into the filesystem. The file must not change until the write is applied.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl FileRange {
+    /// Reads the range's bytes from `at` (counted from the range's start) into `buf`, which
+    /// must lie inside the range.
+    pub fn read_at(&self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        check_range(at, buf.len(), self.len)?;
+        self.file.read_exact_at(buf, self.offset + at)
+    }
+
+    /// Reads the whole range into memory.
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        let mut data = vec![0u8; len];
+        self.read_at(0, &mut data)?;
+        Ok(data)
+    }
 }
 
 /// Checks that `len` bytes at `offset` lie inside a volume of `volume_len` bytes.
@@ -122,10 +162,9 @@ impl VolumeMut for Vec<u8> {
     }
 }
 
-/// Size of the pages in which [`Staged`] keeps pending writes. Every ext structure is written in
-/// whole multiples of 1 KiB at 1 KiB boundaries, so such writes never need the old bytes of a
-/// page; other writes read them from the base first.
-const STAGE_PAGE_LEN: u64 = 1024;
+/// Largest write that [`Staged`] copies onto the end of a pending range that it continues.
+/// A larger owned buffer becomes a range of its own, so it is never copied.
+const MAX_APPENDED_LEN: usize = 64 * 1024;
 
 /// Keeps every write to a volume in memory, so that a modification can be planned in full,
 /// with reads seeing the planned writes, and then either committed or dropped. Dropping a
@@ -133,14 +172,18 @@ const STAGE_PAGE_LEN: u64 = 1024;
 #[derive(Debug)]
 pub struct Staged<V> {
     base: V,
-    /// Pending pages keyed by page index; the last page of the volume may be shorter.
-    pending: BTreeMap<u64, Box<[u8]>>,
+    /// Pending writes as disjoint ranges keyed by offset. Ranges may touch: a write that
+    /// continues a range is appended to it, unless it is a large owned buffer.
+    pending: BTreeMap<u64, Vec<u8>>,
+    /// Pending copies from files keyed by offset, disjoint from each other and from `pending`.
+    /// A write that overlaps one reads it into `pending` first.
+    copies: BTreeMap<u64, FileRange>,
 }
 
 impl<V: Volume> Staged<V> {
     /// Wraps `base` with no pending writes.
     pub fn new(base: V) -> Self {
-        Staged { base, pending: BTreeMap::new() }
+        Staged { base, pending: BTreeMap::new(), copies: BTreeMap::new() }
     }
 
     /// The underlying volume, without the pending writes.
@@ -148,58 +191,101 @@ impl<V: Volume> Staged<V> {
         &self.base
     }
 
-    /// Total number of bytes waiting to be written, counted in whole pages.
+    /// Total number of bytes waiting to be written, copies from files included.
     pub fn pending_bytes(&self) -> u64 {
-        self.pending.values().map(|page| page.len() as u64).sum()
+        let in_memory: u64 = self.pending.values().map(|range| range.len() as u64).sum();
+        in_memory + self.copies.values().map(|range| range.len).sum::<u64>()
     }
 
-    /// The pending pages in offset order, as (offset, bytes).
+    /// The pending ranges held in memory in offset order, as (offset, bytes). Copies from
+    /// files are not listed.
     pub fn pending_writes(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.pending.iter().map(|(index, page)| (index * STAGE_PAGE_LEN, &page[..]))
+        self.pending.iter().map(|(&offset, range)| (offset, &range[..]))
     }
 
     /// Drops every pending write.
     pub fn discard(&mut self) {
         self.pending.clear();
+        self.copies.clear();
     }
 
-    /// Returns the underlying volume and the pending writes as contiguous ranges keyed by offset,
-    /// leaving the caller to apply them.
-    pub fn into_parts(self) -> (V, BTreeMap<u64, Vec<u8>>) {
-        let mut ranges: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut current: Option<(u64, Vec<u8>)> = None;
-        for (index, page) in self.pending {
-            let offset = index * STAGE_PAGE_LEN;
-            match &mut current {
-                Some((start, bytes)) if *start + bytes.len() as u64 == offset => {
-                    bytes.extend_from_slice(&page)
-                }
-                _ => {
-                    if let Some((start, bytes)) = current.take() {
-                        ranges.insert(start, bytes);
-                    }
-                    current = Some((offset, page.into_vec()));
-                }
+    /// Returns the underlying volume and the pending writes as disjoint ranges keyed by offset,
+    /// leaving the caller to apply them. Copies from files are read into memory first.
+    pub fn into_parts(mut self) -> io::Result<(V, BTreeMap<u64, Vec<u8>>)> {
+        let end = self.base.len();
+        self.read_copies(0, end)?;
+        Ok((self.base, self.pending))
+    }
+
+    /// Returns the underlying volume, the pending writes held in memory and the pending copies
+    /// from files, all disjoint and keyed by offset, leaving the caller to apply them.
+    pub fn into_parts_with_copies(self) -> (V, BTreeMap<u64, Vec<u8>>, BTreeMap<u64, FileRange>) {
+        (self.base, self.pending, self.copies)
+    }
+
+    /// Offsets of the pending copies that overlap `offset..end`, in order.
+    fn overlapping_copies(&self, offset: u64, end: u64) -> Vec<u64> {
+        let before = self.copies.range(..offset).next_back();
+        let starts_before = before.filter(|(start, range)| **start + range.len > offset);
+        let inside = self.copies.range(offset..end);
+        starts_before.into_iter().chain(inside).map(|(&start, _)| start).collect()
+    }
+
+    /// Reads every pending copy that overlaps `offset..end` into `pending`, so that a write
+    /// there can change its bytes.
+    fn read_copies(&mut self, offset: u64, end: u64) -> io::Result<()> {
+        for start in self.overlapping_copies(offset, end) {
+            let Some(range) = self.copies.get(&start) else { continue };
+            let data = range.read_all()?;
+            self.copies.remove(&start);
+            self.pending.insert(start, data);
+        }
+        Ok(())
+    }
+
+    /// Offsets of the pending ranges that overlap `offset..end`, in order.
+    fn overlapping(&self, offset: u64, end: u64) -> Vec<u64> {
+        let before = self.pending.range(..offset).next_back();
+        let starts_before = before.filter(|(start, range)| **start + range.len() as u64 > offset);
+        let inside = self.pending.range(offset..end);
+        starts_before.into_iter().chain(inside).map(|(&start, _)| start).collect()
+    }
+
+    /// True when the pending ranges cover every byte of `offset..end`.
+    fn covers(&self, offset: u64, end: u64) -> bool {
+        let mut covered_to = offset;
+        for start in self.overlapping(offset, end) {
+            if start > covered_to {
+                return false;
+            }
+            let range_end = start + self.pending.get(&start).map_or(0, |range| range.len() as u64);
+            covered_to = covered_to.max(range_end);
+        }
+        covered_to >= end
+    }
+
+    /// Stores `data` at `offset..end`, a gap between pending ranges: appended to the range that
+    /// ends at `offset`, if any, else as a new range.
+    fn fill_gap(&mut self, offset: u64, data: &[u8]) {
+        let previous = self.pending.range_mut(..offset).next_back();
+        match previous {
+            Some((&start, range)) if start + range.len() as u64 == offset => range.extend_from_slice(data),
+            _ => {
+                self.pending.insert(offset, data.to_vec());
             }
         }
-        if let Some((start, bytes)) = current {
-            ranges.insert(start, bytes);
-        }
-        (self.base, ranges)
-    }
-
-    /// Length of the page at `index`: a full page, or what remains of the volume.
-    fn page_len(&self, index: u64) -> usize {
-        (self.base.len() - index * STAGE_PAGE_LEN).min(STAGE_PAGE_LEN) as usize
     }
 }
 
 impl<V: VolumeMut> Staged<V> {
-    /// Writes every pending range to the underlying volume in offset order and returns it.
+    /// Writes every pending range and copy to the underlying volume and returns it.
     pub fn commit(self) -> io::Result<V> {
-        let (mut base, ranges) = self.into_parts();
+        let (mut base, ranges, copies) = self.into_parts_with_copies();
         for (offset, data) in ranges {
-            base.write_at(offset, &data)?;
+            base.write_owned(offset, data)?;
+        }
+        for (offset, range) in copies {
+            base.write_file_range(offset, range)?;
         }
         Ok(base)
     }
@@ -212,20 +298,28 @@ impl<V: Volume> Volume for Staged<V> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.base.len())?;
-        self.base.read_at(offset, buf)?;
         if buf.is_empty() {
             return Ok(());
         }
 
+        // The base is read only when some byte of the request is not pending in memory.
         let end = offset + buf.len() as u64;
-        let first_page = offset / STAGE_PAGE_LEN;
-        let last_page = (end - 1) / STAGE_PAGE_LEN;
-        for (&index, page) in self.pending.range(first_page..=last_page) {
-            let page_start = index * STAGE_PAGE_LEN;
-            let from = page_start.max(offset);
-            let to = (page_start + page.len() as u64).min(end);
-            let src = &page[(from - page_start) as usize..(to - page_start) as usize];
+        let copies = self.overlapping_copies(offset, end);
+        if !copies.is_empty() || !self.covers(offset, end) {
+            self.base.read_at(offset, buf)?;
+        }
+        for start in self.overlapping(offset, end) {
+            let Some(range) = self.pending.get(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len() as u64).min(end);
+            let src = &range[(from - start) as usize..(to - start) as usize];
             buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+        for start in copies {
+            let Some(range) = self.copies.get(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len).min(end);
+            range.read_at(from - start, &mut buf[(from - offset) as usize..(to - offset) as usize])?;
         }
         Ok(())
     }
@@ -237,27 +331,58 @@ impl<V: Volume> VolumeMut for Staged<V> {
         if data.is_empty() {
             return Ok(());
         }
-
         let end = offset + data.len() as u64;
-        for index in offset / STAGE_PAGE_LEN..=(end - 1) / STAGE_PAGE_LEN {
-            let page_start = index * STAGE_PAGE_LEN;
-            let page_len = self.page_len(index);
-            let from = page_start.max(offset);
-            let to = (page_start + page_len as u64).min(end);
-            let covers_page = from == page_start && to == page_start + page_len as u64;
+        self.read_copies(offset, end)?;
 
-            if !self.pending.contains_key(&index) {
-                let mut page = vec![0u8; page_len].into_boxed_slice();
-                if !covers_page {
-                    self.base.read_at(page_start, &mut page)?;
-                }
-                self.pending.insert(index, page);
+        // Bytes that land in pending ranges overwrite them in place; the gaps between those
+        // ranges are filled in offset order, so a gap may continue the range before it.
+        let mut cursor = offset;
+        for start in self.overlapping(offset, end) {
+            if start > cursor {
+                self.fill_gap(cursor, &data[(cursor - offset) as usize..(start - offset) as usize]);
             }
-            if let Some(page) = self.pending.get_mut(&index) {
-                let src = &data[(from - offset) as usize..(to - offset) as usize];
-                page[(from - page_start) as usize..(to - page_start) as usize].copy_from_slice(src);
-            }
+            let Some(range) = self.pending.get_mut(&start) else { continue };
+            let from = start.max(offset);
+            let to = (start + range.len() as u64).min(end);
+            let src = &data[(from - offset) as usize..(to - offset) as usize];
+            range[(from - start) as usize..(to - start) as usize].copy_from_slice(src);
+            cursor = to;
         }
+        if cursor < end {
+            self.fill_gap(cursor, &data[(cursor - offset) as usize..]);
+        }
+        Ok(())
+    }
+
+    fn write_owned(&mut self, offset: u64, data: Vec<u8>) -> io::Result<()> {
+        check_range(offset, data.len(), self.base.len())?;
+        let end = offset + data.len() as u64;
+        let continues_a_range = self
+            .pending
+            .range(..offset)
+            .next_back()
+            .is_some_and(|(start, range)| start + range.len() as u64 == offset);
+        let small = data.len() <= MAX_APPENDED_LEN;
+        let overlaps =
+            !self.overlapping(offset, end).is_empty() || !self.overlapping_copies(offset, end).is_empty();
+        if data.is_empty() || overlaps || (continues_a_range && small) {
+            return self.write_at(offset, &data);
+        }
+        self.pending.insert(offset, data);
+        Ok(())
+    }
+
+    fn write_file_range(&mut self, offset: u64, range: FileRange) -> io::Result<()> {
+        let len = usize::try_from(range.len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        check_range(offset, len, self.base.len())?;
+        let end = offset + range.len;
+        let overlaps =
+            !self.overlapping(offset, end).is_empty() || !self.overlapping_copies(offset, end).is_empty();
+        if range.len == 0 || overlaps {
+            let data = range.read_all()?;
+            return self.write_owned(offset, data);
+        }
+        self.copies.insert(offset, range);
         Ok(())
     }
 }
@@ -283,33 +408,114 @@ mod tests {
     }
 
     #[test]
-    fn staged_pages_coalesce_into_ranges() {
+    fn staged_writes_that_continue_a_range_join_it() {
         let mut staged = Staged::new(vec![0u8; 8 * 1024 + 100]);
         staged.write_at(1024, &[1; 2048]).unwrap();
         staged.write_at(3072, &[2; 10]).unwrap();
+        staged.write_owned(3082, vec![4; 6]).unwrap();
         staged.write_at(8 * 1024 + 90, &[3; 10]).unwrap();
 
-        let (_, ranges) = staged.into_parts();
+        let (_, ranges) = staged.into_parts().unwrap();
 
         let shape: Vec<(u64, usize)> = ranges.iter().map(|(offset, data)| (*offset, data.len())).collect();
-        assert_eq!(shape, vec![(1024, 3072), (8 * 1024, 100)]);
+        assert_eq!(shape, vec![(1024, 2064), (8 * 1024 + 90, 10)]);
         assert_eq!(&ranges[&1024][2048..2058], &[2; 10]);
-        assert_eq!(&ranges[&(8 * 1024)][90..], &[3; 10]);
+        assert_eq!(&ranges[&1024][2058..], &[4; 6]);
+        assert_eq!(&ranges[&(8 * 1024 + 90)][..], &[3; 10]);
     }
 
     #[test]
-    fn staged_partial_page_keeps_base_bytes() {
-        let base: Vec<u8> = (0..2048u32).map(|i| (i % 251) as u8).collect();
+    fn staged_write_across_ranges_fills_the_gaps() {
+        let base: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
         let mut staged = Staged::new(base.clone());
-        staged.write_at(1030, &[0xEE; 4]).unwrap();
+        staged.write_at(100, &[1; 10]).unwrap();
+        staged.write_at(200, &[2; 10]).unwrap();
+        staged.write_at(105, &[9; 100]).unwrap();
 
-        let (_, ranges) = staged.into_parts();
+        let mut expected = base.clone();
+        expected[100..105].fill(1);
+        expected[105..205].fill(9);
+        expected[205..210].fill(2);
+        assert_eq!(read(&staged, 0, 4096), expected);
+        assert_eq!(staged.pending_bytes(), 110, "the pending ranges overlap nowhere");
+        assert_eq!(read(staged.base(), 0, 4096), base);
+    }
 
-        let page = &ranges[&1024];
-        assert_eq!(page.len(), 1024);
-        assert_eq!(&page[..6], &base[1024..1030]);
-        assert_eq!(&page[6..10], &[0xEE; 4]);
-        assert_eq!(&page[10..], &base[1034..2048]);
+    #[test]
+    fn staged_keeps_a_large_owned_buffer_without_copying() {
+        let mut staged = Staged::new(vec![0u8; 1 << 20]);
+        staged.write_at(4096, &[1; 4096]).unwrap();
+        let data = vec![7u8; 256 * 1024];
+        let address = data.as_ptr();
+        staged.write_owned(8192, data).unwrap();
+
+        let kept =
+            staged.pending_writes().find(|(offset, _)| *offset == 8192).map(|(_, bytes)| bytes.as_ptr());
+        assert_eq!(kept, Some(address));
+        assert_eq!(read(&staged, 8190, 4), vec![1, 1, 7, 7]);
+    }
+
+    #[test]
+    fn staged_read_inside_pending_ranges_skips_the_base() {
+        /// A base volume that fails every read.
+        struct Unreadable;
+        impl Volume for Unreadable {
+            fn len(&self) -> u64 {
+                1 << 16
+            }
+            fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<()> {
+                Err(io::Error::other("base read"))
+            }
+        }
+        let mut staged = Staged::new(Unreadable);
+        staged.write_at(0, &[1; 4096]).unwrap();
+        staged.write_owned(4096, vec![2; 4096]).unwrap();
+
+        assert_eq!(read(&staged, 4000, 200), [vec![1; 96], vec![2; 104]].concat());
+        let mut past = [0u8; 10];
+        assert!(staged.read_at(8190, &mut past).is_err(), "byte 8192 is not pending");
+    }
+
+    /// Writes `bytes` to a host file and returns a range over all of them.
+    fn file_range(dir: &std::path::Path, bytes: &[u8]) -> FileRange {
+        let path = dir.join("source");
+        std::fs::write(&path, bytes).unwrap();
+        FileRange { file: Arc::new(File::open(&path).unwrap()), offset: 0, len: bytes.len() as u64 }
+    }
+
+    #[test]
+    fn staged_copies_read_from_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![1u8; 64]);
+        staged.write_file_range(8, file_range(dir.path(), &[5; 16])).unwrap();
+
+        assert_eq!(read(&staged, 4, 24), [vec![1; 4], vec![5; 16], vec![1; 4]].concat());
+        assert_eq!(staged.pending_bytes(), 16);
+        assert_eq!(staged.pending_writes().count(), 0, "the copy stays a reference to its file");
+    }
+
+    #[test]
+    fn staged_write_over_a_copy_reads_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![1u8; 64]);
+        staged.write_file_range(8, file_range(dir.path(), &[5; 16])).unwrap();
+        staged.write_at(20, &[9; 8]).unwrap();
+
+        let expected = [vec![1; 8], vec![5; 12], vec![9; 8], vec![1; 36]].concat();
+        assert_eq!(read(&staged, 0, 64), expected);
+        assert_eq!(staged.pending_bytes(), 20);
+        assert_eq!(staged.commit().unwrap(), expected);
+    }
+
+    #[test]
+    fn staged_copies_are_read_by_into_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = Staged::new(vec![0u8; 64]);
+        staged.write_file_range(32, file_range(dir.path(), &[7; 8])).unwrap();
+
+        let (_, ranges) = staged.into_parts().unwrap();
+
+        assert_eq!(ranges.get(&32), Some(&vec![7; 8]));
     }
 
     #[test]

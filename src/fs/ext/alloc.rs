@@ -6,11 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Ext;
-use super::bitmap::{clear_bit, clear_runs, count_set, first_clear, set_bit, set_padding, test_bit};
+use super::bitmap::{
+    clear_bit, clear_runs, clear_runs_lazily, count_set, first_clear, set_bit, set_padding, set_range,
+    test_bit,
+};
 use super::block_group::{
     BG_BLOCK_UNINIT, BG_INODE_UNINIT, BlockGroupIndex, GroupDescriptor, blocks_in_group, descriptor_location,
     group_first_block, group_of_block, group_reserved_ranges,
 };
+use super::cache::CachedBlock;
 use super::error::ExtError;
 use super::inode::InodeIndex;
 use super::owners::OwnerMap;
@@ -73,14 +77,19 @@ impl AllocPlan {
         let descriptor = self.descriptor(group)?.clone();
         let structure = format!("block bitmap of group {group}");
         let size = blocks_in_group(sb, index);
+        let cached = ext.cache.borrow().block_bitmap(descriptor.block_bitmap, group).map(<[u8]>::to_vec);
         let bitmap = if descriptor.has_flag(sb, BG_BLOCK_UNINIT) {
             uninit_block_bitmap(ext, index, &descriptor)?
+        } else if let Some(bitmap) = cached {
+            bitmap
         } else {
             let bitmap = ext.read_block(descriptor.block_bitmap)?;
             let checksummed = bitmap.get(..(sb.blocks_per_group / 8) as usize).unwrap_or_default();
             if !descriptor.block_bitmap_checksum_matches(sb, checksummed) {
                 return Err(ExtError::corrupt(structure, "checksum does not match contents"));
             }
+            let checked = CachedBlock::BlockBitmap { group, bitmap: bitmap.clone() };
+            ext.cache.borrow_mut().insert(descriptor.block_bitmap, checked);
             bitmap
         };
         let free = size - count_set(&bitmap, size);
@@ -105,9 +114,12 @@ impl AllocPlan {
         let sb = &ext.sb;
         let descriptor = self.descriptor(group)?.clone();
         let structure = format!("inode bitmap of group {group}");
+        let cached = ext.cache.borrow().inode_bitmap(descriptor.inode_bitmap, group).map(<[u8]>::to_vec);
         let bitmap = if descriptor.has_flag(sb, BG_INODE_UNINIT) {
             let mut bitmap = vec![0u8; sb.block_size as usize];
             set_padding(&mut bitmap, sb.inodes_per_group);
+            bitmap
+        } else if let Some(bitmap) = cached {
             bitmap
         } else {
             let bitmap = ext.read_block(descriptor.inode_bitmap)?;
@@ -115,6 +127,8 @@ impl AllocPlan {
             if !descriptor.inode_bitmap_checksum_matches(sb, checksummed) {
                 return Err(ExtError::corrupt(structure, "checksum does not match contents"));
             }
+            let checked = CachedBlock::InodeBitmap { group, bitmap: bitmap.clone() };
+            ext.cache.borrow_mut().insert(descriptor.inode_bitmap, checked);
             bitmap
         };
         let free = sb.inodes_per_group - count_set(&bitmap, sb.inodes_per_group);
@@ -183,8 +197,7 @@ impl AllocPlan {
                 if u64::from(self.descriptor(group)?.free_blocks_count) < count {
                     continue;
                 }
-                let runs = self.free_runs(ext, group, limit)?;
-                if let Some(&(start, _)) = runs.iter().find(|(_, len)| *len >= count) {
+                if let Some(start) = self.first_free_run(ext, group, limit, count)? {
                     self.owners.check_unowned(start, count)?;
                     self.take_blocks(ext, group, start, count)?;
                     return Ok(vec![(start, count)]);
@@ -232,6 +245,25 @@ impl AllocPlan {
             .collect())
     }
 
+    /// Start of the first free run of `group` below block `limit` that has `count` blocks.
+    fn first_free_run<V: Volume>(
+        &mut self,
+        ext: &Ext<V>,
+        group: u32,
+        limit: u64,
+        count: u64,
+    ) -> Result<Option<u64>, ExtError> {
+        self.load_block_bitmap(ext, group)?;
+        let index = BlockGroupIndex(group);
+        let first = group_first_block(&ext.sb, index);
+        let bitmap = self.block_bitmaps.get(&group).map(Vec::as_slice).unwrap_or_default();
+        let found = clear_runs_lazily(bitmap, blocks_in_group(&ext.sb, index))
+            .map(|(start, len)| (first + u64::from(start), u64::from(len)))
+            .take_while(|&(start, _)| start < limit)
+            .find(|&(start, len)| len.min(limit - start) >= count);
+        Ok(found.map(|(start, _)| start))
+    }
+
     fn take_blocks<V: Volume>(
         &mut self,
         ext: &Ext<V>,
@@ -242,9 +274,7 @@ impl AllocPlan {
         self.touch_block_bitmap(ext, group)?;
         let first = group_first_block(&ext.sb, BlockGroupIndex(group));
         let bitmap = self.block_bitmaps.get_mut(&group).map(Vec::as_mut_slice).unwrap_or_default();
-        for block in start..start + len {
-            set_bit(bitmap, (block - first) as u32);
-        }
+        set_range(bitmap, (start - first) as u32, len as u32);
         let descriptor = self.descriptor(group)?;
         descriptor.free_blocks_count =
             descriptor.free_blocks_count.checked_sub(len as u32).ok_or_else(|| {
@@ -373,35 +403,39 @@ impl AllocPlan {
     /// compare the backups' counts.
     pub fn commit<V: VolumeMut>(mut self, ext: &mut Ext<V>) -> Result<(), ExtError> {
         let block_size = u64::from(ext.sb.block_size);
+        // Each written bitmap stays cached: it was built here, so it needs no checking when
+        // the next operation loads it.
         for &group in &self.dirty_block_bitmaps {
-            let Some(bitmap) = self.block_bitmaps.get(&group) else { continue };
+            let Some(bitmap) = self.block_bitmaps.remove(&group) else { continue };
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let checksummed = bitmap.get(..(ext.sb.blocks_per_group / 8) as usize).unwrap_or_default();
             descriptor.set_bitmap_checksums(&ext.sb, Some(checksummed), None);
-            ext.volume.write_at(descriptor.block_bitmap * block_size, bitmap)?;
+            ext.write_volume(descriptor.block_bitmap * block_size, &bitmap)?;
+            ext.cache.get_mut().insert(descriptor.block_bitmap, CachedBlock::BlockBitmap { group, bitmap });
         }
         for &group in &self.dirty_inode_bitmaps {
-            let Some(bitmap) = self.inode_bitmaps.get(&group) else { continue };
+            let Some(bitmap) = self.inode_bitmaps.remove(&group) else { continue };
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let checksummed = bitmap.get(..(ext.sb.inodes_per_group / 8) as usize).unwrap_or_default();
             descriptor.set_bitmap_checksums(&ext.sb, None, Some(checksummed));
-            ext.volume.write_at(descriptor.inode_bitmap * block_size, bitmap)?;
+            ext.write_volume(descriptor.inode_bitmap * block_size, &bitmap)?;
+            ext.cache.get_mut().insert(descriptor.inode_bitmap, CachedBlock::InodeBitmap { group, bitmap });
         }
         for &(offset, len) in &self.inode_ranges_to_zero {
-            ext.volume.write_at(offset, &vec![0u8; len])?;
+            ext.write_volume(offset, &vec![0u8; len])?;
         }
         for &group in &self.dirty_groups {
             let index = BlockGroupIndex(group);
             let (block, offset) = descriptor_location(&ext.sb, index);
             let Some(descriptor) = self.groups.get_mut(group as usize) else { continue };
             let bytes = descriptor.encode(&ext.sb, index);
-            ext.volume.write_at(block * block_size + offset as u64, bytes)?;
+            ext.write_volume(block * block_size + offset as u64, bytes)?;
         }
 
         let free_blocks = self.free_blocks();
         let free_inodes = u32::try_from(self.free_inodes()).unwrap_or(u32::MAX);
         let bytes = ext.sb.encode_free_counts(free_blocks, free_inodes).to_vec();
-        ext.volume.write_at(SUPERBLOCK_OFFSET, &bytes)?;
+        ext.write_volume(SUPERBLOCK_OFFSET, &bytes)?;
         ext.groups = std::mem::take(&mut self.groups);
         Ok(())
     }

@@ -56,7 +56,7 @@ impl<V: VolumeMut> Ext<V> {
 
         let offset = self.inode_offset(ino)?;
         let bytes = inode.encode(&self.sb).to_vec();
-        self.volume.write_at(offset, &bytes)?;
+        self.write_volume(offset, &bytes)?;
         Ok(())
     }
 }

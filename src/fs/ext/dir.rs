@@ -1,6 +1,9 @@
 //! Reading directories: their blocks, their entries, and name lookup.
 
+use std::rc::Rc;
+
 use super::bytes::read_u32le;
+use super::cache::CachedBlock;
 use super::dir_block::DirBlock;
 use super::dir_entry::{FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_UNKNOWN, parse_entry};
 use super::error::ExtError;
@@ -32,7 +35,8 @@ fn kind_from_file_type(file_type: u8) -> Option<FileKind> {
 pub(crate) struct LocatedDirBlock {
     pub logical: u64,
     pub physical: u64,
-    pub block: DirBlock,
+    /// The parsed block, shared with the cache: a caller that changes it clones it first.
+    pub block: Rc<DirBlock>,
 }
 
 impl<V: Volume> Ext<V> {
@@ -65,10 +69,10 @@ impl<V: Volume> Ext<V> {
         }
         let mut entries = Vec::new();
         for located in self.dir_blocks(dir)? {
-            for entry in located.block.entries {
-                if entry.inode != 0 {
-                    entries.push((entry.name, self.checked_entry_inode(dir, entry.inode)?, entry.file_type));
-                }
+            let block = &located.block;
+            for entry in block.entries.iter().filter(|entry| entry.inode != 0) {
+                let inode = self.checked_entry_inode(dir, entry.inode)?;
+                entries.push((block.name(entry).to_vec(), inode, entry.file_type));
             }
         }
         Ok(entries)
@@ -96,13 +100,14 @@ impl<V: Volume> Ext<V> {
             let entry = parse_entry(body, offset, self.has_filetype(), &structure)?;
             offset += entry.rec_len;
             if entry.inode != 0 {
-                entries.push((entry.name, self.checked_entry_inode(dir, entry.inode)?, entry.file_type));
+                let inode = self.checked_entry_inode(dir, entry.inode)?;
+                entries.push((entry.name(body).to_vec(), inode, entry.file_type));
             }
         }
         Ok(entries)
     }
 
-    fn checked_entry_inode(&self, dir: &Inode, inode: u32) -> Result<InodeIndex, ExtError> {
+    pub(crate) fn checked_entry_inode(&self, dir: &Inode, inode: u32) -> Result<InodeIndex, ExtError> {
         if inode == 0 || inode > self.sb.inodes_count {
             return Err(ExtError::corrupt(
                 format!("directory inode {}", dir.index),
@@ -177,10 +182,17 @@ impl<V: Volume> Ext<V> {
         dir: &Inode,
         logical: u64,
         physical: u64,
-    ) -> Result<DirBlock, ExtError> {
+    ) -> Result<Rc<DirBlock>, ExtError> {
+        if let Some(block) = self.cache.borrow().dir_block(physical, dir.index, dir.generation()) {
+            return Ok(Rc::clone(block));
+        }
         let structure = format!("directory inode {} block {logical}", dir.index);
         let block = DirBlock::parse(self.read_block(physical)?, self.has_filetype(), &structure)?;
         block.verify_checksum(&self.sb, dir.index, dir.generation(), &structure)?;
+        let block = Rc::new(block);
+        let checked =
+            CachedBlock::Dir { dir: dir.index, generation: dir.generation(), block: Rc::clone(&block) };
+        self.cache.borrow_mut().insert(physical, checked);
         Ok(block)
     }
 
@@ -215,7 +227,7 @@ impl<V: Volume> Ext<V> {
             if name == b"." || name == b".." {
                 let physical = self.dir_physical_block(dir, 0)?;
                 let block = self.read_dir_block(dir, 0, physical)?;
-                let found = block.entries.iter().find(|entry| entry.inode != 0 && entry.name == name);
+                let found = block.find(name);
                 return found.map(|entry| self.checked_entry_inode(dir, entry.inode)).transpose();
             }
             if indexed {
@@ -239,7 +251,7 @@ impl<V: Volume> Ext<V> {
         let path = self.htree_path(dir, name)?;
         let physical = self.dir_physical_block(dir, path.leaf)?;
         let block = self.read_dir_block(dir, path.leaf, physical)?;
-        if let Some(entry) = block.entries.iter().find(|entry| entry.inode != 0 && entry.name == name) {
+        if let Some(entry) = block.find(name) {
             return Ok(Some(Some(self.checked_entry_inode(dir, entry.inode)?)));
         }
         if htree_continues(&path) { Ok(None) } else { Ok(Some(None)) }

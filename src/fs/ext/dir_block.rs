@@ -98,44 +98,71 @@ impl DirBlock {
         file_type: u8,
         filetype: bool,
     ) -> bool {
-        let Some(room) = self.entries.iter().find(|entry| entry.offset == room_offset).cloned() else {
+        let Some(position) = self.entries.iter().position(|entry| entry.offset == room_offset) else {
             return false;
         };
+        let Some(room) = self.entries.get(position).copied() else {
+            return false;
+        };
+        // `entries` changes with the bytes, so the block never needs parsing again.
+        let stored_type = if filetype { file_type } else { dir_entry::FT_UNKNOWN };
         let needed = entry_len(name.len());
         if room.inode == 0 && room.rec_len >= needed {
             write_entry(&mut self.bytes, room.offset, inode, room.rec_len, name, file_type, filetype);
+            let reused = RawDirEntry { inode, name_len: name.len(), file_type: stored_type, ..room };
+            if let Some(entry) = self.entries.get_mut(position) {
+                *entry = reused;
+            }
             return true;
         }
         if room.rec_len < room.used_len() + needed {
             return false;
         }
-        let new_offset = room.offset + room.used_len();
-        dir_entry::set_rec_len(&mut self.bytes, room.offset, room.used_len());
-        write_entry(
-            &mut self.bytes,
-            new_offset,
+        let new_entry = RawDirEntry {
+            offset: room.offset + room.used_len(),
             inode,
-            room.rec_len - room.used_len(),
-            name,
-            file_type,
-            filetype,
-        );
+            rec_len: room.rec_len - room.used_len(),
+            name_len: name.len(),
+            file_type: stored_type,
+        };
+        dir_entry::set_rec_len(&mut self.bytes, room.offset, room.used_len());
+        write_entry(&mut self.bytes, new_entry.offset, inode, new_entry.rec_len, name, file_type, filetype);
+        if let Some(entry) = self.entries.get_mut(position) {
+            entry.rec_len = room.used_len();
+        }
+        self.entries.insert(position + 1, new_entry);
         true
     }
 
     /// Removes the entry named `name`: the previous entry absorbs its record, or, first in the
     /// block, it is marked unused. Returns the removed entry's inode number.
     pub fn remove(&mut self, name: &[u8]) -> Option<u32> {
-        let position = self.entries.iter().position(|entry| entry.inode != 0 && entry.name == name)?;
-        let removed = self.entries.get(position)?.clone();
-        match position.checked_sub(1).and_then(|previous| self.entries.get(previous)) {
+        let position = self.entries.iter().position(|entry| entry.inode != 0 && self.name(entry) == name)?;
+        let removed = *self.entries.get(position)?;
+        match position.checked_sub(1).and_then(|previous| self.entries.get_mut(previous)) {
             Some(previous) => {
-                let merged = previous.rec_len + removed.rec_len;
-                dir_entry::set_rec_len(&mut self.bytes, previous.offset, merged);
+                previous.rec_len += removed.rec_len;
+                dir_entry::set_rec_len(&mut self.bytes, previous.offset, previous.rec_len);
+                self.entries.remove(position);
             }
-            None => dir_entry::clear_inode(&mut self.bytes, removed.offset),
+            None => {
+                dir_entry::clear_inode(&mut self.bytes, removed.offset);
+                if let Some(entry) = self.entries.get_mut(position) {
+                    entry.inode = 0;
+                }
+            }
         }
         Some(removed.inode)
+    }
+
+    /// The name of `entry`, one of this block's entries.
+    pub fn name(&self, entry: &RawDirEntry) -> &[u8] {
+        entry.name(&self.bytes)
+    }
+
+    /// Finds the used entry named `name`.
+    pub fn find(&self, name: &[u8]) -> Option<&RawDirEntry> {
+        self.entries.iter().find(|entry| entry.inode != 0 && self.name(entry) == name)
     }
 
     /// Checks the tail checksum, if the block has a tail and the filesystem checksums metadata.
@@ -202,7 +229,7 @@ mod tests {
         assert!(block.insert(room, 12, b"key.pem", FT_REG_FILE, true));
 
         let block = DirBlock::parse(block.bytes, true, "test").unwrap();
-        let names: Vec<&[u8]> = block.entries.iter().map(|entry| entry.name.as_slice()).collect();
+        let names: Vec<&[u8]> = block.entries.iter().map(|entry| block.name(entry)).collect();
         assert_eq!(names, [&b"."[..], b"..", b"key.pem"]);
         assert_eq!(block.entries[2].rec_len, 1024 - 12 - 24);
     }
@@ -218,6 +245,29 @@ mod tests {
         let block = DirBlock::parse(block.bytes, true, "test").unwrap();
         assert_eq!(block.entries.len(), 2);
         assert_eq!(block.entries[1].rec_len, 1024 - 12);
+    }
+
+    #[test]
+    fn entries_follow_inserts_and_removals() {
+        let bytes = DirBlock::build(1024, true, true, &[(2, b".", FT_DIR), (2, b"..", FT_DIR)]);
+        let mut block = DirBlock::parse(bytes, true, "test").unwrap();
+        for (inode, name) in [(12, &b"first"[..]), (13, b"second"), (14, b"third")] {
+            let room = block.find_room(name.len()).unwrap().offset;
+            assert!(block.insert(room, inode, name, FT_REG_FILE, true));
+        }
+        assert_eq!(block.remove(b"second"), Some(13));
+        let room = block.find_room(3).unwrap().offset;
+        assert!(block.insert(room, 15, b"new", FT_REG_FILE, true));
+        // Removing the first entry marks it unused, and an insert may reuse it.
+        assert_eq!(block.remove(b"."), Some(2));
+        let room = block.find_room(1).unwrap().offset;
+        assert_eq!(room, 0);
+        assert!(block.insert(room, 16, b"x", FT_DIR, true));
+
+        let reparsed = DirBlock::parse(block.bytes.clone(), true, "test").unwrap();
+        assert_eq!(block.entries, reparsed.entries);
+        let names: Vec<&[u8]> = block.entries.iter().map(|entry| block.name(entry)).collect();
+        assert_eq!(names, [&b"x"[..], b"..", b"first", b"new", b"third"], "new takes the room of second");
     }
 
     #[test]

@@ -45,22 +45,29 @@ impl DirEntryName {
     }
 }
 
-/// One entry as found in a directory block.
-#[derive(Clone, Debug)]
+/// One entry as found in a directory block. The name stays in the block's bytes, so parsing a
+/// block allocates nothing per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RawDirEntry {
     /// Byte offset of the entry in its block.
     pub offset: usize,
     /// Inode number, 0 for an unused entry.
     pub inode: u32,
     pub rec_len: usize,
-    pub name: Vec<u8>,
+    pub name_len: usize,
     pub file_type: u8,
 }
 
 impl RawDirEntry {
     /// Bytes the entry needs for its name, rounded to 4 as the kernel lays entries out.
     pub fn used_len(&self) -> usize {
-        entry_len(self.name.len())
+        entry_len(self.name_len)
+    }
+
+    /// The entry's name in `block`, the bytes it was parsed from.
+    pub fn name<'a>(&self, block: &'a [u8]) -> &'a [u8] {
+        let start = self.offset + DE_NAME;
+        block.get(start..start + self.name_len).unwrap_or_default()
     }
 }
 
@@ -106,8 +113,7 @@ pub(crate) fn parse_entry(
             "entry at offset {offset} has a {name_len} byte name in a {rec_len} byte record"
         )));
     }
-    let name = entry.get(DE_NAME..DE_NAME + name_len).unwrap_or_default().to_vec();
-    Ok(RawDirEntry { offset, inode: read_u32le(entry, DE_INODE), rec_len, name, file_type })
+    Ok(RawDirEntry { offset, inode: read_u32le(entry, DE_INODE), rec_len, name_len, file_type })
 }
 
 /// Writes an entry at `offset` of `block`. The caller has checked that `rec_len` bytes fit.
@@ -164,7 +170,7 @@ mod tests {
         write_entry(&mut block, 12, 42, 1012, b"key.pem", FT_REG_FILE, true);
         let entry = parse_entry(&block, 12, true, "test").unwrap();
         assert_eq!(
-            (entry.inode, entry.rec_len, entry.name.as_slice(), entry.file_type),
+            (entry.inode, entry.rec_len, entry.name(&block), entry.file_type),
             (42, 1012, &b"key.pem"[..], 1)
         );
         assert_eq!(entry.used_len(), 16);

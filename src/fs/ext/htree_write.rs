@@ -7,6 +7,7 @@
 //! a new index node below it, which adds a level: at most two levels, three under `large_dir`.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use super::Ext;
 use super::alloc::AllocPlan;
@@ -73,7 +74,7 @@ impl<V: VolumeMut> Ext<V> {
         let filetype = self.has_filetype();
         let path = self.htree_path(parent, name)?;
         let physical = self.dir_physical_block(parent, path.leaf)?;
-        let mut block = self.read_dir_block(parent, path.leaf, physical)?;
+        let mut block = Rc::unwrap_or_clone(self.read_dir_block(parent, path.leaf, physical)?);
         if self.sb.metadata_csum() && !block.has_tail {
             return Err(ExtError::corrupt(
                 format!("directory inode {} block {}", parent.index, path.leaf),
@@ -83,7 +84,7 @@ impl<V: VolumeMut> Ext<V> {
         if let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) {
             block.insert(room, child.0, name, file_type, filetype);
             block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((physical, block.bytes));
+            writes.push_dir_block(physical, parent, block);
             return Ok(());
         }
 
@@ -113,9 +114,9 @@ impl<V: VolumeMut> Ext<V> {
             .iter()
             .filter(|entry| entry.inode != 0)
             .map(|entry| SplitEntry {
-                hash: name_hash(path.version, &entry.name, &self.sb.hash_seed),
+                hash: name_hash(path.version, block.name(entry), &self.sb.hash_seed),
                 inode: entry.inode,
-                name: entry.name.clone(),
+                name: block.name(entry).to_vec(),
                 file_type: entry.file_type,
             })
             .collect();
@@ -301,9 +302,9 @@ impl<V: VolumeMut> Ext<V> {
         writes: &mut Writes,
     ) -> Result<(), ExtError> {
         let physical = self.dir_physical_block(dir, 0)?;
-        let mut block = self.read_dir_block(dir, 0, physical)?;
+        let mut block = Rc::unwrap_or_clone(self.read_dir_block(dir, 0, physical)?);
         let dotdot = match block.entries.get(1) {
-            Some(entry) if entry.name == b".." => entry.offset,
+            Some(entry) if block.name(entry) == b".." => entry.offset,
             _ => {
                 return Err(ExtError::corrupt(
                     format!("directory inode {} block 0", dir.index),

@@ -117,6 +117,14 @@ pub(crate) struct Inode {
     bytes: Vec<u8>,
 }
 
+#[cfg(test)]
+impl Inode {
+    /// Creates an inode of `len` zero bytes, for tests that need an inode without a filesystem.
+    pub fn zeroed_for_test(index: InodeIndex, len: usize) -> Self {
+        Inode { index, bytes: vec![0; len] }
+    }
+}
+
 impl Inode {
     /// Wraps the bytes of inode `index` read from the inode table, checking its checksum.
     pub fn parse(sb: &Superblock, index: InodeIndex, bytes: Vec<u8>) -> Result<Self, ExtError> {

@@ -24,6 +24,7 @@ mod bitmap;
 mod block_group;
 mod block_map;
 mod bytes;
+mod cache;
 mod checksum;
 mod dir;
 mod dir_block;
@@ -55,7 +56,10 @@ pub use error::ExtError;
 pub use inode::InodeIndex;
 pub use write::NewAttrs;
 
+use std::cell::RefCell;
+
 use block_group::{BlockGroupIndex, GroupDescriptor, descriptor_location};
+use cache::BlockCache;
 use inode::{FLAG_INLINE_DATA, Inode, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, Timestamp};
 use superblock::{SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock};
 
@@ -116,6 +120,8 @@ pub struct Ext<V> {
     volume: V,
     sb: Superblock,
     groups: Vec<GroupDescriptor>,
+    /// Blocks read and checked so far, which writes through this value keep up to date.
+    cache: RefCell<BlockCache>,
 }
 
 impl<V: Volume> Ext<V> {
@@ -133,7 +139,7 @@ impl<V: Volume> Ext<V> {
         volume.read_at(SUPERBLOCK_OFFSET, &mut bytes)?;
         let sb = Superblock::parse(&bytes, volume.len())?;
 
-        let mut ext = Ext { volume, sb, groups: Vec::new() };
+        let mut ext = Ext { volume, sb, groups: Vec::new(), cache: RefCell::default() };
         // A descriptor table too large for group 0 is corrupt: checking that before reading the
         // table keeps a hostile group count from making this loop read the whole volume.
         block_group::group_reserved_ranges(&ext.sb, BlockGroupIndex(0))?;
@@ -358,8 +364,13 @@ impl<V: Volume> Ext<V> {
     /// Reads and checks inode `ino`.
     fn read_inode(&self, ino: InodeIndex) -> Result<Inode, ExtError> {
         let offset = self.inode_offset(ino)?;
+        if let Some(inode) = self.cache.borrow().inode(offset) {
+            return Ok(inode.clone());
+        }
         let mut bytes = vec![0u8; usize::from(self.sb.inode_size)];
         self.volume.read_at(offset, &mut bytes)?;
-        Inode::parse(&self.sb, ino, bytes)
+        let inode = Inode::parse(&self.sb, ino, bytes)?;
+        self.cache.borrow_mut().insert_inode(offset, inode.clone());
+        Ok(inode)
     }
 }

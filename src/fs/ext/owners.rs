@@ -250,6 +250,28 @@ impl<V: Volume> Ext<V> {
         dirs: &[InodeIndex],
         inodes: &[InodeIndex],
     ) -> Result<OwnerMap, ExtError> {
+        let cached = self.cache.borrow().fixed_owners().cloned();
+        let (mut map, mut seen) = match cached {
+            Some(fixed) => fixed,
+            None => {
+                let fixed = self.fixed_owners()?;
+                self.cache.borrow_mut().set_fixed_owners(fixed.clone());
+                fixed
+            }
+        };
+        for &inode in dirs.iter().chain(inodes) {
+            if seen.contains(&inode) {
+                continue;
+            }
+            seen.push(inode);
+            self.claim_inode_blocks(&mut map, inode, BlockOwner::Inode(inode))?;
+        }
+        Ok(map)
+    }
+
+    /// Builds the owners that no write operation changes: the filesystem's metadata, the
+    /// journal, the resize inode and the orphan file. Returns the map and the inodes it covers.
+    fn fixed_owners(&self) -> Result<(OwnerMap, Vec<InodeIndex>), ExtError> {
         let mut map = OwnerMap::metadata(&self.sb, &self.groups)?;
         let mut seen = Vec::new();
 
@@ -267,14 +289,7 @@ impl<V: Volume> Ext<V> {
             self.claim_inode_blocks(&mut map, orphan_file, BlockOwner::OrphanFile(orphan_file))?;
             seen.push(orphan_file);
         }
-        for &inode in dirs.iter().chain(inodes) {
-            if seen.contains(&inode) {
-                continue;
-            }
-            seen.push(inode);
-            self.claim_inode_blocks(&mut map, inode, BlockOwner::Inode(inode))?;
-        }
-        Ok(map)
+        Ok((map, seen))
     }
 
     /// Claims the data, map and extended attribute blocks of `ino` for `owner`. Devices, FIFOs

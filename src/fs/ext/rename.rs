@@ -64,7 +64,7 @@ impl<V: VolumeMut> Ext<V> {
             moved.set_time(Timestamp::Change, time)?;
             let offset = tx.inode_offset(ino)?;
             let bytes = moved.encode(&tx.sb).to_vec();
-            tx.volume.write_at(offset, &bytes)?;
+            tx.write_volume(offset, &bytes)?;
             Ok(())
         })
     }

@@ -4,9 +4,15 @@
 //! [`AllocPlan`]) and writes only when the plan is complete, so that every error except an I/O
 //! error leaves the volume untouched.
 
+use std::borrow::Cow;
+use std::fs::File;
+use std::rc::Rc;
+use std::sync::Arc;
+
 use super::alloc::AllocPlan;
 use super::block_group::{BlockGroupIndex, group_of_block};
 use super::block_map::{build_block_map, indirect_blocks_needed};
+use super::cache::CachedBlock;
 use super::dir_block::DirBlock;
 use super::dir_entry::{DirEntryName, FT_DIR, FT_REG_FILE};
 use super::error::ExtError;
@@ -21,7 +27,7 @@ use super::owners::OwnerMap;
 use super::path::split_parent;
 use super::xattr::XattrRelease;
 use super::{Ext, file_map};
-use crate::image::volume::VolumeMut;
+use crate::image::volume::{FileRange, VolumeMut};
 
 /// Attributes of a file or directory being created or replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +47,40 @@ pub(super) const EXT2_LINK_MAX: u16 = 32000;
 /// Largest file without the `large_file` feature.
 pub(super) const NO_LARGE_FILE_MAX: u64 = (1 << 31) - 1;
 
+/// The contents of a regular file being written.
+pub(super) enum FileData<'a> {
+    Memory(Cow<'a, [u8]>),
+    /// Bytes of a host file, copied when the volume's writes are applied.
+    File(FileRange),
+}
+
+impl FileData<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            FileData::Memory(data) => data.len() as u64,
+            FileData::File(range) => range.len,
+        }
+    }
+}
+
 /// Blocks and inodes to write once the plan is complete.
 #[derive(Default)]
 pub(super) struct Writes {
     pub blocks: Vec<(u64, Vec<u8>)>,
     pub inodes: Vec<Inode>,
+    /// Directory blocks among `blocks` in parsed form, cached once written so that the next
+    /// operation does not read and check them again.
+    pub dir_blocks: Vec<(u64, InodeIndex, u32, Rc<DirBlock>)>,
+    /// Whole blocks copied from host files, by first block.
+    pub copies: Vec<(u64, FileRange)>,
+}
+
+impl Writes {
+    /// Queues the write of directory block `block` of directory `dir` at block `physical`.
+    pub fn push_dir_block(&mut self, physical: u64, dir: &Inode, block: DirBlock) {
+        self.blocks.push((physical, block.bytes.clone()));
+        self.dir_blocks.push((physical, dir.index, dir.generation(), Rc::new(block)));
+    }
 }
 
 /// The new map of a file's data.
@@ -142,8 +177,41 @@ impl<V: VolumeMut> Ext<V> {
     /// existing regular file while keeping its inode (its old blocks are freed). Mode, owner and
     /// times come from `attrs`; a replaced file keeps its creation time.
     pub fn write_file(&mut self, path: &str, data: &[u8], attrs: &NewAttrs) -> Result<InodeIndex, ExtError> {
+        self.write_contents(path, FileData::Memory(Cow::Borrowed(data)), attrs)
+    }
+
+    /// Writes `data` to the regular file `path` like [`Ext::write_file`], taking the buffer so
+    /// that a large file's data is not copied when the volume keeps writes in memory.
+    pub fn write_file_owned(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
+        self.write_contents(path, FileData::Memory(Cow::Owned(data)), attrs)
+    }
+
+    /// Writes the contents of the host file `source` to the regular file `path` like
+    /// [`Ext::write_file`]. Whole blocks of the source are not read now: the volume copies them
+    /// when its writes are applied, so `source` must not change until then.
+    pub fn write_file_from(
+        &mut self,
+        path: &str,
+        source: Arc<File>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
+        let len = source.metadata()?.len();
+        self.write_contents(path, FileData::File(FileRange { file: source, offset: 0, len }), attrs)
+    }
+
+    fn write_contents(
+        &mut self,
+        path: &str,
+        data: FileData<'_>,
+        attrs: &NewAttrs,
+    ) -> Result<InodeIndex, ExtError> {
         self.check_writable()?;
-        let size = data.len() as u64;
+        let size = data.len();
         if !self.sb.has_ro_compat(features::RO_COMPAT_LARGE_FILE) && size > NO_LARGE_FILE_MAX {
             return Err(ExtError::FileTooLarge { size, limit: NO_LARGE_FILE_MAX });
         }
@@ -249,11 +317,10 @@ impl<V: VolumeMut> Ext<V> {
         // A hashed-index directory is looked up through its index, and its entries are not read
         // for the known owners: it has too many for that to stay cheap.
         let indexed = parent.has_flag(FLAG_INDEX) && self.sb.has_compat(features::COMPAT_DIR_INDEX);
-        let entries = if indexed { Vec::new() } else { self.raw_entries(&parent)? };
-        let existing = if indexed {
-            self.find_entry(&parent, name.as_bytes())?
+        let (existing, siblings) = if indexed {
+            (self.find_entry(&parent, name.as_bytes())?, Vec::new())
         } else {
-            entries.iter().find(|(entry_name, _, _)| entry_name == name.as_bytes()).map(|entry| entry.1)
+            self.scan_linear_dir(&parent, name.as_bytes())?
         };
         if let Some(ino) = existing
             && ino.0 < self.sb.first_ino
@@ -263,12 +330,43 @@ impl<V: VolumeMut> Ext<V> {
                 format!("the entry for {path} points to reserved inode {ino}"),
             ));
         }
-        let siblings = entries
-            .into_iter()
-            .filter(|(entry_name, _, _)| entry_name != b"." && entry_name != b"..")
-            .map(|(_, inode, _)| inode)
-            .collect();
         Ok(Target { parent, name, existing, dirs, siblings })
+    }
+
+    /// Reads every entry of the linear directory `dir`: returns the inode that `name` names,
+    /// if any, and the inodes of all entries other than `.` and `..`.
+    fn scan_linear_dir(
+        &self,
+        dir: &Inode,
+        name: &[u8],
+    ) -> Result<(Option<InodeIndex>, Vec<InodeIndex>), ExtError> {
+        if dir.has_flag(FLAG_INLINE_DATA) {
+            let entries = self.raw_entries(dir)?;
+            let existing = entries.iter().find(|(entry_name, _, _)| entry_name == name).map(|entry| entry.1);
+            let siblings = entries
+                .into_iter()
+                .filter(|(entry_name, _, _)| entry_name != b"." && entry_name != b"..")
+                .map(|(_, inode, _)| inode)
+                .collect();
+            return Ok((existing, siblings));
+        }
+
+        let mut existing = None;
+        let mut siblings = Vec::new();
+        for located in self.dir_blocks(dir)? {
+            let block = &located.block;
+            for entry in block.entries.iter().filter(|entry| entry.inode != 0) {
+                let inode = self.checked_entry_inode(dir, entry.inode)?;
+                let entry_name = block.name(entry);
+                if existing.is_none() && entry_name == name {
+                    existing = Some(inode);
+                }
+                if entry_name != b"." && entry_name != b".." {
+                    siblings.push(inode);
+                }
+            }
+        }
+        Ok((existing, siblings))
     }
 
     /// Builds the known owners of blocks for a write through `target`: the filesystem's own
@@ -311,24 +409,29 @@ impl<V: VolumeMut> Ext<V> {
         &self,
         plan: &mut AllocPlan,
         inode: &Inode,
-        data: &[u8],
+        data: FileData<'_>,
         writes: &mut Writes,
     ) -> Result<PlannedData, ExtError> {
         let block_size = u64::from(self.sb.block_size);
-        let count = (data.len() as u64).div_ceil(block_size);
+        let count = data.len().div_ceil(block_size);
         let allocated =
             plan.allocate_blocks(self, self.group_of_inode(inode.index), count, self.block_limit(inode))?;
 
         let mut runs = Vec::new();
         let mut logical = 0u64;
-        for (start, len) in allocated {
-            let from = (logical * block_size) as usize;
-            let to = ((logical + len) * block_size) as usize;
-            let mut contents = data.get(from..to.min(data.len())).unwrap_or_default().to_vec();
-            contents.resize(to - from, 0);
-            writes.blocks.push((start, contents));
+        for &(start, len) in &allocated {
             push_run(&mut runs, Run { logical, physical: start, len, uninit: false });
             logical += len;
+        }
+        match data {
+            FileData::Memory(data) => {
+                let lens: Vec<u64> = allocated.iter().map(|&(_, len)| len).collect();
+                let pieces = cut_into_runs(data, &lens, block_size);
+                for (&(start, _), contents) in allocated.iter().zip(pieces) {
+                    writes.blocks.push((start, contents));
+                }
+            }
+            FileData::File(source) => queue_file_runs(&source, &allocated, block_size, writes)?,
         }
         self.plan_map(plan, inode, &runs, count)
     }
@@ -386,14 +489,14 @@ impl<V: VolumeMut> Ext<V> {
         }
 
         for located in self.dir_blocks(parent)? {
-            let mut block = located.block;
-            if csum && !block.has_tail {
+            if csum && !located.block.has_tail {
                 continue;
             }
-            let Some(room) = block.find_room(name.len()).map(|entry| entry.offset) else { continue };
+            let Some(room) = located.block.find_room(name.len()).map(|entry| entry.offset) else { continue };
+            let mut block = Rc::unwrap_or_clone(located.block);
             block.insert(room, child.0, name, file_type, filetype);
             block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((located.physical, block.bytes));
+            writes.push_dir_block(located.physical, parent, block);
             return Ok(());
         }
 
@@ -434,10 +537,10 @@ impl<V: VolumeMut> Ext<V> {
         writes: &mut Writes,
     ) -> Result<(), ExtError> {
         for located in self.dir_blocks(parent)? {
-            let mut block = located.block;
-            if !block.entries.iter().any(|entry| entry.inode != 0 && entry.name == name) {
+            if located.block.find(name).is_none() {
                 continue;
             }
+            let mut block = Rc::unwrap_or_clone(located.block);
             if self.sb.metadata_csum() && !block.has_tail {
                 return Err(ExtError::corrupt(
                     format!("directory inode {} block {}", parent.index, located.logical),
@@ -446,7 +549,7 @@ impl<V: VolumeMut> Ext<V> {
             }
             block.remove(name);
             block.set_checksum(&self.sb, parent.index, parent.generation());
-            writes.blocks.push((located.physical, block.bytes));
+            writes.push_dir_block(located.physical, parent, block);
             return Ok(());
         }
         Err(ExtError::corrupt(
@@ -494,29 +597,31 @@ impl<V: VolumeMut> Ext<V> {
     pub(super) fn apply(&mut self, plan: AllocPlan, writes: Writes) -> Result<(), ExtError> {
         plan.commit(self)?;
         let block_size = u64::from(self.sb.block_size);
-        // Consecutive writes to adjacent blocks go out as one write. Their order is kept, so a
-        // block written twice still ends with its last contents.
-        let mut pending: Option<(u64, Vec<u8>)> = None;
+        // A parsed directory block is cached only if it is what ends up in its block.
+        let final_dir_blocks: Vec<_> = writes
+            .dir_blocks
+            .into_iter()
+            .filter(|(physical, _, _, block)| {
+                let last = writes.blocks.iter().rev().find(|(written, _)| written == physical);
+                last.is_some_and(|(_, contents)| *contents == block.bytes)
+            })
+            .collect();
+
+        // The writes keep their order, so a block written twice ends with its last contents.
         for (block, contents) in writes.blocks {
-            let offset = block * block_size;
-            match &mut pending {
-                Some((start, buffer)) if *start + buffer.len() as u64 == offset => {
-                    buffer.extend_from_slice(&contents);
-                }
-                _ => {
-                    if let Some((start, buffer)) = pending.replace((offset, contents)) {
-                        self.volume.write_at(start, &buffer)?;
-                    }
-                }
-            }
+            self.write_volume_owned(block * block_size, contents)?;
         }
-        if let Some((start, buffer)) = pending {
-            self.volume.write_at(start, &buffer)?;
+        for (block, range) in writes.copies {
+            self.write_volume_file_range(block * block_size, range)?;
         }
         for mut inode in writes.inodes {
             let offset = self.inode_offset(inode.index)?;
             let bytes = inode.encode(&self.sb).to_vec();
-            self.volume.write_at(offset, &bytes)?;
+            self.write_volume(offset, &bytes)?;
+        }
+        let cache = self.cache.get_mut();
+        for (physical, dir, generation, block) in final_dir_blocks {
+            cache.insert(physical, CachedBlock::Dir { dir, generation, block });
         }
         Ok(())
     }
@@ -565,6 +670,75 @@ pub(super) fn check_dir_writable(dir: &Inode) -> Result<(), ExtError> {
     Ok(())
 }
 
+/// Queues the copy of `source` into the (start, length) runs `allocated`: the source's whole
+/// blocks as copies from the file, and its last partial block, read now and padded with zeros,
+/// as a block write.
+fn queue_file_runs(
+    source: &FileRange,
+    allocated: &[(u64, u64)],
+    block_size: u64,
+    writes: &mut Writes,
+) -> Result<(), ExtError> {
+    let mut done = 0u64;
+    for &(start, len) in allocated {
+        let run_bytes = len * block_size;
+        let from_source = source.len.saturating_sub(done).min(run_bytes);
+        let whole = from_source - from_source % block_size;
+        if whole > 0 {
+            let range =
+                FileRange { file: Arc::clone(&source.file), offset: source.offset + done, len: whole };
+            writes.copies.push((start, range));
+        }
+        if whole < run_bytes {
+            let mut tail = vec![0u8; (run_bytes - whole) as usize];
+            let partial = tail.get_mut(..(from_source - whole) as usize).unwrap_or_default();
+            source.read_at(done + whole, partial)?;
+            writes.blocks.push((start + whole / block_size, tail));
+        }
+        done += run_bytes;
+    }
+    Ok(())
+}
+
+/// Cuts file data into one buffer per run of `lens` blocks, each padded with zeros to whole
+/// blocks. Borrowed data is copied once. An owned buffer is cut from its end, so that its first
+/// run stays in place and data that fits one run is never copied.
+fn cut_into_runs(data: Cow<'_, [u8]>, lens: &[u64], block_size: u64) -> Vec<Vec<u8>> {
+    let mut bounds = Vec::with_capacity(lens.len());
+    let mut from = 0usize;
+    for &len in lens {
+        let to = from + (len * block_size) as usize;
+        bounds.push((from, to));
+        from = to;
+    }
+
+    match data {
+        Cow::Borrowed(data) => bounds
+            .into_iter()
+            .map(|(from, to)| {
+                let mut contents = Vec::with_capacity(to - from);
+                contents.extend_from_slice(data.get(from..to.min(data.len())).unwrap_or_default());
+                contents.resize(to - from, 0);
+                contents
+            })
+            .collect(),
+        Cow::Owned(mut data) => {
+            let mut pieces = Vec::with_capacity(bounds.len());
+            for &(from, to) in bounds.iter().skip(1).rev() {
+                let mut tail = if from < data.len() { data.split_off(from) } else { Vec::new() };
+                tail.resize(to - from, 0);
+                pieces.push(tail);
+            }
+            if let Some(&(_, to)) = bounds.first() {
+                data.resize(to, 0);
+                pieces.push(data);
+            }
+            pieces.reverse();
+            pieces
+        }
+    }
+}
+
 /// Lists the blocks of (start, length) runs one by one.
 pub(super) fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
     runs.into_iter().flat_map(|(start, len)| start..start + len).collect()
@@ -573,4 +747,39 @@ pub(super) fn expand(runs: Vec<(u64, u64)>) -> Vec<u64> {
 /// Turns single blocks into (start, 1) ranges.
 pub(super) fn expand_ranges(blocks: &[u64]) -> Vec<(u64, u64)> {
     blocks.iter().map(|&block| (block, 1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_and_borrowed_data_cut_alike() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let lens = [1, 1, 2];
+
+        let borrowed = cut_into_runs(Cow::Borrowed(&data), &lens, 4096);
+        let owned = cut_into_runs(Cow::Owned(data.clone()), &lens, 4096);
+
+        assert_eq!(borrowed, owned);
+        let sizes: Vec<usize> = owned.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [4096, 4096, 8192]);
+        assert_eq!(owned.concat()[..10_000], data[..]);
+        assert!(owned[2][10_000 - 8192..].iter().all(|&byte| byte == 0), "padding is zeros");
+    }
+
+    #[test]
+    fn owned_data_in_one_run_is_not_copied() {
+        let mut data = Vec::with_capacity(4 * 4096);
+        data.extend_from_slice(&[7u8; 3 * 4096 + 5]);
+        let address = data.as_ptr();
+
+        let pieces = cut_into_runs(Cow::Owned(data), &[4], 4096);
+
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].as_ptr(), address);
+        assert_eq!(pieces[0].len(), 4 * 4096);
+        assert_eq!(pieces[0][3 * 4096 + 4], 7);
+        assert_eq!(pieces[0][3 * 4096 + 5], 0);
+    }
 }
