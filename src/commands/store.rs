@@ -168,7 +168,7 @@ fn modify(
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
     let changes =
         data_partition::edit_store(&mut ext, layout, plan, &XattrPolicy::InheritLabel, time).with_context(context)?;
-    let (_, writes) = ext.into_volume().into_parts();
+    let (_, writes) = ext.into_volume().into_parts().with_context(context)?;
 
     if write.dry_run {
         log::info!("dry run, nothing was written: {}", describe_store_change(&changes.store, Tense::Planned));
