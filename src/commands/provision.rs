@@ -81,6 +81,11 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         Ok(written) => written,
         Err(error) => {
             request_output.discard();
+            // The image does not carry the generated key, so a saved copy would only mislead.
+            if let Some((private_path, public_path)) = &saved_key {
+                let _ = std::fs::remove_file(private_path);
+                let _ = std::fs::remove_file(public_path);
+            }
             return Err(error);
         }
     };
