@@ -91,14 +91,20 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     };
 
     log::info!("{}: {}", written.display(), summarize(&changes, &device_key, Tense::Done));
-    if let Some((private_path, public_path)) = saved_key {
+    if let Some((private_path, public_path)) = &saved_key {
         log::info!(
             "saved the generated key pair as {} and {}",
             private_path.display(),
             public_path.display()
         );
     }
-    request_output.write_line(&request)
+    request_output.write_line(&request).with_context(|| {
+        let mut message = format!("{} was provisioned, but writing the request failed", written.display());
+        if let Some((private_path, _)) = &saved_key {
+            message.push_str(&format!(" (the generated key is saved as {})", private_path.display()));
+        }
+        message
+    })
 }
 
 /// Checks --output before any work: its directory must exist, and it must not name `image`.
