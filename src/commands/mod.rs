@@ -35,6 +35,12 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A combination of arguments that clap does not check, such as --bits with a key type other
+/// than RSA. The binary exits with status 2 for it, as for the usage errors clap finds.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// One subcommand and its arguments.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::commands::UsageError;
 use crate::commands::args::{ApiArg, IdentityArgs, KeyTypeArg, RequestArgs};
 use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType};
 use crate::preauth::identity::IdentityData;
@@ -97,7 +98,7 @@ pub fn load_public_key(path: &Path) -> anyhow::Result<DevicePublicKey> {
 pub fn key_type(kind: KeyTypeArg, bits: Option<usize>) -> anyhow::Result<KeyType> {
     match (kind, bits) {
         (KeyTypeArg::Rsa, bits) => Ok(KeyType::Rsa { bits: bits.unwrap_or(DEFAULT_RSA_BITS) }),
-        (_, Some(_)) => bail!("--bits applies only to --type rsa"),
+        (_, Some(_)) => Err(UsageError("--bits applies only to --type rsa".to_string()).into()),
         (KeyTypeArg::EcdsaP256, None) => Ok(KeyType::EcdsaP256),
         (KeyTypeArg::Ed25519, None) => Ok(KeyType::Ed25519),
     }
@@ -106,6 +107,12 @@ pub fn key_type(kind: KeyTypeArg, bits: Option<usize>) -> anyhow::Result<KeyType
 impl RequestArgs {
     /// Builds the request body for `identity` and `pubkey` in the chosen API version.
     pub fn request_json(&self, identity: &IdentityData, pubkey: &DevicePublicKey) -> anyhow::Result<String> {
+        if self.force && self.api == ApiArg::V1 {
+            return Err(UsageError(
+                "--force applies only to --api v2; the v1 API has no force field".to_string(),
+            )
+            .into());
+        }
         let api = match self.api {
             ApiArg::V2 => ApiVersion::V2,
             ApiArg::V1 => ApiVersion::V1,

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg};
+use crate::commands::UsageError;
+use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
 use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
@@ -352,45 +353,20 @@ pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> Strin
     }
 }
 
-/// Prefixes of the attribute names --xattr accepts, the namespaces the ext layer writes.
-const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
-
-/// Turns the --xattr NAME=VALUE arguments into the attributes to set. Without any, new files
-/// inherit the SELinux label of /mender's files.
-fn xattr_policy(arguments: &[String]) -> anyhow::Result<XattrPolicy> {
+/// Turns the --xattr arguments into the attributes to set. Without any, new files inherit the
+/// SELinux label of /mender's files.
+fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy> {
     if arguments.is_empty() {
         return Ok(XattrPolicy::InheritLabel);
     }
     let mut attributes: Vec<(String, Vec<u8>)> = Vec::new();
-    for argument in arguments {
-        let Some((name, text)) = argument.split_once('=') else {
-            bail!("--xattr {argument:?}: expected NAME=VALUE");
-        };
-        if !XATTR_PREFIXES.iter().any(|prefix| name.len() > prefix.len() && name.starts_with(prefix)) {
-            bail!("--xattr {argument:?}: the name must start with user., trusted. or security.");
-        }
+    for XattrArg { name, value } in arguments {
         if attributes.iter().any(|(existing, _)| existing == name) {
-            bail!("--xattr {name} is given more than once");
+            return Err(UsageError(format!("--xattr {name} is given more than once")).into());
         }
-        let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-            Some(hex) => decode_hex(hex).with_context(|| format!("--xattr {argument:?}"))?,
-            None => text.as_bytes().to_vec(),
-        };
-        attributes.push((name.to_string(), value));
+        attributes.push((name.clone(), value.clone()));
     }
     Ok(XattrPolicy::Set(attributes))
-}
-
-/// Decodes pairs of hex digits into bytes.
-fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        bail!("the hex value after 0x has an odd number of digits ({})", hex.len());
-    }
-    let digits: Vec<u32> = hex
-        .chars()
-        .map(|digit| digit.to_digit(16).with_context(|| format!("{digit:?} is not a hex digit")))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(digits.chunks(2).map(|pair| pair.iter().fold(0u8, |byte, &digit| byte << 4 | digit as u8)).collect())
 }
 
 /// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
