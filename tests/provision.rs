@@ -553,3 +553,25 @@ fn data_partition_in_logical_partition_is_found() {
     e2fsck_clean(&extracted);
     assert_eq!(debugfs_cat(&extracted, "/mender/mender-agent.pem"), std::fs::read(&key).unwrap());
 }
+
+/// A 1024-bit RSA key is weak, but the Mender client accepts it, so it is installed with one
+/// warning that names the key file.
+#[test]
+fn short_rsa_key_is_used_with_warning() {
+    let test = "short_rsa_key_is_used_with_warning";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = require_tools(&["openssl"], test) else { return };
+    let image = dir.path().join("device.sdimg");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.sdimg"), &image).unwrap();
+    let key = dir.path().join("weak.pem");
+    run_tool("openssl", &["genrsa", "-traditional", "-out", key.to_str().unwrap(), "1024"]);
+
+    let run = provision_with_key(&image, &key, &[]);
+
+    run.assert_success("provision with a 1024-bit key");
+    let warnings: Vec<&str> = run.stderr.lines().filter(|line| line.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "stderr: {}", run.stderr);
+    assert!(warnings[0].contains("weak.pem"), "the warning does not name the key: {}", warnings[0]);
+    assert!(warnings[0].contains("1024 bits is weak"), "{}", warnings[0]);
+    assert!(run.stderr.contains("RSA 1024"), "the key was not installed: {}", run.stderr);
+}

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 
 use crate::commands::UsageError;
 use crate::commands::args::{ApiArg, IdentityArgs, KeyTypeArg, RequestArgs};
-use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType};
+use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType, MIN_RSA_BITS};
 use crate::preauth::identity::IdentityData;
 use crate::preauth::request::{ApiVersion, preauth_request_json};
 
@@ -82,16 +82,32 @@ impl IdentityArgs {
     }
 }
 
-/// Reads a private key file; errors name the file.
+/// Reads a private key file; errors name the file. Warns about a short RSA key.
 pub fn load_private_key(path: &Path) -> anyhow::Result<DevicePrivateKey> {
     let pem = read_small_file(path)?;
-    DevicePrivateKey::from_pem(&pem).with_context(|| path.display().to_string())
+    let key = DevicePrivateKey::from_pem(&pem).with_context(|| path.display().to_string())?;
+    warn_if_weak(path, &key.public_key());
+    Ok(key)
 }
 
-/// Reads a public key file; errors name the file.
+/// Reads a public key file; errors name the file. Warns about a short RSA key.
 pub fn load_public_key(path: &Path) -> anyhow::Result<DevicePublicKey> {
     let pem = read_small_file(path)?;
-    DevicePublicKey::from_pem(&pem).with_context(|| path.display().to_string())
+    let key = DevicePublicKey::from_pem(&pem).with_context(|| path.display().to_string())?;
+    warn_if_weak(path, &key);
+    Ok(key)
+}
+
+/// Warns that an RSA key shorter than keygen makes is weak. Such a key is still used, because
+/// the Mender client accepts it.
+fn warn_if_weak(path: &Path, key: &DevicePublicKey) {
+    if let Some(bits) = key.rsa_bits().filter(|&bits| (bits as usize) < MIN_RSA_BITS) {
+        log::warn!(
+            "{}: RSA key of {bits} bits is weak (under {MIN_RSA_BITS} bits); it is used anyway, but \
+             prefer a new key of 3072 bits",
+            path.display()
+        );
+    }
 }
 
 /// Maps the command-line key type and --bits to the library's key type.
