@@ -568,9 +568,10 @@ fn check_mbr(
             "LBA 0 holds no protective MBR; tools that read the MBR first may see an empty disk".into(),
         ]);
     }
-    let header = mbr::parse_header(first_sector).map_err(PartitionTableError::InvalidGpt)?;
+    let mut sector = *first_sector;
+    let mut warnings = mbr::clear_protective_boot_flags(&mut sector);
+    let header = mbr::parse_header(&sector).map_err(PartitionTableError::InvalidGpt)?;
 
-    let mut warnings = Vec::new();
     for (index, entry) in header.iter() {
         if entry.is_unused() {
             continue;
@@ -866,6 +867,29 @@ mod tests {
 
         assert_eq!(table.partitions.len(), 2);
         assert!(table.warnings[0].contains("backup GPT at LBA 32767 is invalid"), "{:?}", table.warnings);
+    }
+
+    #[test]
+    fn protective_entry_boot_flag_is_a_warning() {
+        let image = two_partition_disk().build();
+        image.as_file().write_all_at(&[0x01], 446).unwrap();
+
+        let table = read_table(&image).unwrap();
+
+        assert_eq!(table.partitions.len(), 2);
+        assert_eq!(table.warnings.len(), 1, "{:?}", table.warnings);
+        assert!(table.warnings[0].contains("protective MBR entry (MBR partition 1)"), "{:?}", table.warnings);
+        assert!(table.warnings[0].contains("boot flag 0x01"), "{:?}", table.warnings);
+    }
+
+    #[test]
+    fn other_mbr_entry_boot_flag_names_its_slot() {
+        let image = two_partition_disk().build();
+        image.as_file().write_all_at(&[0x01, 0, 0, 0, 0x83], 446 + 16).unwrap();
+
+        let error = read_table(&image).unwrap_err().to_string();
+
+        assert!(error.contains("MBR partition 2 has boot flag 0x01"), "{error}");
     }
 
     #[test]
