@@ -575,3 +575,39 @@ fn short_rsa_key_is_used_with_warning() {
     assert!(warnings[0].contains("1024 bits is weak"), "{}", warnings[0]);
     assert!(run.stderr.contains("RSA 1024"), "the key was not installed: {}", run.stderr);
 }
+
+/// Errors about the chosen data partition say what it contains in words, and name a bare
+/// filesystem image once, without partition prefixes.
+#[test]
+fn data_partition_errors_read_plainly() {
+    let test = "data_partition_errors_read_plainly";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = require_tools(&["openssl", "mkfs.ext4"], test) else { return };
+    let image = dir.path().join("device.sdimg");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.sdimg"), &image).unwrap();
+    let key = openssl_rsa_key(dir.path(), "device.pem");
+    let bare = dir.path().join("f.ext4");
+    std::fs::File::create(&bare).unwrap().set_len(8 << 20).unwrap();
+    run_tool("mkfs.ext4", &["-q", "-O", "quota", bare.to_str().unwrap()]);
+
+    let unformatted = provision_with_key(&image, &key, &["--data-partition", "3"]);
+    let vfat = provision_with_key(&image, &key, &["--data-partition", "1"]);
+    let quota = provision_with_key(&bare, &key, &["--data-partition", "0", "--target-layout", "64le"]);
+
+    assert_eq!(unformatted.status.code(), Some(1), "{}", unformatted.stderr);
+    assert!(
+        unformatted.stderr.contains("partition 3 is not formatted (it contains no filesystem)"),
+        "{}",
+        unformatted.stderr
+    );
+    assert!(vfat.stderr.contains("partition 1 contains a vfat filesystem"), "{}", vfat.stderr);
+    assert_eq!(quota.status.code(), Some(1), "{}", quota.stderr);
+    assert!(
+        quota.stderr.contains(
+            "f.ext4: the data filesystem cannot be written: unsupported ext filesystem feature: quota"
+        ),
+        "{}",
+        quota.stderr
+    );
+    assert!(!quota.stderr.contains("whole image"), "{}", quota.stderr);
+}

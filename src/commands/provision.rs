@@ -13,6 +13,7 @@ use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
+use crate::image::sparse_copy::CopyMethod;
 use crate::image::volume::Staged;
 use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
@@ -267,7 +268,11 @@ fn plan(
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
-    let context = || format!("{}: {}", image.path().display(), partition_name(&data.partition));
+    // A bare filesystem image is the data partition itself, so only its path is named.
+    let context = || match data.partition.number {
+        0 => image.path().display().to_string(),
+        _ => format!("{}: {}", image.path().display(), partition_name(&data.partition)),
+    };
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
     let changes = data_partition::provision(&mut ext, key_pem, store_policy, records, xattr_policy, time)
         .with_context(context)?;
@@ -379,7 +384,11 @@ pub(super) fn commit(
     match output {
         Some(output) if !same_file(output, image.path()) => {
             let method = image.apply_to_copy(partition, writes, output)?;
-            log::debug!("copied {} to {} ({method:?})", image.path().display(), output.display());
+            let how = match method {
+                CopyMethod::Reflink => "sharing its blocks (reflink)",
+                CopyMethod::DataRanges => "copying its data and keeping holes as holes",
+            };
+            log::debug!("copied {} to {} by {how}", image.path().display(), output.display());
             Ok(output.to_path_buf())
         }
         _ => {
