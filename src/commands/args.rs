@@ -210,10 +210,11 @@ pub struct ProvisionArgs {
     pub dry_run: bool,
 
     #[command(flatten)]
-    pub records: RecordsArgs,
-
-    #[command(flatten)]
     pub request: RequestArgs,
+
+    // Last, because its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub records: RecordsArgs,
 }
 
 /// Artifact records to write into mender-store, as the Mender client stores them after

@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 
 pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs, StoreArgs};
 
+/// Help heading of the options every subcommand takes, so that they are listed apart from the
+/// subcommand's own options instead of among them.
+const GLOBAL_HEADING: &str = "Global options";
+
 /// Preauthorize Mender devices offline.
 ///
 /// Writes the device key and the Mender client's database (mender-store) onto the data
@@ -24,11 +28,18 @@ pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs
 #[command(name = "mender-preauth", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Print each step on stderr; repeat (-vv) for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    #[arg(
+        short,
+        long,
+        action = clap::ArgAction::Count,
+        global = true,
+        conflicts_with = "quiet",
+        help_heading = GLOBAL_HEADING
+    )]
     pub verbose: u8,
 
     /// Print only warnings and errors on stderr, for batch runs.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL_HEADING)]
     pub quiet: bool,
 
     #[command(subcommand)]
