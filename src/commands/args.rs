@@ -170,7 +170,8 @@ pub struct ProvisionArgs {
     pub keys_dir: PathBuf,
 
     /// Write the provisioned image to this path and leave IMAGE unchanged; holes stay holes.
-    /// Without it IMAGE is changed in place.
+    /// NEW_IMAGE gets IMAGE's permission bits for its owner only (0600 for a 0644 image),
+    /// because it contains the private key. Without --output IMAGE is changed in place.
     #[arg(short, long, value_name = "NEW_IMAGE")]
     pub output: Option<PathBuf>,
 

@@ -86,11 +86,12 @@ matching --clears-provides go, the new ones are added, and the name is written w
 log line goes to stderr; stdout holds only the JSON line.
 
 Examples:
-  Provision a copy of an image with a new key and preauthorize it:
+  Provision a copy of an image with a new key and preauthorize it once the run succeeded
+  (curl runs only then, so a failed run posts no empty request):
     mender-preauth provision core-image.sdimg --output device-0001.sdimg \\
-        --identity mac=02:12:61:13:6c:42 \\
-      | curl --fail -X POST -H \"Authorization: Bearer $TOKEN\" \\
-          -H \"Content-Type: application/json\" --data-binary @- \\
+        --identity mac=02:12:61:13:6c:42 --preauth-out device-0001.json \\
+      && curl --fail -X POST -H \"Authorization: Bearer $TOKEN\" \\
+          -H \"Content-Type: application/json\" --data-binary @device-0001.json \\
           https://hosted.mender.io/api/management/v2/devauth/devices
 
   Install an existing key in place, identity from a file:
@@ -100,7 +101,8 @@ Examples:
     mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
         --bootstrap-provides
 
-Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the message says
+it was provisioned and only printing the request failed), 2 on a usage error.";
 
 /// JSON schema of `inspect --json`, shown at the end of `inspect --help` and in its man page.
 const INSPECT_JSON_SCHEMA: &str = "\
