@@ -57,7 +57,7 @@ fn keygen_rejects_bits_for_curve_keys() {
     let run =
         run_cli(["keygen", "--type", "ed25519", "--bits", "4096", "--out-dir", dir.path().to_str().unwrap()]);
 
-    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(run.status.code(), Some(2), "usage errors exit with 2: {}", run.stderr);
     assert!(run.stderr.contains("--bits applies only to --type rsa"), "{}", run.stderr);
     assert!(!dir.path().join("private.key").exists());
 }

@@ -429,7 +429,6 @@ fn bad_input_leaves_image_unchanged() {
         ),
         ("encrypted key", vec!["--key", encrypted.to_str().unwrap(), "-i", IDENTITY], "encrypted.pem"),
         ("garbage key", vec!["--key", garbage.to_str().unwrap(), "-i", IDENTITY], "garbage.pem"),
-        ("identity without equals sign", vec!["--key", key_arg, "-i", "mac:02:12"], "mac:02:12"),
         (
             "identity file line without equals sign",
             vec!["--key", key_arg, "--identity-file", identity_file.to_str().unwrap()],
@@ -553,4 +552,62 @@ fn data_partition_in_logical_partition_is_found() {
     let extracted = extract_partition(&image, 6, &dir.path().join("p6.ext4"));
     e2fsck_clean(&extracted);
     assert_eq!(debugfs_cat(&extracted, "/mender/mender-agent.pem"), std::fs::read(&key).unwrap());
+}
+
+/// A 1024-bit RSA key is weak, but the Mender client accepts it, so it is installed with one
+/// warning that names the key file.
+#[test]
+fn short_rsa_key_is_used_with_warning() {
+    let test = "short_rsa_key_is_used_with_warning";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = require_tools(&["openssl"], test) else { return };
+    let image = dir.path().join("device.sdimg");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.sdimg"), &image).unwrap();
+    let key = dir.path().join("weak.pem");
+    run_tool("openssl", &["genrsa", "-traditional", "-out", key.to_str().unwrap(), "1024"]);
+
+    let run = provision_with_key(&image, &key, &[]);
+
+    run.assert_success("provision with a 1024-bit key");
+    let warnings: Vec<&str> = run.stderr.lines().filter(|line| line.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "stderr: {}", run.stderr);
+    assert!(warnings[0].contains("weak.pem"), "the warning does not name the key: {}", warnings[0]);
+    assert!(warnings[0].contains("1024 bits is weak"), "{}", warnings[0]);
+    assert!(run.stderr.contains("RSA 1024"), "the key was not installed: {}", run.stderr);
+}
+
+/// Errors about the chosen data partition say what it contains in words, and name a bare
+/// filesystem image once, without partition prefixes.
+#[test]
+fn data_partition_errors_read_plainly() {
+    let test = "data_partition_errors_read_plainly";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_) = require_tools(&["openssl", "mkfs.ext4"], test) else { return };
+    let image = dir.path().join("device.sdimg");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.sdimg"), &image).unwrap();
+    let key = openssl_rsa_key(dir.path(), "device.pem");
+    let bare = dir.path().join("f.ext4");
+    std::fs::File::create(&bare).unwrap().set_len(8 << 20).unwrap();
+    run_tool("mkfs.ext4", &["-q", "-O", "quota", bare.to_str().unwrap()]);
+
+    let unformatted = provision_with_key(&image, &key, &["--data-partition", "3"]);
+    let vfat = provision_with_key(&image, &key, &["--data-partition", "1"]);
+    let quota = provision_with_key(&bare, &key, &["--data-partition", "0", "--target-layout", "64le"]);
+
+    assert_eq!(unformatted.status.code(), Some(1), "{}", unformatted.stderr);
+    assert!(
+        unformatted.stderr.contains("partition 3 is not formatted (it contains no filesystem)"),
+        "{}",
+        unformatted.stderr
+    );
+    assert!(vfat.stderr.contains("partition 1 contains a vfat filesystem"), "{}", vfat.stderr);
+    assert_eq!(quota.status.code(), Some(1), "{}", quota.stderr);
+    assert!(
+        quota.stderr.contains(
+            "f.ext4: the data filesystem cannot be written: unsupported ext filesystem feature: quota"
+        ),
+        "{}",
+        quota.stderr
+    );
+    assert!(!quota.stderr.contains("whole image"), "{}", quota.stderr);
 }

@@ -388,9 +388,6 @@ fn bad_record_input_leaves_image_unchanged() {
     let missing = "/nonexistent/device.sdimg".to_owned();
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
-        ("provides without colon", provision_args(&["--provides", "app.version"]), "\"app.version\""),
-        ("provides with empty key", provision_args(&["--provides", ":1"]), ":1"),
-        ("reserved provide name", provision_args(&["--provides", "artifact_name:x"]), "artifact_name"),
         ("pattern ending in backslash", provision_args(&["--clears-provides", "a\\"]), "a\\\\"),
         ("empty artifact name", provision_args(&["--artifact-name", ""]), "empty"),
         ("get of an unknown key", store_args(&["get", "no-such-key"]), "no-such-key"),

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::image::partition_table::SectorSize;
+use crate::mender::device_key::{MAX_RSA_BITS, MIN_RSA_BITS};
+use crate::mender::provides::parse_provide_argument;
+use crate::preauth::identity::IdentityData;
 
 /// Key algorithm for generated device keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,7 +74,7 @@ impl SectorSizeArg {
 pub struct IdentityArgs {
     /// Identity attribute as KEY=VALUE; repeat for more. A key given several times becomes a
     /// list of values, in the order given.
-    #[arg(short, long = "identity", value_name = "KEY=VALUE")]
+    #[arg(short, long = "identity", value_name = "KEY=VALUE", value_parser = identity_argument)]
     pub identity: Vec<String>,
 
     /// File of KEY=VALUE lines, as printed by the device's mender-device-identity script; blank
@@ -88,7 +91,7 @@ pub struct KeygenArgs {
     pub key_type: KeyTypeArg,
 
     /// RSA key length in bits, 2048 to 8192 [default: 3072]; only with --type rsa.
-    #[arg(short, long, value_name = "N")]
+    #[arg(short, long, value_name = "N", value_parser = rsa_bits)]
     pub bits: Option<usize>,
 
     /// Directory for the key files; created when missing.
@@ -157,7 +160,7 @@ pub struct ProvisionArgs {
     pub key_type: KeyTypeArg,
 
     /// RSA length in bits of a generated key, 2048 to 8192 [default: 3072]; only with --type rsa.
-    #[arg(short, long, value_name = "N", conflicts_with = "key")]
+    #[arg(short, long, value_name = "N", value_parser = rsa_bits, conflicts_with = "key")]
     pub bits: Option<usize>,
 
     /// Directory where a generated key pair is saved, as IMAGE-NAME-private.key and
@@ -167,7 +170,8 @@ pub struct ProvisionArgs {
     pub keys_dir: PathBuf,
 
     /// Write the provisioned image to this path and leave IMAGE unchanged; holes stay holes.
-    /// Without it IMAGE is changed in place.
+    /// NEW_IMAGE gets IMAGE's permission bits for its owner only (0600 for a 0644 image),
+    /// because it contains the private key. Without --output IMAGE is changed in place.
     #[arg(short, long, value_name = "NEW_IMAGE")]
     pub output: Option<PathBuf>,
 
@@ -199,18 +203,19 @@ pub struct ProvisionArgs {
     /// digits (0x0a00 is a newline and a NUL). Without --xattr, new files get the
     /// security.selinux label that most files in /mender carry (or that of /mender itself). With
     /// it, only the given attributes are set. Replaced files keep their other attributes.
-    #[arg(long = "xattr", value_name = "NAME=VALUE")]
-    pub xattrs: Vec<String>,
+    #[arg(long = "xattr", value_name = "NAME=VALUE", value_parser = xattr_argument)]
+    pub xattrs: Vec<XattrArg>,
 
     /// Report what would change and write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 
     #[command(flatten)]
-    pub records: RecordsArgs,
-
-    #[command(flatten)]
     pub request: RequestArgs,
+
+    // Last, because its help heading applies to every argument after it.
+    #[command(flatten)]
+    pub records: RecordsArgs,
 }
 
 /// Artifact records to write into mender-store, as the Mender client stores them after
@@ -226,7 +231,7 @@ pub struct RecordsArgs {
 
     /// Add a provide to the artifact-provides record, as KEY:VALUE split at the first colon;
     /// repeat for more. Stored provides are kept unless --clears-provides matches them.
-    #[arg(long = "provides", value_name = "KEY:VALUE")]
+    #[arg(long = "provides", value_name = "KEY:VALUE", value_parser = provide_argument)]
     pub provides: Vec<String>,
 
     /// Remove the stored provides whose names match PATTERN before adding new ones. As in an
@@ -382,4 +387,64 @@ pub struct StoreDeleteArgs {
 
     #[command(flatten)]
     pub write: StoreWriteArgs,
+}
+
+/// Checks one --identity value as the identity parser does, so that a malformed one is a usage
+/// error.
+fn identity_argument(argument: &str) -> Result<String, String> {
+    IdentityData::from_args(&[argument]).map_err(|error| error.to_string())?;
+    Ok(argument.to_string())
+}
+
+/// Parses --bits: an RSA key length the key generator accepts.
+fn rsa_bits(argument: &str) -> Result<usize, String> {
+    let bits: usize = argument.parse().map_err(|_| format!("{argument:?} is not a number of bits"))?;
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+        return Err(format!("RSA keys of {MIN_RSA_BITS} to {MAX_RSA_BITS} bits are supported"));
+    }
+    Ok(bits)
+}
+
+/// Checks one --provides value as the provides parser does, so that a malformed one is a usage
+/// error.
+fn provide_argument(argument: &str) -> Result<String, String> {
+    parse_provide_argument(argument).map_err(|error| error.to_string())?;
+    Ok(argument.to_string())
+}
+
+/// One extended attribute given with --xattr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XattrArg {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+/// Prefixes of the attribute names --xattr accepts, the namespaces the ext layer writes.
+const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
+
+/// Parses --xattr NAME=VALUE, with VALUE as text or as 0x and hex digits.
+fn xattr_argument(argument: &str) -> Result<XattrArg, String> {
+    let Some((name, text)) = argument.split_once('=') else {
+        return Err("expected NAME=VALUE".to_string());
+    };
+    if !XATTR_PREFIXES.iter().any(|prefix| name.len() > prefix.len() && name.starts_with(prefix)) {
+        return Err(format!("the name {name:?} must start with user., trusted. or security."));
+    }
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => decode_hex(hex)?,
+        None => text.as_bytes().to_vec(),
+    };
+    Ok(XattrArg { name: name.to_string(), value })
+}
+
+/// Decodes pairs of hex digits into bytes.
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    if !hex.len().is_multiple_of(2) {
+        return Err(format!("the hex value after 0x has an odd number of digits ({})", hex.len()));
+    }
+    let digits: Vec<u32> = hex
+        .chars()
+        .map(|digit| digit.to_digit(16).ok_or_else(|| format!("{digit:?} is not a hex digit")))
+        .collect::<Result<_, _>>()?;
+    Ok(digits.chunks(2).map(|pair| pair.iter().fold(0u8, |byte, &digit| byte << 4 | digit as u8)).collect())
 }

@@ -20,6 +20,10 @@ pub use file_args::{
     CatArgs, ChmodArgs, ChownArgs, CpArgs, InstallArgs, LnArgs, LsArgs, MkdirArgs, RmArgs, StatArgs,
 };
 
+/// Help heading of the options every subcommand takes, so that they are listed apart from the
+/// subcommand's own options instead of among them.
+const GLOBAL_HEADING: &str = "Global options";
+
 /// Preauthorize Mender devices offline.
 ///
 /// Writes the device key and the Mender client's database (mender-store) onto the data
@@ -29,16 +33,29 @@ pub use file_args::{
 #[command(name = "mender-preauth", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Print each step on stderr; repeat (-vv) for more detail.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
+    #[arg(
+        short,
+        long,
+        action = clap::ArgAction::Count,
+        global = true,
+        conflicts_with = "quiet",
+        help_heading = GLOBAL_HEADING
+    )]
     pub verbose: u8,
 
     /// Print only warnings and errors on stderr, for batch runs.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL_HEADING)]
     pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// A combination of arguments that clap does not check, such as --bits with a key type other
+/// than RSA. The binary exits with status 2 for it, as for the usage errors clap finds.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// One subcommand and its arguments.
 #[derive(Debug, Subcommand)]
@@ -137,11 +154,12 @@ matching --clears-provides go, the new ones are added, and the name is written w
 log line goes to stderr; stdout holds only the JSON line.
 
 Examples:
-  Provision a copy of an image with a new key and preauthorize it:
+  Provision a copy of an image with a new key and preauthorize it once the run succeeded
+  (curl runs only then, so a failed run posts no empty request):
     mender-preauth provision core-image.sdimg --output device-0001.sdimg \\
-        --identity mac=02:12:61:13:6c:42 \\
-      | curl --fail -X POST -H \"Authorization: Bearer $TOKEN\" \\
-          -H \"Content-Type: application/json\" --data-binary @- \\
+        --identity mac=02:12:61:13:6c:42 --preauth-out device-0001.json \\
+      && curl --fail -X POST -H \"Authorization: Bearer $TOKEN\" \\
+          -H \"Content-Type: application/json\" --data-binary @device-0001.json \\
           https://hosted.mender.io/api/management/v2/devauth/devices
 
   Install an existing key in place, identity from a file:
@@ -151,7 +169,8 @@ Examples:
     mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
         --bootstrap-provides
 
-Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the message says
+it was provisioned and only printing the request failed), 2 on a usage error.";
 
 /// JSON schema of `inspect --json`, shown at the end of `inspect --help` and in its man page.
 const INSPECT_JSON_SCHEMA: &str = "\

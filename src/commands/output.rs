@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::commands::UsageError;
 use crate::commands::args::{ApiArg, IdentityArgs, KeyTypeArg, RequestArgs};
-use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType};
+use crate::mender::device_key::{DEFAULT_RSA_BITS, DevicePrivateKey, DevicePublicKey, KeyType, MIN_RSA_BITS};
 use crate::preauth::identity::IdentityData;
 use crate::preauth::request::{ApiVersion, preauth_request_json};
 
@@ -81,23 +82,39 @@ impl IdentityArgs {
     }
 }
 
-/// Reads a private key file; errors name the file.
+/// Reads a private key file; errors name the file. Warns about a short RSA key.
 pub fn load_private_key(path: &Path) -> anyhow::Result<DevicePrivateKey> {
     let pem = read_small_file(path)?;
-    DevicePrivateKey::from_pem(&pem).with_context(|| path.display().to_string())
+    let key = DevicePrivateKey::from_pem(&pem).with_context(|| path.display().to_string())?;
+    warn_if_weak(path, &key.public_key());
+    Ok(key)
 }
 
-/// Reads a public key file; errors name the file.
+/// Reads a public key file; errors name the file. Warns about a short RSA key.
 pub fn load_public_key(path: &Path) -> anyhow::Result<DevicePublicKey> {
     let pem = read_small_file(path)?;
-    DevicePublicKey::from_pem(&pem).with_context(|| path.display().to_string())
+    let key = DevicePublicKey::from_pem(&pem).with_context(|| path.display().to_string())?;
+    warn_if_weak(path, &key);
+    Ok(key)
+}
+
+/// Warns that an RSA key shorter than keygen makes is weak. Such a key is still used, because
+/// the Mender client accepts it.
+fn warn_if_weak(path: &Path, key: &DevicePublicKey) {
+    if let Some(bits) = key.rsa_bits().filter(|&bits| (bits as usize) < MIN_RSA_BITS) {
+        log::warn!(
+            "{}: RSA key of {bits} bits is weak (under {MIN_RSA_BITS} bits); it is used anyway, but \
+             prefer a new key of 3072 bits",
+            path.display()
+        );
+    }
 }
 
 /// Maps the command-line key type and --bits to the library's key type.
 pub fn key_type(kind: KeyTypeArg, bits: Option<usize>) -> anyhow::Result<KeyType> {
     match (kind, bits) {
         (KeyTypeArg::Rsa, bits) => Ok(KeyType::Rsa { bits: bits.unwrap_or(DEFAULT_RSA_BITS) }),
-        (_, Some(_)) => bail!("--bits applies only to --type rsa"),
+        (_, Some(_)) => Err(UsageError("--bits applies only to --type rsa".to_string()).into()),
         (KeyTypeArg::EcdsaP256, None) => Ok(KeyType::EcdsaP256),
         (KeyTypeArg::Ed25519, None) => Ok(KeyType::Ed25519),
     }
@@ -106,6 +123,12 @@ pub fn key_type(kind: KeyTypeArg, bits: Option<usize>) -> anyhow::Result<KeyType
 impl RequestArgs {
     /// Builds the request body for `identity` and `pubkey` in the chosen API version.
     pub fn request_json(&self, identity: &IdentityData, pubkey: &DevicePublicKey) -> anyhow::Result<String> {
+        if self.force && self.api == ApiArg::V1 {
+            return Err(UsageError(
+                "--force applies only to --api v2; the v1 API has no force field".to_string(),
+            )
+            .into());
+        }
         let api = match self.api {
             ApiArg::V2 => ApiVersion::V2,
             ApiArg::V1 => ApiVersion::V1,

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg};
+use crate::commands::UsageError;
+use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
 use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
+use crate::image::sparse_copy::CopyMethod;
 use crate::image::volume::Staged;
 use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
@@ -81,19 +83,30 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         Ok(written) => written,
         Err(error) => {
             request_output.discard();
+            // The image does not carry the generated key, so a saved copy would only mislead.
+            if let Some((private_path, public_path)) = &saved_key {
+                let _ = std::fs::remove_file(private_path);
+                let _ = std::fs::remove_file(public_path);
+            }
             return Err(error);
         }
     };
 
     log::info!("{}: {}", written.display(), summarize(&changes, &device_key, Tense::Done));
-    if let Some((private_path, public_path)) = saved_key {
+    if let Some((private_path, public_path)) = &saved_key {
         log::info!(
             "saved the generated key pair as {} and {}",
             private_path.display(),
             public_path.display()
         );
     }
-    request_output.write_line(&request)
+    request_output.write_line(&request).with_context(|| {
+        let mut message = format!("{} was provisioned, but writing the request failed", written.display());
+        if let Some((private_path, _)) = &saved_key {
+            message.push_str(&format!(" (the generated key is saved as {})", private_path.display()));
+        }
+        message
+    })
 }
 
 /// Checks --output before any work: its directory must exist, and it must not name `image`.
@@ -255,7 +268,11 @@ fn plan(
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
-    let context = || format!("{}: {}", image.path().display(), partition_name(&data.partition));
+    // A bare filesystem image is the data partition itself, so only its path is named.
+    let context = || match data.partition.number {
+        0 => image.path().display().to_string(),
+        _ => format!("{}: {}", image.path().display(), partition_name(&data.partition)),
+    };
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
     let changes = data_partition::provision(&mut ext, key_pem, store_policy, records, xattr_policy, time)
         .with_context(context)?;
@@ -341,45 +358,20 @@ pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> Strin
     }
 }
 
-/// Prefixes of the attribute names --xattr accepts, the namespaces the ext layer writes.
-const XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
-
-/// Turns the --xattr NAME=VALUE arguments into the attributes to set. Without any, new files
-/// inherit the SELinux label of /mender's files.
-fn xattr_policy(arguments: &[String]) -> anyhow::Result<XattrPolicy> {
+/// Turns the --xattr arguments into the attributes to set. Without any, new files inherit the
+/// SELinux label of /mender's files.
+fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy> {
     if arguments.is_empty() {
         return Ok(XattrPolicy::InheritLabel);
     }
     let mut attributes: Vec<(String, Vec<u8>)> = Vec::new();
-    for argument in arguments {
-        let Some((name, text)) = argument.split_once('=') else {
-            bail!("--xattr {argument:?}: expected NAME=VALUE");
-        };
-        if !XATTR_PREFIXES.iter().any(|prefix| name.len() > prefix.len() && name.starts_with(prefix)) {
-            bail!("--xattr {argument:?}: the name must start with user., trusted. or security.");
-        }
+    for XattrArg { name, value } in arguments {
         if attributes.iter().any(|(existing, _)| existing == name) {
-            bail!("--xattr {name} is given more than once");
+            return Err(UsageError(format!("--xattr {name} is given more than once")).into());
         }
-        let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-            Some(hex) => decode_hex(hex).with_context(|| format!("--xattr {argument:?}"))?,
-            None => text.as_bytes().to_vec(),
-        };
-        attributes.push((name.to_string(), value));
+        attributes.push((name.clone(), value.clone()));
     }
     Ok(XattrPolicy::Set(attributes))
-}
-
-/// Decodes pairs of hex digits into bytes.
-fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        bail!("the hex value after 0x has an odd number of digits ({})", hex.len());
-    }
-    let digits: Vec<u32> = hex
-        .chars()
-        .map(|digit| digit.to_digit(16).with_context(|| format!("{digit:?} is not a hex digit")))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(digits.chunks(2).map(|pair| pair.iter().fold(0u8, |byte, &digit| byte << 4 | digit as u8)).collect())
 }
 
 /// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
@@ -392,7 +384,11 @@ pub(super) fn commit(
     match output {
         Some(output) if !same_file(output, image.path()) => {
             let method = image.apply_to_copy(partition, writes, output)?;
-            log::debug!("copied {} to {} ({method:?})", image.path().display(), output.display());
+            let how = match method {
+                CopyMethod::Reflink => "sharing its blocks (reflink)",
+                CopyMethod::DataRanges => "copying its data and keeping holes as holes",
+            };
+            log::debug!("copied {} to {} by {how}", image.path().display(), output.display());
             Ok(output.to_path_buf())
         }
         _ => {

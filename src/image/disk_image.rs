@@ -40,6 +40,16 @@ pub enum ImageError {
     NotAFile { path: PathBuf },
     #[error("{path}: the undo log could not be written or removed: {source}")]
     UndoLog { path: PathBuf, source: io::Error },
+    #[error("{path}: nothing was changed, because its undo log {log} could not be written: {source}")]
+    UndoLogNotWritten { path: PathBuf, log: PathBuf, source: io::Error },
+    #[error("{path}: writing the image failed, so it was rolled back and nothing was changed: {source}")]
+    RolledBack { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: writing the image failed ({write_error}) and rolling it back failed too ({rollback_error}); \
+         the image is half-written until the next mender-preauth run on it (such as `mender-preauth inspect \
+         {path}`) restores it from the undo log {log}"
+    )]
+    HalfWritten { path: PathBuf, log: PathBuf, write_error: io::Error, rollback_error: UndoError },
     #[error("{path}: {source}")]
     Recovery { path: PathBuf, source: UndoError },
 }
@@ -180,15 +190,36 @@ impl DiskImage {
         }
         let log = undo_log::log_path(&self.path);
         let image_len = self.file.metadata().map_err(io_error)?.len();
-        undo_log::write_log(&log, image_len, &saved)
-            .map_err(|source| ImageError::UndoLog { path: log.clone(), source })?;
+        undo_log::write_log(&log, image_len, &saved).map_err(|source| ImageError::UndoLogNotWritten {
+            path: self.path.clone(),
+            log: log.clone(),
+            source,
+        })?;
 
         let mut chunks_written = 0;
-        for change in changes {
-            write_ranges(&self.file, change, &mut chunks_written).map_err(io_error)?;
+        let written = changes
+            .iter()
+            .try_for_each(|change| write_ranges(&self.file, change, &mut chunks_written))
+            .and_then(|()| self.file.sync_data());
+        if let Err(write_error) = written {
+            return Err(self.roll_back(&log, write_error));
         }
-        self.file.sync_data().map_err(io_error)?;
         undo_log::remove_log(&log).map_err(|source| ImageError::UndoLog { path: log, source })
+    }
+
+    /// Replays the undo log at `log` right after writing the image failed with `write_error`,
+    /// so that the image is as it was and no log is left. Restoring holes punches them, which
+    /// gives back the space a full disk is short of.
+    fn roll_back(&self, log: &Path, write_error: io::Error) -> ImageError {
+        match undo_log::recover(log, &self.file) {
+            Ok(_) => ImageError::RolledBack { path: self.path.clone(), source: write_error },
+            Err(rollback_error) => ImageError::HalfWritten {
+                path: self.path.clone(),
+                log: log.to_path_buf(),
+                write_error,
+                rollback_error,
+            },
+        }
     }
 
     /// Writes a copy of this image with `writes` applied to `destination`, keeping holes as

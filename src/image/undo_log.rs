@@ -177,9 +177,14 @@ pub fn write_log(path: &Path, image_len: u64, ranges: &[SavedRange]) -> io::Resu
 
     // The log holds bytes of the image, which may include a private key: owner only.
     let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    sync_directory(path)
+    let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| sync_directory(path));
+    if written.is_err() {
+        // A log cut short (a full disk, say) must not stay: the image is untouched, and the next
+        // run would only have to discard it.
+        drop(file);
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// Removes the undo log once the modification is complete and synced.
@@ -238,10 +243,16 @@ pub fn recover(log: &Path, image: &File) -> Result<Recovery, UndoError> {
         }
     }
 
+    // Holes first: punching them frees the space that writing the original bytes back may need
+    // when the disk is full.
     for range in &ranges {
-        match &range.original {
-            Original::Bytes(original) => image.write_all_at(original, range.offset).map_err(io_error)?,
-            Original::Zeros { len } => restore_zeros(image, range.offset, *len).map_err(io_error)?,
+        if let Original::Zeros { len } = &range.original {
+            restore_zeros(image, range.offset, *len).map_err(io_error)?;
+        }
+    }
+    for range in &ranges {
+        if let Original::Bytes(original) = &range.original {
+            image.write_all_at(original, range.offset).map_err(io_error)?;
         }
     }
     image.sync_all().map_err(io_error)?;

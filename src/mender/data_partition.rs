@@ -89,6 +89,8 @@ pub struct DataPartitionChanges {
 /// Failure to provision the data partition.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    #[error("the data filesystem cannot be written: {source}")]
+    NotWritable { source: ExtError },
     #[error("{path} on the data partition: {source}")]
     Ext { path: &'static str, source: ExtError },
     #[error("{path} on the data partition exists but is not a {expected}")]
@@ -116,7 +118,7 @@ pub fn provision<V: VolumeMut>(
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> Result<DataPartitionChanges, ProvisionError> {
-    ext.check_writable().map_err(|source| ProvisionError::Ext { path: "/", source })?;
+    ext.check_writable().map_err(|source| ProvisionError::NotWritable { source })?;
     let created_mender_dir = ensure_mender_dir(ext, time)?;
     let label = match xattr_policy {
         XattrPolicy::InheritLabel => common_label(ext)?,
@@ -166,7 +168,7 @@ pub fn edit_store<V: VolumeMut, E: From<ProvisionError>>(
     xattr_policy: &XattrPolicy,
     time: i64,
 ) -> Result<StoreEditChanges, E> {
-    ext.check_writable().map_err(|source| ProvisionError::Ext { path: "/", source })?;
+    ext.check_writable().map_err(|source| ProvisionError::NotWritable { source })?;
     let created_mender_dir = ensure_mender_dir(ext, time)?;
     let label = match xattr_policy {
         XattrPolicy::InheritLabel => common_label(ext)?,

@@ -331,6 +331,14 @@ impl DevicePublicKey {
         digest.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(":")
     }
 
+    /// Returns the modulus length in bits of an RSA key, `None` for other key types.
+    pub fn rsa_bits(&self) -> Option<u32> {
+        match self.kind {
+            PublicKind::Rsa { bits } => Some(bits),
+            PublicKind::EcdsaP256 | PublicKind::Ed25519 => None,
+        }
+    }
+
     /// Returns the key type for people: "RSA 3072", "ECDSA P-256" or "Ed25519".
     pub fn description(&self) -> String {
         match self.kind {

@@ -114,8 +114,8 @@ pub enum DataPartitionError {
     Ambiguous { candidates: String },
     #[error("partition {number} does not exist; partitions: {found}")]
     NoSuchPartition { number: u32, found: String },
-    #[error("partition {number} holds {filesystem}, not an ext2/3/4 filesystem")]
-    NotExt { number: u32, filesystem: String },
+    #[error("partition {number} {content}, but the data partition must be an ext2/3/4 filesystem")]
+    NotExt { number: u32, content: String },
     #[error("partition {number} is the {role} partition ({reason}), not the data partition")]
     NotData { number: u32, role: &'static str, reason: String },
 }
@@ -348,6 +348,18 @@ fn describe_filesystem(filesystem: &Filesystem) -> String {
     }
 }
 
+/// Describes what a partition that is not ext2/3/4 contains, after "partition N".
+fn describe_content(filesystem: &Filesystem) -> String {
+    match filesystem {
+        Filesystem::Empty => "is not formatted (it contains no filesystem)".to_string(),
+        Filesystem::Unknown { reason: Some(reason) } => {
+            format!("contains no filesystem this tool reads ({reason})")
+        }
+        Filesystem::Unknown { reason: None } => "contains no filesystem this tool reads".to_string(),
+        other => format!("contains a {} filesystem", other.name()),
+    }
+}
+
 /// Names a partition as listings do: `partition 4`, or `whole image` for a bare filesystem.
 pub fn partition_name(partition: &Partition) -> String {
     if partition.number == 0 { "whole image".into() } else { format!("partition {}", partition.number) }
@@ -365,10 +377,7 @@ pub fn find_data_partition(
                 DataPartitionError::NoSuchPartition { number, found: describe_found(partitions) }
             })?;
         if !matches!(found.filesystem, Filesystem::Ext { .. }) {
-            return Err(DataPartitionError::NotExt {
-                number,
-                filesystem: describe_filesystem(&found.filesystem),
-            });
+            return Err(DataPartitionError::NotExt { number, content: describe_content(&found.filesystem) });
         }
         if let Some(role @ (Role::Boot | Role::RootfsA | Role::RootfsB)) = found.role {
             return Err(DataPartitionError::NotData {

@@ -257,6 +257,9 @@ pub(super) fn read(
             backup
         }
         (Err(primary_problem), Err(backup_problem)) => {
+            if let Some(truncated) = truncation(&layout, image_len)? {
+                return Err(PartitionTableError::InvalidGpt(truncated));
+            }
             return Err(PartitionTableError::InvalidGpt(format!(
                 "the primary GPT at LBA 1 is invalid ({primary_problem}), and so is the backup GPT at \
                  LBA {backup_lba} ({backup_problem}){}",
@@ -267,6 +270,35 @@ pub(super) fn read(
 
     warnings.extend(check_mbr(first_sector, sector_size, &partitions)?);
     Ok(PartitionTable { kind: TableKind::Gpt, sector_size, partitions, warnings })
+}
+
+/// Describes an image cut short: the primary GPT header is intact (signature and CRC32), but the
+/// backup header it names lies past the image's last LBA. Returns `None` for any other damage.
+fn truncation(layout: &Layout, image_len: u64) -> Result<Option<String>, PartitionTableError> {
+    let sector_bytes = layout.sector_size.bytes();
+    let mut sector = vec![0u8; sector_bytes as usize];
+    layout.file.read_exact_at(&mut sector, sector_bytes)?;
+    if &sector[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 8] != SIGNATURE {
+        return Ok(None);
+    }
+    let header_size = read_u32(&sector, HEADER_SIZE_OFFSET);
+    if header_size < MIN_HEADER_SIZE || u64::from(header_size) > sector_bytes {
+        return Ok(None);
+    }
+    let mut header_bytes = sector[..header_size as usize].to_vec();
+    header_bytes[HEADER_CRC_OFFSET..HEADER_CRC_OFFSET + 4].fill(0);
+    if CRC32.checksum(&header_bytes) != read_u32(&sector, HEADER_CRC_OFFSET) {
+        return Ok(None);
+    }
+    let backup_lba = read_u64(&sector, ALTERNATE_LBA_OFFSET);
+    if backup_lba <= layout.last_lba {
+        return Ok(None);
+    }
+    let expected_len = backup_lba.saturating_add(1).saturating_mul(sector_bytes);
+    Ok(Some(format!(
+        "the image is shorter than its GPT says (truncated?): it has {image_len} bytes, but its primary GPT \
+         puts the backup GPT at LBA {backup_lba}, so the image should have at least {expected_len} bytes"
+    )))
 }
 
 /// Splits the result of reading one GPT copy: a failed read of the file fails the whole table,
@@ -381,7 +413,7 @@ fn parse_header(sector: &[u8], lba: u64, copy: Copy, layout: &Layout) -> Result<
     let header_size = read_u32(sector, HEADER_SIZE_OFFSET);
     if header_size < MIN_HEADER_SIZE || u64::from(header_size) > layout.sector_size.bytes() {
         return Err(format!(
-            "header size {header_size} is outside {MIN_HEADER_SIZE}..={}",
+            "header size {header_size} is not between {MIN_HEADER_SIZE} and {}",
             layout.sector_size.bytes()
         ));
     }
@@ -422,12 +454,12 @@ fn check_usable_range(header: &Header, lba: u64, copy: Copy, layout: &Layout) ->
     let (first, last) = (header.first_usable_lba, header.last_usable_lba);
     let backup_lba = if copy == Copy::Primary { header.alternate_lba } else { lba };
     if first < 2 || first > last {
-        return Err(format!("the usable LBAs {first}..={last} are empty or start before LBA 2"));
+        return Err(format!("the usable LBAs {first} to {last} are empty or start before LBA 2"));
     }
     if last >= backup_lba || last > layout.last_lba {
         return Err(format!(
-            "the usable LBAs {first}..={last} reach the backup header (LBA {backup_lba}) or the image's end \
-             (LBA {})",
+            "the usable LBAs {first} to {last} reach the backup header (LBA {backup_lba}) or the image's \
+             last LBA {}",
             layout.last_lba
         ));
     }
@@ -461,8 +493,9 @@ fn check_entry_array_bounds(header: &Header, lba: u64, layout: &Layout) -> Resul
         || overlaps(header.alternate_lba, header.alternate_lba)
     {
         return Err(format!(
-            "the partition entry array at LBAs {start}..{end} overlaps a header, the usable LBAs or the \
-             image's end"
+            "the partition entry array at LBAs {start} to {} overlaps a header, the usable LBAs or the \
+             image's end",
+            end - 1
         ));
     }
     Ok(())
@@ -494,8 +527,8 @@ fn read_entries(layout: &Layout, header: &Header) -> Result<Vec<Partition>, Prob
         let last_lba = read_u64(entry, ENTRY_ENDING_LBA_OFFSET);
         if first_lba > last_lba || first_lba < header.first_usable_lba || last_lba > header.last_usable_lba {
             return Err(Problem::Invalid(format!(
-                "partition {number} (LBAs {first_lba}..={last_lba}) does not lie inside the usable LBAs \
-                 {}..={}",
+                "partition {number} (LBAs {first_lba} to {last_lba}) does not lie inside the usable LBAs \
+                 {} to {}",
                 header.first_usable_lba, header.last_usable_lba
             )));
         }
@@ -535,9 +568,10 @@ fn check_mbr(
             "LBA 0 holds no protective MBR; tools that read the MBR first may see an empty disk".into(),
         ]);
     }
-    let header = mbr::parse_header(first_sector).map_err(PartitionTableError::InvalidGpt)?;
+    let mut sector = *first_sector;
+    let mut warnings = mbr::clear_protective_boot_flags(&mut sector);
+    let header = mbr::parse_header(&sector).map_err(PartitionTableError::InvalidGpt)?;
 
-    let mut warnings = Vec::new();
     for (index, entry) in header.iter() {
         if entry.is_unused() {
             continue;
@@ -836,6 +870,43 @@ mod tests {
     }
 
     #[test]
+    fn protective_entry_boot_flag_is_a_warning() {
+        let image = two_partition_disk().build();
+        image.as_file().write_all_at(&[0x01], 446).unwrap();
+
+        let table = read_table(&image).unwrap();
+
+        assert_eq!(table.partitions.len(), 2);
+        assert_eq!(table.warnings.len(), 1, "{:?}", table.warnings);
+        assert!(table.warnings[0].contains("protective MBR entry (MBR partition 1)"), "{:?}", table.warnings);
+        assert!(table.warnings[0].contains("boot flag 0x01"), "{:?}", table.warnings);
+    }
+
+    #[test]
+    fn other_mbr_entry_boot_flag_names_its_slot() {
+        let image = two_partition_disk().build();
+        image.as_file().write_all_at(&[0x01, 0, 0, 0, 0x83], 446 + 16).unwrap();
+
+        let error = read_table(&image).unwrap_err().to_string();
+
+        assert!(error.contains("MBR partition 2 has boot flag 0x01"), "{error}");
+    }
+
+    #[test]
+    fn truncated_image_is_named_truncated() {
+        let image = two_partition_disk().build();
+        image.as_file().set_len(30720 * 512).unwrap();
+
+        let error = read_table(&image).unwrap_err().to_string();
+
+        assert!(error.contains("shorter than its GPT says (truncated?)"), "{error}");
+        assert!(error.contains("it has 15728640 bytes"), "{error}");
+        assert!(error.contains("backup GPT at LBA 32767"), "{error}");
+        assert!(error.contains("at least 16777216 bytes"), "{error}");
+        assert!(!error.contains("..="), "{error}");
+    }
+
+    #[test]
     fn both_copies_damaged_is_an_error() {
         let image = two_partition_disk().build();
         corrupt(&image, 512 + 0x38);
@@ -901,7 +972,7 @@ mod tests {
 
         let error = read_table(&image).unwrap_err();
 
-        assert!(error.to_string().contains("does not lie inside the usable LBAs 34..=32734"), "{error}");
+        assert!(error.to_string().contains("does not lie inside the usable LBAs 34 to 32734"), "{error}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ const MBR_SIGNATURE: [u8; 2] = [0x55, 0xAA];
 const ENTRIES_OFFSET: usize = 446;
 const ENTRY_LEN: usize = 16;
 const ENTRY_TYPE_OFFSET: usize = 4;
+/// Offset of the boot indicator in an entry: 0x80 for active, 0x00 otherwise.
+const ENTRY_BOOT_OFFSET: usize = 0;
 
 /// Partition type of the single entry of a GPT's protective MBR.
 pub(super) const GPT_PROTECTIVE_TYPE: u8 = 0xEE;
@@ -44,9 +46,38 @@ pub(super) fn is_protective(first_sector: &[u8; 512]) -> bool {
     })
 }
 
-/// Decodes the four primary entries of an MBR sector.
+/// Decodes the four primary entries of an MBR sector. A boot flag other than 0x00 or 0x80 is an
+/// error that names the entry, numbered 1 to 4.
 pub(super) fn parse_header(sector: &[u8]) -> Result<mbrman::MBRHeader, String> {
+    for index in 0..4 {
+        let boot = sector[ENTRIES_OFFSET + index * ENTRY_LEN + ENTRY_BOOT_OFFSET];
+        if boot != 0x00 && boot != 0x80 {
+            return Err(format!(
+                "MBR partition {} has boot flag {boot:#04x} (expected 0x00 or 0x80)",
+                index + 1
+            ));
+        }
+    }
     mbrman::MBRHeader::read_from(&mut io::Cursor::new(sector)).map_err(|error| error.to_string())
+}
+
+/// Clears a boot flag other than 0x00 or 0x80 on the protective (0xEE) entries of `sector`, which
+/// Linux and sfdisk accept, and returns a warning for each entry cleared.
+pub(super) fn clear_protective_boot_flags(sector: &mut [u8; 512]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for index in 0..4 {
+        let entry = ENTRIES_OFFSET + index * ENTRY_LEN;
+        let boot = sector[entry + ENTRY_BOOT_OFFSET];
+        if sector[entry + ENTRY_TYPE_OFFSET] == GPT_PROTECTIVE_TYPE && boot != 0x00 && boot != 0x80 {
+            warnings.push(format!(
+                "the protective MBR entry (MBR partition {}) has boot flag {boot:#04x}, not 0x00 or 0x80; \
+                 the GPT is read all the same, as Linux does",
+                index + 1
+            ));
+            sector[entry + ENTRY_BOOT_OFFSET] = 0x00;
+        }
+    }
+    warnings
 }
 
 /// Reads an MBR partition table whose first sector is `first_sector`, with `requested` sectors
