@@ -135,22 +135,47 @@ impl ClearsPattern {
     /// Returns true when the pattern matches the whole of `name`. A star does not match a
     /// newline, because Go's `.` does not.
     pub fn matches(&self, name: &str) -> bool {
-        let name: Vec<char> = name.chars().collect();
-        matches_from(&self.parts, &name)
+        matches_all(&self.parts, name)
     }
 }
 
-/// Matches `parts` against all of `name`, trying every length for each star. Patterns and names
-/// are short, so the backtracking stays cheap.
-fn matches_from(parts: &[PatternPart], name: &[char]) -> bool {
-    match parts.split_first() {
-        None => name.is_empty(),
-        Some((PatternPart::Literal(expected), rest)) => {
-            name.first() == Some(expected) && matches_from(rest, &name[1..])
+/// Matches `parts` against all of `name` by running the pattern as an automaton: `reachable[i]`
+/// is true when the name read so far can end just before part `i`. Each character of the name
+/// updates every part once, so matching takes O(name length × pattern length) steps whatever the
+/// number of stars, where trying every length for each star took exponential time.
+fn matches_all(parts: &[PatternPart], name: &str) -> bool {
+    let mut reachable = vec![false; parts.len() + 1];
+    reachable[0] = true;
+    close_over_stars(parts, &mut reachable);
+
+    let mut next = vec![false; parts.len() + 1];
+    for c in name.chars() {
+        next.fill(false);
+        for (index, part) in parts.iter().enumerate() {
+            if !reachable[index] {
+                continue;
+            }
+            match part {
+                PatternPart::Literal(expected) if *expected == c => next[index + 1] = true,
+                PatternPart::Literal(_) => {}
+                PatternPart::Star if c != '\n' => next[index] = true,
+                PatternPart::Star => {}
+            }
         }
-        Some((PatternPart::Star, rest)) => {
-            let max_len = name.iter().position(|&c| c == '\n').unwrap_or(name.len());
-            (0..=max_len).any(|len| matches_from(rest, &name[len..]))
+        close_over_stars(parts, &mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        std::mem::swap(&mut reachable, &mut next);
+    }
+    reachable[parts.len()]
+}
+
+/// Marks the part after each reachable star as reachable too, because a star may match nothing.
+fn close_over_stars(parts: &[PatternPart], reachable: &mut [bool]) {
+    for (index, part) in parts.iter().enumerate() {
+        if reachable[index] && *part == PatternPart::Star {
+            reachable[index + 1] = true;
         }
     }
 }
@@ -247,6 +272,23 @@ mod tests {
 
         assert!(literal.matches("a*"));
         assert!(!literal.matches("ab"));
+    }
+
+    #[test]
+    fn many_stars_match_without_backtracking() {
+        let name = "a".repeat(60);
+        let many_stars = pattern(&format!("{}*b", "*a".repeat(14)));
+
+        assert!(!many_stars.matches(&name));
+        assert!(many_stars.matches(&format!("{name}b")));
+        assert!(pattern(&"*a".repeat(30)).matches(&name));
+        assert!(!pattern(&"*a".repeat(61)).matches(&name));
+    }
+
+    #[test]
+    fn star_stops_at_newline_between_literals() {
+        assert!(pattern("a*\n*b").matches("ax\nyb"));
+        assert!(!pattern("a*b").matches("a\nb"));
     }
 
     #[test]
