@@ -8,7 +8,7 @@ use crate::commands::progress::ProgressLine;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::DiskImage;
 use crate::mender::artifact_info::ARTIFACT_INFO_PATH;
-use crate::mender::provides::{ClearsPattern, parse_provide_argument};
+use crate::mender::provides::{ClearsPattern, parse_provide_arguments};
 use crate::mender::records::RecordsUpdate;
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::{read_artifact_name, volume_sha256};
@@ -25,11 +25,7 @@ pub fn records_update(
         return Ok(RecordsUpdate::default());
     }
     let path = image.path().display();
-    let provides = args
-        .provides
-        .iter()
-        .map(|argument| parse_provide_argument(argument).with_context(|| format!("{path}: --provides")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let provides = parse_provide_arguments(&args.provides).with_context(|| format!("{path}: --provides"))?;
     let clears = args
         .clears_provides
         .iter()

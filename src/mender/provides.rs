@@ -39,6 +39,17 @@ pub enum ProvidesError {
         name: String,
     },
 
+    /// Two `KEY:VALUE` arguments name the same provide, so one value would silently be lost.
+    #[error("provide {name:?} is given more than once ({first:?} and {second:?}); give each name once")]
+    RepeatedName {
+        /// The name given twice.
+        name: String,
+        /// The first argument naming it.
+        first: String,
+        /// The later argument naming it.
+        second: String,
+    },
+
     /// A pattern the client rejects or would read as a regular expression.
     #[error("invalid clears-provides pattern {pattern:?}: {reason}")]
     InvalidPattern {
@@ -86,6 +97,21 @@ pub fn parse_provide_argument(argument: &str) -> Result<(String, String), Provid
         return Err(ProvidesError::ReservedName { name: name.to_string() });
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// Parses every `KEY:VALUE` provide argument with [`parse_provide_argument`] and rejects a name
+/// given twice.
+pub fn parse_provide_arguments(arguments: &[String]) -> Result<Vec<(String, String)>, ProvidesError> {
+    let mut provides: Vec<(String, String)> = Vec::with_capacity(arguments.len());
+    let mut first_argument: BTreeMap<String, &str> = BTreeMap::new();
+    for argument in arguments {
+        let (name, value) = parse_provide_argument(argument)?;
+        if let Some(first) = first_argument.insert(name.clone(), argument) {
+            return Err(ProvidesError::RepeatedName { name, first: first.to_string(), second: argument.clone() });
+        }
+        provides.push((name, value));
+    }
+    Ok(provides)
 }
 
 /// One `clears_artifact_provides` pattern: `*` matches any run of characters, and a backslash
@@ -241,6 +267,25 @@ mod tests {
         assert!(parse_provide_argument("no-colon").is_err());
         assert!(parse_provide_argument(":value").is_err());
         assert!(parse_provide_argument("artifact_name:x").is_err());
+    }
+
+    #[test]
+    fn repeated_provide_name_is_rejected() {
+        let arguments = ["x:1".to_string(), "y:1".to_string(), "x:2".to_string()];
+
+        let error = parse_provide_arguments(&arguments).unwrap_err();
+
+        assert!(matches!(&error, ProvidesError::RepeatedName { name, .. } if name == "x"), "{error}");
+        assert!(error.to_string().contains("\"x:1\" and \"x:2\""), "{error}");
+    }
+
+    #[test]
+    fn distinct_provide_names_keep_order() {
+        let arguments = ["b:1".to_string(), "a:2:3".to_string()];
+
+        let provides = parse_provide_arguments(&arguments).unwrap();
+
+        assert_eq!(provides, [("b".to_string(), "1".to_string()), ("a".to_string(), "2:3".to_string())]);
     }
 
     #[test]
