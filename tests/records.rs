@@ -341,6 +341,51 @@ fn store_set_creates_missing_store() {
 }
 
 #[test]
+fn store_get_and_delete_without_store_say_so() {
+    let test = "store_get_and_delete_without_store_say_so";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let before = sha256_file(&image);
+
+    let runs = [("get", store("get", &image, &["state"])), ("delete", store("delete", &image, &["state"]))];
+
+    for (case, run) in runs {
+        assert_eq!(run.status.code(), Some(1), "{case}: exit status {:?}, stderr: {}", run.status, run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{case}: stderr is not one line: {}", run.stderr);
+        assert!(
+            run.stderr.contains("there is no /mender/mender-store"),
+            "{case}: stderr does not say the store is missing: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("device.sdimg"), "{case}: stderr does not name the image: {}", run.stderr);
+        assert_eq!(sha256_file(&image), before, "{case}: the image changed");
+    }
+}
+
+#[test]
+fn store_set_warns_on_key_client_ignores() {
+    let test = "store_set_warns_on_key_client_ignores";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+
+    let typo = store("set", &image, &["artifact_name", "release-2"]);
+    let known = store("set", &image, &["artifact-name", "release-2"]);
+
+    typo.assert_success("store set artifact_name");
+    assert!(typo.stderr.contains("warning"), "{}", typo.stderr);
+    assert!(typo.stderr.contains("\"artifact_name\""), "{}", typo.stderr);
+    known.assert_success("store set artifact-name");
+    assert!(!known.stderr.contains("warning"), "{}", known.stderr);
+    assert_eq!(
+        judge_data_partition(&image, dir.path(), &STORE_ONLY_FILES),
+        [
+            ("artifact-name".to_owned(), "release-2".to_owned()),
+            ("artifact_name".to_owned(), "release-2".to_owned())
+        ]
+    );
+}
+
+#[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";
     let dir = tempfile::tempdir().unwrap();
@@ -390,6 +435,7 @@ fn bad_record_input_leaves_image_unchanged() {
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("provides without colon", provision_args(&["--provides", "app.version"]), "\"app.version\""),
         ("provides with empty key", provision_args(&["--provides", ":1"]), ":1"),
+        ("repeated provide name", provision_args(&["--provides", "x:1", "--provides", "x:2"]), "\"x\""),
         ("reserved provide name", provision_args(&["--provides", "artifact_name:x"]), "artifact_name"),
         ("pattern ending in backslash", provision_args(&["--clears-provides", "a\\"]), "a\\\\"),
         ("empty artifact name", provision_args(&["--artifact-name", ""]), "empty"),
@@ -405,6 +451,8 @@ fn bad_record_input_leaves_image_unchanged() {
             store_args(&["set", "artifact-provides", r#"{"a":1}"#]),
             "artifact-provides",
         ),
+        ("key with an equals sign", store_args(&["set", "my=key", "v"]), "\"my=key\""),
+        ("key with a newline", store_args(&["set", "my\nkey", "v"]), "\"my\\nkey\""),
         ("empty artifact name by set", store_args(&["set", "artifact-name", ""]), "artifact-name"),
         ("missing image for list", vec!["store".into(), "list".into(), missing.clone()], &missing),
         (

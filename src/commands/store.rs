@@ -19,7 +19,7 @@ use crate::mender::data_partition::{self, STORE_PATH, StoreChange, StorePolicy, 
 use crate::mender::provides::parse_provides;
 use crate::mender::records::{ARTIFACT_NAME_KEY, ARTIFACT_PROVIDES_KEY};
 use crate::mender::roles::{self, partition_name};
-use crate::mender::store::{Records, STALE_AUTH_KEYS, StoreEdit};
+use crate::mender::store::{CLIENT_KEYS, Records, STALE_AUTH_KEYS, StoreEdit};
 
 /// Runs the `store` operation that `args` names.
 pub fn run(args: &StoreArgs) -> anyhow::Result<()> {
@@ -43,7 +43,13 @@ struct RecordEntry {
 }
 
 fn list(args: &StoreListArgs) -> anyhow::Result<()> {
-    let records = read_records(&args.image)?.unwrap_or_default();
+    let records = match read_records(&args.image)? {
+        Some(records) => records,
+        None => {
+            log::info!("{}: there is no {STORE_PATH} on the data partition", args.image.image.display());
+            Records::new()
+        }
+    };
     let entries: Vec<RecordEntry> = records.iter().map(|(key, value)| record_entry(key, value)).collect();
 
     if args.json {
@@ -92,9 +98,33 @@ fn get(args: &StoreGetArgs) -> anyhow::Result<()> {
 }
 
 fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
-    check_value(&args.key, args.value.as_bytes()).with_context(|| args.image.image.display().to_string())?;
+    let path = args.image.image.display();
+    check_key(&args.key).with_context(|| path.to_string())?;
+    check_value(&args.key, args.value.as_bytes()).with_context(|| path.to_string())?;
+
     let record = (args.key.as_bytes().to_vec(), args.value.as_bytes().to_vec());
-    modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))
+    modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))?;
+
+    if !CLIENT_KEYS.contains(&args.key.as_str()) {
+        log::warn!(
+            "{path}: the Mender client does not use a record {:?}, so it ignores it; the records it uses are {}",
+            args.key,
+            CLIENT_KEYS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Rejects keys that `store list` could not print as one `KEY=VALUE` line: keys containing `=`
+/// or control characters.
+fn check_key(key: &str) -> anyhow::Result<()> {
+    if key.contains('=') {
+        bail!("invalid key {key:?}: a key must not contain '=', because `store list` prints KEY=VALUE");
+    }
+    if key.chars().any(char::is_control) {
+        bail!("invalid key {key:?}: a key must not contain control characters such as newlines");
+    }
+    Ok(())
 }
 
 /// Rejects values of the client's own records that the Mender client 3.4 fails on. An empty
@@ -111,6 +141,12 @@ fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
 }
 
 fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
+    if read_records(&args.image)?.is_none() {
+        bail!(
+            "{}: there is no {STORE_PATH} on the data partition, so no record to delete",
+            args.image.image.display()
+        );
+    }
     modify(&args.image, &args.write, |records| {
         for key in &args.keys {
             if !records.contains_key(key.as_bytes()) {
@@ -135,11 +171,7 @@ fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let ext = Ext::open(image.volume(&data.partition)).with_context(context)?;
-    let records = data_partition::read_store(&ext).with_context(context)?;
-    if records.is_none() {
-        log::info!("{path}: there is no {STORE_PATH} on {}", partition_name(&data.partition));
-    }
-    Ok(records)
+    data_partition::read_store(&ext).with_context(context)
 }
 
 /// Changes the store by the edit `plan` makes from its records, in memory first, then in place
@@ -171,7 +203,10 @@ fn modify(
     let (_, writes) = ext.into_volume().into_parts();
 
     if write.dry_run {
-        log::info!("dry run, nothing was written: {}", describe_store_change(&changes.store, Tense::Planned));
+        log::info!(
+            "{path}: dry run, nothing was written: {}",
+            describe_store_change(&changes.store, Tense::Planned)
+        );
         return Ok(());
     }
     if changes.store == StoreChange::Unchanged && write.output.is_none() {
