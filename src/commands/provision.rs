@@ -54,19 +54,21 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let key_pem = device_key.key.to_device_pem()?;
     let (changes, writes) =
         plan(&image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
+    let path = args.image.display();
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
-        log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
+        let verb = if args.dry_run { "would leave" } else { "left" };
+        log::warn!("{path}: {verb} {} alone: {reason}", data_partition::STORE_PATH);
     }
 
     if args.dry_run {
         let bytes: usize = writes.values().map(Vec::len).sum();
         log::info!(
-            "dry run, nothing was written: {} ({bytes} bytes on {})",
+            "{path}: dry run, nothing was written: {}; {bytes} bytes of {} would change",
             summarize(&changes, &device_key, Tense::Planned),
             partition_name(&data.partition)
         );
         if device_key.generated {
-            log::info!("dry run: no request printed, because the generated key is not kept");
+            log::info!("{path}: dry run: no request printed, because the generated key is not kept");
             return Ok(());
         }
         return LineOutput::open(args.preauth_out.as_deref())?.write_line(&request);
