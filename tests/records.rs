@@ -385,6 +385,55 @@ fn store_set_warns_on_key_client_ignores() {
     );
 }
 
+/// Sets the ext volume label of the image's data partition with the real tune2fs, which copies
+/// any bytes, control characters included.
+fn label_data_partition(image: &Path, dir: &Path, label: &str) {
+    let data = extract_partition(image, DATA_PARTITION, &dir.join("data-to-label.ext4"));
+    run_judge("tune2fs", &[OsStr::new("-L"), OsStr::new(label), data.as_os_str()]);
+
+    let place = partition(image, DATA_PARTITION);
+    let mut file = OpenOptions::new().write(true).open(image).unwrap();
+    file.seek(SeekFrom::Start(place.start_bytes)).unwrap();
+    file.write_all(&std::fs::read(&data).unwrap()).unwrap();
+}
+
+#[test]
+fn control_characters_in_keys_and_labels_are_escaped() {
+    let test = "control_characters_in_keys_and_labels_are_escaped";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let Some(_) = require_tools(&["tune2fs"], test) else { return };
+    // mdb_load's print format writes other bytes as two hex digits after a backslash.
+    let dump = dir.path().join("control.dump");
+    std::fs::write(
+        &dump,
+        "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n a\\0ab\n v\n \\1b[31mred\n w\nDATA=END\n",
+    )
+    .unwrap();
+    let store_file = dir.path().join("control-store");
+    run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store_file.as_os_str()]);
+    debugfs_write_requests(
+        &offset_path(&image, DATA_PARTITION),
+        &[format!("write {} /mender/mender-store", store_file.display())],
+    );
+    label_data_partition(&image, dir.path(), "da\nta\u{1b}[0m");
+
+    let list = store("list", &image, &[]);
+    let inspect = run_cli(["inspect", image.to_str().unwrap()]);
+    let json = run_cli(["inspect", "--json", image.to_str().unwrap()]);
+
+    list.assert_success("store list");
+    assert_eq!(list.stdout, "\\u{1b}[31mred=w\na\\nb=v\n");
+    inspect.assert_success("inspect");
+    assert!(!inspect.stdout.contains('\u{1b}'), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("\n  a\\nb = v\n"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("\n  \\u{1b}[31mred = w\n"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains(" da\\nta\\u{1b}[0m "), "{}", inspect.stdout);
+    json.assert_success("inspect --json");
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["partitions"][3]["label"], "da\nta\u{1b}[0m");
+}
+
 #[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg};
-use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
+use crate::commands::output::{LineOutput, escape_control, key_type, load_private_key, write_time};
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
@@ -320,21 +320,22 @@ fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tens
 /// Describes a change to mender-store in one phrase.
 pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> String {
     let store = data_partition::STORE_PATH;
+    let keys = |keys: &[String]| keys.iter().map(|key| escape_control(key)).collect::<Vec<_>>();
     match change {
         StoreChange::Created { set } if set.is_empty() => {
             format!("{} an empty {store}", tense.verb("would create", "created"))
         }
         StoreChange::Created { set } => {
-            format!("{} {store} with {}", tense.verb("would create", "created"), set.join(", "))
+            format!("{} {store} with {}", tense.verb("would create", "created"), keys(set).join(", "))
         }
         StoreChange::Updated { removed, set } => {
             let mut changes = Vec::new();
             if !removed.is_empty() {
                 let verb = tense.verb("would remove", "removed");
-                changes.push(format!("{verb} {} from {store}", removed.join(" and ")));
+                changes.push(format!("{verb} {} from {store}", keys(removed).join(" and ")));
             }
             if !set.is_empty() {
-                changes.push(format!("{} {} in {store}", tense.verb("would set", "set"), set.join(", ")));
+                changes.push(format!("{} {} in {store}", tense.verb("would set", "set"), keys(set).join(", ")));
             }
             changes.join(", ")
         }

@@ -10,7 +10,7 @@ use crate::commands::args::{
     SectorSizeArg, StoreArgs, StoreCommand, StoreDeleteArgs, StoreGetArgs, StoreImageArgs, StoreListArgs,
     StoreSetArgs, StoreWriteArgs,
 };
-use crate::commands::output::{print_line, write_time};
+use crate::commands::output::{escape_control, print_line, write_time};
 use crate::commands::provision::{Tense, check_output_path, commit, describe_store_change, store_policy};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
@@ -69,14 +69,15 @@ fn record_entry(key: &[u8], value: &[u8]) -> RecordEntry {
     RecordEntry { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: text, secret }
 }
 
-/// Renders a record as `KEY=VALUE`. Values that would break the line (control characters) or
+/// Renders a record as `KEY=VALUE`, with control characters in the key escaped. Values that would break the line (control characters) or
 /// that are secret or binary are described by size instead.
 fn render_entry(entry: &RecordEntry) -> String {
+    let key = escape_control(&entry.key);
     match &entry.value {
-        Some(value) if !value.chars().any(char::is_control) => format!("{}={value}", entry.key),
-        _ if entry.secret => format!("{}=<{} bytes, not shown>", entry.key, entry.size),
-        Some(_) => format!("{}=<{} bytes of text with control characters>", entry.key, entry.size),
-        None => format!("{}=<{} bytes of binary data>", entry.key, entry.size),
+        Some(value) if !value.chars().any(char::is_control) => format!("{key}={value}"),
+        _ if entry.secret => format!("{key}=<{} bytes, not shown>", entry.size),
+        Some(_) => format!("{key}=<{} bytes of text with control characters>", entry.size),
+        None => format!("{key}=<{} bytes of binary data>", entry.size),
     }
 }
 
