@@ -435,6 +435,35 @@ fn control_characters_in_keys_and_labels_are_escaped() {
 }
 
 #[test]
+fn invalid_utf8_stored_name_survives_provision() {
+    let test = "invalid_utf8_stored_name_survives_provision";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    // mdb_load's print format writes other bytes as two hex digits after a backslash.
+    let dump = dir.path().join("name.dump");
+    std::fs::write(&dump, "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n artifact-name\n r\\ffel\nDATA=END\n")
+        .unwrap();
+    let store_file = dir.path().join("name-store");
+    run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store_file.as_os_str()]);
+    debugfs_write_requests(
+        &offset_path(&image, DATA_PARTITION),
+        &[format!("write {} /mender/mender-store", store_file.display())],
+    );
+    let key = rsa_key(dir.path());
+
+    provision(&image, &key, &["--provides", "a:b"]).assert_success("provision --provides");
+
+    let data = extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"));
+    e2fsck_clean(&data);
+    let store_copy = dir.path().join("store-copy");
+    std::fs::write(&store_copy, common::debugfs_cat(&data, "/mender/mender-store")).unwrap();
+    let printed = run_judge("mdb_dump", &[OsStr::new("-n"), OsStr::new("-p"), store_copy.as_os_str()]);
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(printed.contains("\n artifact-name\n r\\ffel\n"), "{printed}");
+    assert!(printed.contains("\n artifact-provides\n {\"a\":\"b\"}\n"), "{printed}");
+}
+
+#[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";
     let dir = tempfile::tempdir().unwrap();

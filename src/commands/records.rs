@@ -62,7 +62,7 @@ pub fn records_update(
 fn artifact_info_name(
     image: &DiskImage,
     rootfs: &ClassifiedPartition,
-) -> anyhow::Result<Result<String, String>> {
+) -> anyhow::Result<Result<Vec<u8>, String>> {
     let name = partition_name(&rootfs.partition);
     let ext = Ext::open(image.volume(&rootfs.partition))
         .with_context(|| format!("{}: rootfs A ({name})", image.path().display()))?;

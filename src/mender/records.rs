@@ -27,8 +27,9 @@ pub struct RecordsUpdate {
     /// Name to store as `artifact-name`; without it the stored name is kept, or when there is
     /// none, `fallback_name` is stored.
     pub artifact_name: Option<String>,
-    /// Name read from the root filesystem's artifact_info, or why there is none.
-    pub fallback_name: Result<String, String>,
+    /// Name read from the root filesystem's artifact_info, as the bytes the file contains, or
+    /// why there is none.
+    pub fallback_name: Result<Vec<u8>, String>,
     /// Patterns of stored provides to remove.
     pub clears: Vec<ClearsPattern>,
     /// SHA-256 (lower-case hex) of the root filesystem, for the bootstrap provides.
@@ -63,8 +64,8 @@ pub enum RecordsError {
 pub struct RecordsPlan {
     /// The records to set.
     pub edit: StoreEdit,
-    /// The Artifact name after the update.
-    pub artifact_name: String,
+    /// The Artifact name after the update, as the bytes stored, which need not be UTF-8.
+    pub artifact_name: Vec<u8>,
     /// The provides after the update.
     pub provides: Provides,
     /// Provides that were stored and are removed.
@@ -119,7 +120,9 @@ impl RecordsUpdate {
         }
 
         if let Some(checksum) = &self.rootfs_checksum {
-            provides.insert(ROOTFS_VERSION_PROVIDE.to_string(), artifact_name.clone());
+            // Go's json.Marshal writes invalid UTF-8 as U+FFFD, as the lossy conversion does.
+            let version = String::from_utf8_lossy(&artifact_name).into_owned();
+            provides.insert(ROOTFS_VERSION_PROVIDE.to_string(), version);
             provides.insert(ROOTFS_CHECKSUM_PROVIDE.to_string(), checksum.clone());
         }
         for (name, value) in &self.provides {
@@ -129,19 +132,19 @@ impl RecordsUpdate {
         let edit = StoreEdit {
             remove: Vec::new(),
             set: vec![
-                (ARTIFACT_NAME_KEY.as_bytes().to_vec(), artifact_name.as_bytes().to_vec()),
+                (ARTIFACT_NAME_KEY.as_bytes().to_vec(), artifact_name.clone()),
                 (ARTIFACT_PROVIDES_KEY.as_bytes().to_vec(), provides::encode_provides(&provides)),
             ],
         };
         Ok(RecordsPlan { edit, artifact_name, provides, cleared })
     }
 
-    /// Picks the name: the one given, else the stored one, else artifact_info's.
-    fn choose_name(&self, existing: &Records) -> Result<String, RecordsError> {
-        let stored =
-            existing.get(ARTIFACT_NAME_KEY.as_bytes()).map(|name| String::from_utf8_lossy(name).into_owned());
+    /// Picks the name: the one given, else the stored one, else artifact_info's. A stored name
+    /// is kept byte for byte, because the client reports whatever bytes it finds.
+    fn choose_name(&self, existing: &Records) -> Result<Vec<u8>, RecordsError> {
+        let stored = existing.get(ARTIFACT_NAME_KEY.as_bytes()).cloned();
         let name = match (&self.artifact_name, stored, &self.fallback_name) {
-            (Some(given), _, _) => given.clone(),
+            (Some(given), _, _) => given.as_bytes().to_vec(),
             (None, Some(stored), _) => stored,
             (None, None, Ok(fallback)) => fallback.clone(),
             (None, None, Err(reason)) => return Err(RecordsError::NoArtifactName { reason: reason.clone() }),
@@ -167,7 +170,7 @@ mod tests {
     }
 
     fn update() -> RecordsUpdate {
-        RecordsUpdate { fallback_name: Ok("from-artifact-info".into()), ..RecordsUpdate::default() }
+        RecordsUpdate { fallback_name: Ok(b"from-artifact-info".to_vec()), ..RecordsUpdate::default() }
     }
 
     #[test]
@@ -194,7 +197,27 @@ mod tests {
     fn artifact_info_name_fills_empty_store() {
         let plan = update().plan(&Records::new()).unwrap();
 
-        assert_eq!(plan.artifact_name, "from-artifact-info");
+        assert_eq!(plan.artifact_name, b"from-artifact-info");
+    }
+
+    #[test]
+    fn invalid_utf8_stored_name_is_kept() {
+        let existing: Records = [(b"artifact-name".to_vec(), b"r\xffel".to_vec())].into_iter().collect();
+        let update = RecordsUpdate { provides: vec![("a".into(), "1".into())], ..update() };
+
+        let plan = update.plan(&existing).unwrap();
+
+        let (_, name) = plan.edit.set.iter().find(|(key, _)| key == b"artifact-name").unwrap();
+        assert_eq!(name, b"r\xffel");
+    }
+
+    #[test]
+    fn invalid_utf8_fallback_name_is_kept() {
+        let update = RecordsUpdate { fallback_name: Ok(b"r\xffel".to_vec()), ..update() };
+
+        let plan = update.plan(&Records::new()).unwrap();
+
+        assert_eq!(plan.artifact_name, b"r\xffel");
     }
 
     #[test]
