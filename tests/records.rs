@@ -350,14 +350,24 @@ fn store_get_and_delete_without_store_say_so() {
     let runs = [("get", store("get", &image, &["state"])), ("delete", store("delete", &image, &["state"]))];
 
     for (case, run) in runs {
-        assert_eq!(run.status.code(), Some(1), "{case}: exit status {:?}, stderr: {}", run.status, run.stderr);
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{case}: exit status {:?}, stderr: {}",
+            run.status,
+            run.stderr
+        );
         assert_eq!(run.stderr.lines().count(), 1, "{case}: stderr is not one line: {}", run.stderr);
         assert!(
             run.stderr.contains("there is no /mender/mender-store"),
             "{case}: stderr does not say the store is missing: {}",
             run.stderr
         );
-        assert!(run.stderr.contains("device.sdimg"), "{case}: stderr does not name the image: {}", run.stderr);
+        assert!(
+            run.stderr.contains("device.sdimg"),
+            "{case}: stderr does not name the image: {}",
+            run.stderr
+        );
         assert_eq!(sha256_file(&image), before, "{case}: the image changed");
     }
 }
@@ -441,8 +451,11 @@ fn invalid_utf8_stored_name_survives_provision() {
     let Some(image) = fixture(dir.path(), test) else { return };
     // mdb_load's print format writes other bytes as two hex digits after a backslash.
     let dump = dir.path().join("name.dump");
-    std::fs::write(&dump, "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n artifact-name\n r\\ffel\nDATA=END\n")
-        .unwrap();
+    std::fs::write(
+        &dump,
+        "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n artifact-name\n r\\ffel\nDATA=END\n",
+    )
+    .unwrap();
     let store_file = dir.path().join("name-store");
     run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store_file.as_os_str()]);
     debugfs_write_requests(
@@ -461,6 +474,42 @@ fn invalid_utf8_stored_name_survives_provision() {
     let printed = String::from_utf8(printed).unwrap();
     assert!(printed.contains("\n artifact-name\n r\\ffel\n"), "{printed}");
     assert!(printed.contains("\n artifact-provides\n {\"a\":\"b\"}\n"), "{printed}");
+}
+
+#[test]
+fn new_name_warns_of_stale_rootfs_version() {
+    let test = "new_name_warns_of_stale_rootfs_version";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    install_store(
+        &image,
+        dir.path(),
+        &[("artifact-name", "demo-1.0"), ("artifact-provides", r#"{"rootfs-image.version":"demo-1.0"}"#)],
+    );
+    let key = rsa_key(dir.path());
+
+    let renamed = provision(&image, &key, &["--artifact-name", "rel-3"]);
+    let versioned =
+        provision(&image, &key, &["--artifact-name", "rel-4", "--provides", "rootfs-image.version:rel-4"]);
+
+    renamed.assert_success("provision --artifact-name");
+    let warning = format!("{}: rootfs-image.version stays \"demo-1.0\"", image.display());
+    assert!(renamed.stderr.contains(&warning), "{}", renamed.stderr);
+    assert_eq!(
+        renamed.stderr.lines().filter(|line| line.contains("warning")).count(),
+        1,
+        "{}",
+        renamed.stderr
+    );
+    versioned.assert_success("provision --artifact-name --provides");
+    assert!(!versioned.stderr.contains("warning"), "{}", versioned.stderr);
+    assert_eq!(
+        judge_data_partition(&image, dir.path(), &PROVISIONED_FILES),
+        [
+            ("artifact-name".to_owned(), "rel-4".to_owned()),
+            ("artifact-provides".to_owned(), r#"{"rootfs-image.version":"rel-4"}"#.to_owned())
+        ]
+    );
 }
 
 #[test]

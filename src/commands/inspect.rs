@@ -318,7 +318,9 @@ fn render_text(report: &Report) -> String {
                 let key = escape_control(&record.key);
                 match &record.value {
                     Some(value) => lines.push(format!("  {key} = {value}")),
-                    None if record.secret => lines.push(format!("  {key} ({} bytes, not shown)", record.size)),
+                    None if record.secret => {
+                        lines.push(format!("  {key} ({} bytes, not shown)", record.size))
+                    }
                     None => lines.push(format!("  {key} ({} bytes)", record.size)),
                 }
             }

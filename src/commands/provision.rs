@@ -17,7 +17,7 @@ use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
 };
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
-use crate::mender::records::RecordsUpdate;
+use crate::mender::records::{ROOTFS_VERSION_PROVIDE, RecordsUpdate};
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::detect_target;
 use crate::mender::store::StoreLayout;
@@ -55,6 +55,12 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let (changes, writes) =
         plan(&image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
     let path = args.image.display();
+    if let (Some(version), Some(name)) = (&changes.stale_rootfs_version, &args.records.artifact_name) {
+        log::warn!(
+            "{path}: {ROOTFS_VERSION_PROVIDE} stays {version:?} although the Artifact name is now {name:?}; \
+             add --bootstrap-provides or --provides {ROOTFS_VERSION_PROVIDE}:{name} to change it"
+        );
+    }
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
         let verb = if args.dry_run { "would leave" } else { "left" };
         log::warn!("{path}: {verb} {} alone: {reason}", data_partition::STORE_PATH);
@@ -335,7 +341,11 @@ pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> Strin
                 changes.push(format!("{verb} {} from {store}", keys(removed).join(" and ")));
             }
             if !set.is_empty() {
-                changes.push(format!("{} {} in {store}", tense.verb("would set", "set"), keys(set).join(", ")));
+                changes.push(format!(
+                    "{} {} in {store}",
+                    tense.verb("would set", "set"),
+                    keys(set).join(", ")
+                ));
             }
             changes.join(", ")
         }

@@ -199,8 +199,8 @@ fn modify(
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
-    let changes =
-        data_partition::edit_store(&mut ext, layout, plan, &XattrPolicy::InheritLabel, time).with_context(context)?;
+    let changes = data_partition::edit_store(&mut ext, layout, plan, &XattrPolicy::InheritLabel, time)
+        .with_context(context)?;
     let (_, writes) = ext.into_volume().into_parts();
 
     if write.dry_run {

@@ -85,7 +85,8 @@ fn first_char(bytes: &[u8]) -> Option<char> {
 
 /// Decodes the character at the end of `bytes`, or `None` when they end with invalid UTF-8.
 fn last_char(bytes: &[u8]) -> Option<char> {
-    (1..=bytes.len().min(4)).find_map(|len| std::str::from_utf8(&bytes[bytes.len() - len..]).ok()?.chars().next())
+    (1..=bytes.len().min(4))
+        .find_map(|len| std::str::from_utf8(&bytes[bytes.len() - len..]).ok()?.chars().next())
 }
 
 #[cfg(test)]

@@ -107,7 +107,11 @@ pub fn parse_provide_arguments(arguments: &[String]) -> Result<Vec<(String, Stri
     for argument in arguments {
         let (name, value) = parse_provide_argument(argument)?;
         if let Some(first) = first_argument.insert(name.clone(), argument) {
-            return Err(ProvidesError::RepeatedName { name, first: first.to_string(), second: argument.clone() });
+            return Err(ProvidesError::RepeatedName {
+                name,
+                first: first.to_string(),
+                second: argument.clone(),
+            });
         }
         provides.push((name, value));
     }

@@ -70,6 +70,9 @@ pub struct RecordsPlan {
     pub provides: Provides,
     /// Provides that were stored and are removed.
     pub cleared: Vec<String>,
+    /// The `rootfs-image.version` kept from the store when a new Artifact name is given and
+    /// neither --bootstrap-provides nor --provides sets the version, if it differs from the name.
+    pub stale_rootfs_version: Option<String>,
 }
 
 /// No change: the Artifact records stay as they are.
@@ -136,7 +139,21 @@ impl RecordsUpdate {
                 (ARTIFACT_PROVIDES_KEY.as_bytes().to_vec(), provides::encode_provides(&provides)),
             ],
         };
-        Ok(RecordsPlan { edit, artifact_name, provides, cleared })
+        let stale_rootfs_version = self.stale_rootfs_version(&provides, &artifact_name);
+        Ok(RecordsPlan { edit, artifact_name, provides, cleared, stale_rootfs_version })
+    }
+
+    /// Returns the `rootfs-image.version` in `provides` when a new name is given, this update does
+    /// not set the version itself, and the version differs from `artifact_name`. A bootstrap
+    /// Artifact gives both the same value, so the mismatch most likely means a stale version.
+    fn stale_rootfs_version(&self, provides: &Provides, artifact_name: &[u8]) -> Option<String> {
+        let sets_version = self.rootfs_checksum.is_some()
+            || self.provides.iter().any(|(name, _)| name == ROOTFS_VERSION_PROVIDE);
+        if self.artifact_name.is_none() || sets_version {
+            return None;
+        }
+        let version = provides.get(ROOTFS_VERSION_PROVIDE)?;
+        (version.as_bytes() != artifact_name).then(|| version.clone())
     }
 
     /// Picks the name: the one given, else the stored one, else artifact_info's. A stored name
@@ -273,6 +290,24 @@ mod tests {
             "ab".repeat(32)
         );
         assert_eq!(set_value(&plan, "artifact-provides"), expected);
+    }
+
+    #[test]
+    fn new_name_flags_stale_rootfs_version() {
+        let existing = records(&[("artifact-provides", r#"{"rootfs-image.version":"demo-1.0"}"#)]);
+        let renamed = RecordsUpdate { artifact_name: Some("rel-3".into()), ..update() };
+        let versioned = RecordsUpdate {
+            provides: vec![("rootfs-image.version".into(), "rel-3".into())],
+            ..renamed.clone()
+        };
+        let bootstrapped = RecordsUpdate { rootfs_checksum: Some("00".repeat(32)), ..renamed.clone() };
+        let same_name = RecordsUpdate { artifact_name: Some("demo-1.0".into()), ..update() };
+
+        assert_eq!(renamed.plan(&existing).unwrap().stale_rootfs_version.as_deref(), Some("demo-1.0"));
+        assert_eq!(versioned.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(bootstrapped.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(same_name.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(update().plan(&existing).unwrap().stale_rootfs_version, None);
     }
 
     #[test]
