@@ -513,6 +513,32 @@ fn new_name_warns_of_stale_rootfs_version() {
 }
 
 #[test]
+fn oversized_rootfs_superblock_is_named() {
+    let test = "oversized_rootfs_superblock_is_named";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    // Eight times as many 1 KiB blocks as the partition has, too many for any block size.
+    let blocks = partition(&image, ROOTFS_A_PARTITION).size_bytes / 1024 * 8;
+    debugfs_write_requests(&offset_path(&image, ROOTFS_A_PARTITION), &[format!("ssv blocks_count {blocks}")]);
+    let key = rsa_key(dir.path());
+    let before = sha256_file(&image);
+
+    let bootstrap = provision(&image, &key, &["--bootstrap-provides"]);
+    let inspect = run_cli(["inspect", "--json", image.to_str().unwrap()]);
+
+    assert_eq!(bootstrap.status.code(), Some(1), "{}", bootstrap.stderr);
+    assert_eq!(bootstrap.stderr.lines().count(), 1, "{}", bootstrap.stderr);
+    assert!(bootstrap.stderr.contains(&format!("partition {ROOTFS_A_PARTITION}: ")), "{}", bootstrap.stderr);
+    assert!(bootstrap.stderr.contains("do not fit"), "{}", bootstrap.stderr);
+    assert_eq!(sha256_file(&image), before, "the image changed");
+    inspect.assert_success("inspect --json");
+    let report: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    let rootfs = &report["partitions"][ROOTFS_A_PARTITION as usize - 1];
+    assert_eq!(rootfs["role"], serde_json::Value::Null);
+    assert!(rootfs["role_reason"].as_str().unwrap().contains("do not fit"), "{rootfs}");
+}
+
+#[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";
     let dir = tempfile::tempdir().unwrap();

@@ -348,6 +348,9 @@ fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
     for partition in partitions {
         let role = match partition.role {
             Some(role) => format!("{role} ({})", escape_control(&partition.role_reason)),
+            None if !partition.role_reason.is_empty() => {
+                format!("- ({})", escape_control(&partition.role_reason))
+            }
             None => "-".to_string(),
         };
         rows.push([

@@ -200,9 +200,11 @@ pub(super) fn store_policy(
 
     let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
         return Ok(StorePolicy::LeaveAlone {
-            reason: "the image has no root filesystem to read the target's word size from; \
-                     give --target-layout to write it"
-                .into(),
+            reason: format!(
+                "the image has no root filesystem to read the target's word size from{}; \
+                 give --target-layout to write it",
+                roles::describe_unopened_ext(partitions)
+            ),
         });
     };
     let ext = Ext::open(image.volume(&rootfs.partition))

@@ -36,15 +36,19 @@ pub fn records_update(
     let fallback_name = match (&args.artifact_name, rootfs) {
         (Some(_), _) => Err("--artifact-name was given".to_string()),
         (None, Some(rootfs)) => artifact_info_name(image, rootfs)?,
-        (None, None) => Err(format!("the image has no root filesystem to read {ARTIFACT_INFO_PATH} from")),
+        (None, None) => Err(format!(
+            "the image has no root filesystem to read {ARTIFACT_INFO_PATH} from{}",
+            roles::describe_unopened_ext(partitions)
+        )),
     };
 
     let rootfs_checksum = match (args.bootstrap_provides, rootfs) {
         (false, _) => None,
         (true, Some(rootfs)) => Some(rootfs_checksum(image, rootfs)?),
         (true, None) => bail!(
-            "{}: --bootstrap-provides needs rootfs A to hash, and the image has no root filesystem",
-            image.path().display()
+            "{}: --bootstrap-provides needs rootfs A to hash, and the image has no root filesystem{}",
+            image.path().display(),
+            roles::describe_unopened_ext(partitions)
         ),
     };
 
