@@ -539,6 +539,32 @@ fn oversized_rootfs_superblock_is_named() {
 }
 
 #[test]
+fn layout_mismatch_with_rootfs_binary_warns() {
+    let test = "layout_mismatch_with_rootfs_binary_warns";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let key = rsa_key(dir.path());
+    let image_name = image.display().to_string();
+
+    let forced = store("set", &image, &["artifact-name", "rel-1", "--target-layout", "32le"]);
+    let list = store("list", &image, &[]);
+    let provision_dry = provision(&image, &key, &["--target-layout", "32le", "--dry-run"]);
+
+    forced.assert_success("store set --target-layout 32le");
+    let forced_warning = format!("{image_name}: --target-layout gives 32-bit little-endian, but /usr/bin/");
+    assert!(forced.stderr.contains(&forced_warning), "{}", forced.stderr);
+    assert!(forced.stderr.contains("(64-bit little-endian)"), "{}", forced.stderr);
+    list.assert_success("store list");
+    assert_eq!(list.stdout, "artifact-name=rel-1\n");
+    let list_warning =
+        format!("{image_name}: /mender/mender-store is in the 32-bit little-endian LMDB layout");
+    assert!(list.stderr.contains(&list_warning), "{}", list.stderr);
+    assert!(list.stderr.contains("64-bit little-endian"), "{}", list.stderr);
+    provision_dry.assert_success("provision --target-layout 32le --dry-run");
+    assert!(provision_dry.stderr.contains(&forced_warning), "{}", provision_dry.stderr);
+}
+
+#[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";
     let dir = tempfile::tempdir().unwrap();

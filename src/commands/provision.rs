@@ -19,7 +19,7 @@ use crate::mender::data_partition::{
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
 use crate::mender::records::{ROOTFS_VERSION_PROVIDE, RecordsUpdate};
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
-use crate::mender::rootfs::detect_target;
+use crate::mender::rootfs::{DetectedTarget, detect_target};
 use crate::mender::store::StoreLayout;
 
 /// The device key and whether this run generated it.
@@ -186,7 +186,8 @@ fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Resul
 }
 
 /// Chooses what to do with mender-store from the target's word size and byte order: given by
-/// --target-layout, else read from a binary on rootfs A.
+/// --target-layout, else read from a binary on rootfs A. A --target-layout that contradicts the
+/// binary found is followed, with a warning.
 pub(super) fn store_policy(
     image: &DiskImage,
     partitions: &[ClassifiedPartition],
@@ -195,40 +196,66 @@ pub(super) fn store_policy(
     if let Some(layout) = requested {
         let layout = requested_store_layout(layout);
         log::debug!("target: {layout}, from --target-layout");
+        // The option is there to override detection, so a rootfs that cannot be read is no error.
+        if let Ok(Ok(found)) = find_target(image, partitions) {
+            let detected = StoreLayout::of_target(&found.target.layout);
+            if detected != layout {
+                log::warn!(
+                    "{}: --target-layout gives {layout}, but {} on {} is {}; following --target-layout",
+                    image.path().display(),
+                    found.target.binary,
+                    found.partition,
+                    found.target.layout.describe()
+                );
+            }
+        }
         return Ok(policy_for_layout(layout, &format!("the target is {layout} (--target-layout)")));
     }
 
-    let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
-        return Ok(StorePolicy::LeaveAlone {
-            reason: format!(
-                "the image has no root filesystem to read the target's word size from{}; \
-                 give --target-layout to write it",
-                roles::describe_unopened_ext(partitions)
-            ),
-        });
-    };
-    let ext = Ext::open(image.volume(&rootfs.partition))
-        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
-    let detected = detect_target(&ext)
-        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
-
-    let Some(detected) = detected else {
-        return Ok(StorePolicy::LeaveAlone {
-            reason: format!(
-                "no ELF binary found on the root filesystem ({}) to read the target's word size from; \
-                 give --target-layout to write it",
-                partition_name(&rootfs.partition)
-            ),
-        });
+    let found = match find_target(image, partitions)? {
+        Ok(found) => found,
+        Err(reason) => return Ok(StorePolicy::LeaveAlone { reason }),
     };
     log::debug!(
         "target: {}, from {} on {}",
-        detected.layout.describe(),
-        detected.binary,
-        partition_name(&rootfs.partition)
+        found.target.layout.describe(),
+        found.target.binary,
+        found.partition
     );
-    let layout = StoreLayout::of_target(&detected.layout);
-    Ok(policy_for_layout(layout, &format!("the target is {}", detected.layout.describe())))
+    let layout = StoreLayout::of_target(&found.target.layout);
+    Ok(policy_for_layout(layout, &format!("the target is {}", found.target.layout.describe())))
+}
+
+/// The target's layout as read from a binary on rootfs A.
+pub(super) struct FoundTarget {
+    pub target: DetectedTarget,
+    /// The partition it was read from, as listings name it.
+    pub partition: String,
+}
+
+/// Reads the target's layout from a binary on rootfs A. Returns why there is none as the inner
+/// error, and fails only when rootfs A cannot be read.
+pub(super) fn find_target(
+    image: &DiskImage,
+    partitions: &[ClassifiedPartition],
+) -> anyhow::Result<Result<FoundTarget, String>> {
+    let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
+        return Ok(Err(format!(
+            "the image has no root filesystem to read the target's word size from{}; \
+             give --target-layout to write it",
+            roles::describe_unopened_ext(partitions)
+        )));
+    };
+    let partition = partition_name(&rootfs.partition);
+    let context = || format!("{}: {partition}", image.path().display());
+    let ext = Ext::open(image.volume(&rootfs.partition)).with_context(context)?;
+    match detect_target(&ext).with_context(context)? {
+        Some(target) => Ok(Ok(FoundTarget { target, partition })),
+        None => Ok(Err(format!(
+            "no ELF binary found on the root filesystem ({partition}) to read the target's word size from; \
+             give --target-layout to write it"
+        ))),
+    }
 }
 
 fn requested_store_layout(layout: TargetLayoutArg) -> StoreLayout {

@@ -11,7 +11,9 @@ use crate::commands::args::{
     StoreSetArgs, StoreWriteArgs,
 };
 use crate::commands::output::{escape_control, print_line, write_time};
-use crate::commands::provision::{Tense, check_output_path, commit, describe_store_change, store_policy};
+use crate::commands::provision::{
+    FoundTarget, Tense, check_output_path, commit, describe_store_change, find_target, store_policy,
+};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Staged;
@@ -19,7 +21,7 @@ use crate::mender::data_partition::{self, STORE_PATH, StoreChange, StorePolicy, 
 use crate::mender::provides::parse_provides;
 use crate::mender::records::{ARTIFACT_NAME_KEY, ARTIFACT_PROVIDES_KEY};
 use crate::mender::roles::{self, partition_name};
-use crate::mender::store::{CLIENT_KEYS, Records, STALE_AUTH_KEYS, StoreEdit};
+use crate::mender::store::{CLIENT_KEYS, Records, STALE_AUTH_KEYS, StoreEdit, StoreLayout};
 
 /// Runs the `store` operation that `args` names.
 pub fn run(args: &StoreArgs) -> anyhow::Result<()> {
@@ -43,7 +45,7 @@ struct RecordEntry {
 }
 
 fn list(args: &StoreListArgs) -> anyhow::Result<()> {
-    let records = match read_records(&args.image)? {
+    let records = match read_store_and_warn(&args.image)? {
         Some(records) => records,
         None => {
             log::info!("{}: there is no {STORE_PATH} on the data partition", args.image.image.display());
@@ -162,6 +164,33 @@ fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
 /// Reads the records of mender-store on the image's data partition, or `None` when it has no
 /// store.
 fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
+    Ok(read_store(args)?.map(|(records, _, _)| records))
+}
+
+/// Reads the store as [`read_records`] does, and warns when it is in another LMDB layout than
+/// the target that a binary on rootfs A shows, because the target's Mender client cannot open it.
+fn read_store_and_warn(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
+    let Some((records, layout, target)) = read_store(args)? else { return Ok(None) };
+    if let Ok(found) = target
+        && StoreLayout::of_target(&found.target.layout) != layout
+    {
+        log::warn!(
+            "{}: {STORE_PATH} is in the {layout} LMDB layout, but the target is {}, from {} on {}, \
+             so its Mender client cannot open it",
+            args.image.display(),
+            found.target.layout.describe(),
+            found.target.binary,
+            found.partition
+        );
+    }
+    Ok(Some(records))
+}
+
+/// Reads the records and LMDB layout of mender-store, with the target found on rootfs A (or why
+/// none was found), or `None` when the image has no store.
+fn read_store(
+    args: &StoreImageArgs,
+) -> anyhow::Result<Option<(Records, StoreLayout, Result<FoundTarget, String>)>> {
     let path = args.image.display();
     let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
     let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
@@ -172,7 +201,12 @@ fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let ext = Ext::open(image.volume(&data.partition)).with_context(context)?;
-    data_partition::read_store(&ext).with_context(context)
+    let Some((records, layout)) = data_partition::read_store(&ext).with_context(context)? else {
+        return Ok(None);
+    };
+    // The target only adds a warning, so a rootfs A that cannot be read does not fail the read.
+    let target = find_target(&image, &partitions).unwrap_or_else(|error| Err(format!("{error:#}")));
+    Ok(Some((records, layout, target)))
 }
 
 /// Changes the store by the edit `plan` makes from its records, in memory first, then in place

@@ -149,13 +149,13 @@ pub struct StoreEditChanges {
 }
 
 /// Reads the records of mender-store on the data partition, in the LMDB layout the file itself
-/// is in, or `None` when there is no store.
-pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionError> {
+/// is in, and returns them with that layout, or `None` when there is no store.
+pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<(Records, StoreLayout)>, ProvisionError> {
     let Some(bytes) = read_store_file(ext)? else {
         return Ok(None);
     };
     let layout = store::detect_layout(&bytes).map_err(store_error)?;
-    parse_store(Some(&bytes), layout).map(Some)
+    Ok(Some((parse_store(Some(&bytes), layout)?, layout)))
 }
 
 /// Changes mender-store on the data partition `ext` by the edit that `plan` makes from the
