@@ -164,13 +164,13 @@ fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
 /// Reads the records of mender-store on the image's data partition, or `None` when it has no
 /// store.
 fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
-    Ok(read_store(args)?.map(|(records, _, _)| records))
+    Ok(read_store(args)?.map(|read| read.records))
 }
 
 /// Reads the store as [`read_records`] does, and warns when it is in another LMDB layout than
 /// the target that a binary on rootfs A shows, because the target's Mender client cannot open it.
 fn read_store_and_warn(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
-    let Some((records, layout, target)) = read_store(args)? else { return Ok(None) };
+    let Some(StoreRead { records, layout, target }) = read_store(args)? else { return Ok(None) };
     if let Ok(found) = target
         && StoreLayout::of_target(&found.target.layout) != layout
     {
@@ -186,11 +186,17 @@ fn read_store_and_warn(args: &StoreImageArgs) -> anyhow::Result<Option<Records>>
     Ok(Some(records))
 }
 
-/// Reads the records and LMDB layout of mender-store, with the target found on rootfs A (or why
-/// none was found), or `None` when the image has no store.
-fn read_store(
-    args: &StoreImageArgs,
-) -> anyhow::Result<Option<(Records, StoreLayout, Result<FoundTarget, String>)>> {
+/// mender-store as read from an image, with the target found on rootfs A.
+struct StoreRead {
+    records: Records,
+    /// The LMDB layout the file is in.
+    layout: StoreLayout,
+    /// The target a binary on rootfs A shows, or why none was found.
+    target: Result<FoundTarget, String>,
+}
+
+/// Reads mender-store and the target on rootfs A, or returns `None` when the image has no store.
+fn read_store(args: &StoreImageArgs) -> anyhow::Result<Option<StoreRead>> {
     let path = args.image.display();
     let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
     let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
@@ -206,7 +212,7 @@ fn read_store(
     };
     // The target only adds a warning, so a rootfs A that cannot be read does not fail the read.
     let target = find_target(&image, &partitions).unwrap_or_else(|error| Err(format!("{error:#}")));
-    Ok(Some((records, layout, target)))
+    Ok(Some(StoreRead { records, layout, target }))
 }
 
 /// Changes the store by the edit `plan` makes from its records, in memory first, then in place
