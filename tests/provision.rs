@@ -310,8 +310,10 @@ fn dry_run_writes_nothing() {
 
     run.assert_success("provision --dry-run");
     assert_eq!(sha256_file(&image), before);
-    assert!(run.stderr.contains("dry run, nothing was written"), "{}", run.stderr);
+    let summary = format!("{}: dry run, nothing was written: ", image.display());
+    assert!(run.stderr.contains(&summary), "{}", run.stderr);
     assert!(run.stderr.contains("would write /mender/mender-agent.pem"), "{}", run.stderr);
+    assert!(run.stderr.contains("bytes of partition 4 would change"), "{}", run.stderr);
     assert_eq!(run.stdout_json_line()["pubkey"], openssl_pubout(&key));
 }
 

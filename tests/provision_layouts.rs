@@ -283,10 +283,15 @@ fn target_layout_option_chooses_store_layout() {
     let Some(s390x) = require_foreign_lmdb_tools(ForeignLmdb::S390x, &["mdb_dump"], test) else { return };
     let key = openssl_rsa_key(dir.path());
 
+    let big_32_dry = provision(&image, &key, &["--target-layout", "32be", "--dry-run"]);
     let big_32 = provision(&image, &key, &["--target-layout", "32be"]);
 
+    big_32_dry.assert_success("provision --dry-run with --target-layout 32be");
+    let would_leave = format!("{}: would leave /mender/mender-store alone: ", image.display());
+    assert!(big_32_dry.stderr.contains(&would_leave), "{}", big_32_dry.stderr);
     big_32.assert_success("provision with --target-layout 32be");
-    assert!(big_32.stderr.contains("left /mender/mender-store alone"), "{}", big_32.stderr);
+    let left = format!("{}: left /mender/mender-store alone: ", image.display());
+    assert!(big_32.stderr.contains(&left), "{}", big_32.stderr);
     assert!(big_32.stderr.contains("32-bit big-endian"), "{}", big_32.stderr);
     let listing = run_command({
         let mut command = host_command("debugfs");

@@ -341,6 +341,230 @@ fn store_set_creates_missing_store() {
 }
 
 #[test]
+fn store_get_and_delete_without_store_say_so() {
+    let test = "store_get_and_delete_without_store_say_so";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let before = sha256_file(&image);
+
+    let runs = [("get", store("get", &image, &["state"])), ("delete", store("delete", &image, &["state"]))];
+
+    for (case, run) in runs {
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{case}: exit status {:?}, stderr: {}",
+            run.status,
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{case}: stderr is not one line: {}", run.stderr);
+        assert!(
+            run.stderr.contains("there is no /mender/mender-store"),
+            "{case}: stderr does not say the store is missing: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("device.sdimg"),
+            "{case}: stderr does not name the image: {}",
+            run.stderr
+        );
+        assert_eq!(sha256_file(&image), before, "{case}: the image changed");
+    }
+}
+
+#[test]
+fn store_set_warns_on_key_client_ignores() {
+    let test = "store_set_warns_on_key_client_ignores";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+
+    let typo = store("set", &image, &["artifact_name", "release-2"]);
+    let known = store("set", &image, &["artifact-name", "release-2"]);
+
+    typo.assert_success("store set artifact_name");
+    assert!(typo.stderr.contains("warning"), "{}", typo.stderr);
+    assert!(typo.stderr.contains("\"artifact_name\""), "{}", typo.stderr);
+    known.assert_success("store set artifact-name");
+    assert!(!known.stderr.contains("warning"), "{}", known.stderr);
+    assert_eq!(
+        judge_data_partition(&image, dir.path(), &STORE_ONLY_FILES),
+        [
+            ("artifact-name".to_owned(), "release-2".to_owned()),
+            ("artifact_name".to_owned(), "release-2".to_owned())
+        ]
+    );
+}
+
+/// Sets the ext volume label of the image's data partition with the real tune2fs, which copies
+/// any bytes, control characters included.
+fn label_data_partition(image: &Path, dir: &Path, label: &str) {
+    let data = extract_partition(image, DATA_PARTITION, &dir.join("data-to-label.ext4"));
+    run_judge("tune2fs", &[OsStr::new("-L"), OsStr::new(label), data.as_os_str()]);
+
+    let place = partition(image, DATA_PARTITION);
+    let mut file = OpenOptions::new().write(true).open(image).unwrap();
+    file.seek(SeekFrom::Start(place.start_bytes)).unwrap();
+    file.write_all(&std::fs::read(&data).unwrap()).unwrap();
+}
+
+#[test]
+fn control_characters_in_keys_and_labels_are_escaped() {
+    let test = "control_characters_in_keys_and_labels_are_escaped";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let Some(_) = require_tools(&["tune2fs"], test) else { return };
+    // mdb_load's print format writes other bytes as two hex digits after a backslash.
+    let dump = dir.path().join("control.dump");
+    std::fs::write(
+        &dump,
+        "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n a\\0ab\n v\n \\1b[31mred\n w\nDATA=END\n",
+    )
+    .unwrap();
+    let store_file = dir.path().join("control-store");
+    run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store_file.as_os_str()]);
+    debugfs_write_requests(
+        &offset_path(&image, DATA_PARTITION),
+        &[format!("write {} /mender/mender-store", store_file.display())],
+    );
+    label_data_partition(&image, dir.path(), "da\nta\u{1b}[0m");
+
+    let list = store("list", &image, &[]);
+    let inspect = run_cli(["inspect", image.to_str().unwrap()]);
+    let json = run_cli(["inspect", "--json", image.to_str().unwrap()]);
+
+    list.assert_success("store list");
+    assert_eq!(list.stdout, "\\u{1b}[31mred=w\na\\nb=v\n");
+    inspect.assert_success("inspect");
+    assert!(!inspect.stdout.contains('\u{1b}'), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("\n  a\\nb = v\n"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains("\n  \\u{1b}[31mred = w\n"), "{}", inspect.stdout);
+    assert!(inspect.stdout.contains(" da\\nta\\u{1b}[0m "), "{}", inspect.stdout);
+    json.assert_success("inspect --json");
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["partitions"][3]["label"], "da\nta\u{1b}[0m");
+}
+
+#[test]
+fn invalid_utf8_stored_name_survives_provision() {
+    let test = "invalid_utf8_stored_name_survives_provision";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    // mdb_load's print format writes other bytes as two hex digits after a backslash.
+    let dump = dir.path().join("name.dump");
+    std::fs::write(
+        &dump,
+        "VERSION=3\nformat=print\ntype=btree\nHEADER=END\n artifact-name\n r\\ffel\nDATA=END\n",
+    )
+    .unwrap();
+    let store_file = dir.path().join("name-store");
+    run_judge("mdb_load", &[OsStr::new("-n"), OsStr::new("-f"), dump.as_os_str(), store_file.as_os_str()]);
+    debugfs_write_requests(
+        &offset_path(&image, DATA_PARTITION),
+        &[format!("write {} /mender/mender-store", store_file.display())],
+    );
+    let key = rsa_key(dir.path());
+
+    provision(&image, &key, &["--provides", "a:b"]).assert_success("provision --provides");
+
+    let data = extract_partition(&image, DATA_PARTITION, &dir.path().join("data.ext4"));
+    e2fsck_clean(&data);
+    let store_copy = dir.path().join("store-copy");
+    std::fs::write(&store_copy, common::debugfs_cat(&data, "/mender/mender-store")).unwrap();
+    let printed = run_judge("mdb_dump", &[OsStr::new("-n"), OsStr::new("-p"), store_copy.as_os_str()]);
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(printed.contains("\n artifact-name\n r\\ffel\n"), "{printed}");
+    assert!(printed.contains("\n artifact-provides\n {\"a\":\"b\"}\n"), "{printed}");
+}
+
+#[test]
+fn new_name_warns_of_stale_rootfs_version() {
+    let test = "new_name_warns_of_stale_rootfs_version";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    install_store(
+        &image,
+        dir.path(),
+        &[("artifact-name", "demo-1.0"), ("artifact-provides", r#"{"rootfs-image.version":"demo-1.0"}"#)],
+    );
+    let key = rsa_key(dir.path());
+
+    let renamed = provision(&image, &key, &["--artifact-name", "rel-3"]);
+    let versioned =
+        provision(&image, &key, &["--artifact-name", "rel-4", "--provides", "rootfs-image.version:rel-4"]);
+
+    renamed.assert_success("provision --artifact-name");
+    let warning = format!("{}: rootfs-image.version stays \"demo-1.0\"", image.display());
+    assert!(renamed.stderr.contains(&warning), "{}", renamed.stderr);
+    assert_eq!(
+        renamed.stderr.lines().filter(|line| line.contains("warning")).count(),
+        1,
+        "{}",
+        renamed.stderr
+    );
+    versioned.assert_success("provision --artifact-name --provides");
+    assert!(!versioned.stderr.contains("warning"), "{}", versioned.stderr);
+    assert_eq!(
+        judge_data_partition(&image, dir.path(), &PROVISIONED_FILES),
+        [
+            ("artifact-name".to_owned(), "rel-4".to_owned()),
+            ("artifact-provides".to_owned(), r#"{"rootfs-image.version":"rel-4"}"#.to_owned())
+        ]
+    );
+}
+
+#[test]
+fn oversized_rootfs_superblock_is_named() {
+    let test = "oversized_rootfs_superblock_is_named";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    // Eight times as many 1 KiB blocks as the partition has, too many for any block size.
+    let blocks = partition(&image, ROOTFS_A_PARTITION).size_bytes / 1024 * 8;
+    debugfs_write_requests(&offset_path(&image, ROOTFS_A_PARTITION), &[format!("ssv blocks_count {blocks}")]);
+    let key = rsa_key(dir.path());
+    let before = sha256_file(&image);
+
+    let bootstrap = provision(&image, &key, &["--bootstrap-provides"]);
+    let inspect = run_cli(["inspect", "--json", image.to_str().unwrap()]);
+
+    assert_eq!(bootstrap.status.code(), Some(1), "{}", bootstrap.stderr);
+    assert_eq!(bootstrap.stderr.lines().count(), 1, "{}", bootstrap.stderr);
+    assert!(bootstrap.stderr.contains(&format!("partition {ROOTFS_A_PARTITION}: ")), "{}", bootstrap.stderr);
+    assert!(bootstrap.stderr.contains("do not fit"), "{}", bootstrap.stderr);
+    assert_eq!(sha256_file(&image), before, "the image changed");
+    inspect.assert_success("inspect --json");
+    let report: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    let rootfs = &report["partitions"][ROOTFS_A_PARTITION as usize - 1];
+    assert_eq!(rootfs["role"], serde_json::Value::Null);
+    assert!(rootfs["role_reason"].as_str().unwrap().contains("do not fit"), "{rootfs}");
+}
+
+#[test]
+fn layout_mismatch_with_rootfs_binary_warns() {
+    let test = "layout_mismatch_with_rootfs_binary_warns";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(dir.path(), test) else { return };
+    let key = rsa_key(dir.path());
+    let image_name = image.display().to_string();
+
+    let forced = store("set", &image, &["artifact-name", "rel-1", "--target-layout", "32le"]);
+    let list = store("list", &image, &[]);
+    let provision_dry = provision(&image, &key, &["--target-layout", "32le", "--dry-run"]);
+
+    forced.assert_success("store set --target-layout 32le");
+    let forced_warning = format!("{image_name}: --target-layout gives 32-bit little-endian, but /usr/bin/");
+    assert!(forced.stderr.contains(&forced_warning), "{}", forced.stderr);
+    assert!(forced.stderr.contains("(64-bit little-endian)"), "{}", forced.stderr);
+    list.assert_success("store list");
+    assert_eq!(list.stdout, "artifact-name=rel-1\n");
+    let list_warning =
+        format!("{image_name}: /mender/mender-store is in the 32-bit little-endian LMDB layout");
+    assert!(list.stderr.contains(&list_warning), "{}", list.stderr);
+    assert!(list.stderr.contains("64-bit little-endian"), "{}", list.stderr);
+    provision_dry.assert_success("provision --target-layout 32le --dry-run");
+    assert!(provision_dry.stderr.contains(&forced_warning), "{}", provision_dry.stderr);
+}
+
+#[test]
 fn store_output_and_dry_run_leave_image_unchanged() {
     let test = "store_output_and_dry_run_leave_image_unchanged";
     let dir = tempfile::tempdir().unwrap();
@@ -388,6 +612,7 @@ fn bad_record_input_leaves_image_unchanged() {
     let missing = "/nonexistent/device.sdimg".to_owned();
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("repeated provide name", provision_args(&["--provides", "x:1", "--provides", "x:2"]), "\"x\""),
         ("pattern ending in backslash", provision_args(&["--clears-provides", "a\\"]), "a\\\\"),
         ("empty artifact name", provision_args(&["--artifact-name", ""]), "empty"),
         ("get of an unknown key", store_args(&["get", "no-such-key"]), "no-such-key"),
@@ -402,6 +627,8 @@ fn bad_record_input_leaves_image_unchanged() {
             store_args(&["set", "artifact-provides", r#"{"a":1}"#]),
             "artifact-provides",
         ),
+        ("key with an equals sign", store_args(&["set", "my=key", "v"]), "\"my=key\""),
+        ("key with a newline", store_args(&["set", "my\nkey", "v"]), "\"my\\nkey\""),
         ("empty artifact name by set", store_args(&["set", "artifact-name", ""]), "artifact-name"),
         ("missing image for list", vec!["store".into(), "list".into(), missing.clone()], &missing),
         (

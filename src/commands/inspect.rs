@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::commands::args::{InspectArgs, SectorSizeArg};
-use crate::commands::output::print_line;
+use crate::commands::output::{escape_control, print_line};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Volume;
@@ -315,12 +315,13 @@ fn render_text(report: &Report) -> String {
                 store.path, store.partition, store.size
             ));
             for record in &store.records {
+                let key = escape_control(&record.key);
                 match &record.value {
-                    Some(value) => lines.push(format!("  {} = {value}", record.key)),
+                    Some(value) => lines.push(format!("  {key} = {value}")),
                     None if record.secret => {
-                        lines.push(format!("  {} ({} bytes, not shown)", record.key, record.size))
+                        lines.push(format!("  {key} ({} bytes, not shown)", record.size))
                     }
-                    None => lines.push(format!("  {} ({} bytes)", record.key, record.size)),
+                    None => lines.push(format!("  {key} ({} bytes)", record.size)),
                 }
             }
         }
@@ -346,7 +347,10 @@ fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
     let mut rows = vec![PARTITION_COLUMNS.map(str::to_string)];
     for partition in partitions {
         let role = match partition.role {
-            Some(role) => format!("{role} ({})", partition.role_reason),
+            Some(role) => format!("{role} ({})", escape_control(&partition.role_reason)),
+            None if !partition.role_reason.is_empty() => {
+                format!("- ({})", escape_control(&partition.role_reason))
+            }
             None => "-".to_string(),
         };
         rows.push([
@@ -354,9 +358,9 @@ fn render_partitions(partitions: &[PartitionReport]) -> Vec<String> {
             partition.start.to_string(),
             partition.size.to_string(),
             partition.type_id.clone(),
-            partition.name.clone(),
+            escape_control(&partition.name),
             partition.filesystem.clone(),
-            partition.label.clone(),
+            escape_control(&partition.label),
             role,
         ]);
     }

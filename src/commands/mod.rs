@@ -207,8 +207,10 @@ The store is /mender/mender-store on the data partition, which the device reads 
 /var/lib/mender/mender-store. The Mender client 3.x keeps the installed Artifact's name in
 artifact-name and its provides in artifact-provides (a JSON object of strings); without
 artifact-name it reports the artifact_name of /etc/mender/artifact_info. Changes are written with
-mode 0600 and owner 0:0, all or nothing, and only for targets whose word size and byte order match
-this host's; set and delete take --output, --dry-run and --target-layout as provision does.
+mode 0600 and owner 0:0, all or nothing, in the target's LMDB layout (not yet for 32-bit
+big-endian targets); set and delete take --output, --dry-run and --target-layout as provision does.
+set rejects keys containing '=' or control characters, and warns about keys the Mender client
+3.4 does not use (artifact_name for artifact-name, say).
 
 Examples:
   mender-preauth store list core-image.sdimg

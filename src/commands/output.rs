@@ -182,6 +182,21 @@ pub fn print_line(line: &str) -> anyhow::Result<()> {
     LineOutput::Stdout.write_line(line)
 }
 
+/// Escapes the control characters of `text` as Rust string literals write them (`\n`, `\u{1b}`),
+/// so that a key, name or label read from an image can neither split a line of human output nor
+/// send terminal escape sequences. Other characters are kept as they are.
+pub fn escape_control(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
 /// Environment variable that fixes every timestamp the tool writes, for reproducible builds.
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
@@ -198,5 +213,23 @@ pub fn write_time() -> anyhow::Result<i64> {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Ok(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_control("a\nb"), "a\\nb");
+        assert_eq!(escape_control("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape_control("tab\there\r"), "tab\\there\\r");
+    }
+
+    #[test]
+    fn printable_text_is_kept() {
+        assert_eq!(escape_control("rootfs-image.version"), "rootfs-image.version");
+        assert_eq!(escape_control("Zoë \\ 名前"), "Zoë \\ 名前");
     }
 }

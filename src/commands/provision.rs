@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::commands::UsageError;
 use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
-use crate::commands::output::{LineOutput, key_type, load_private_key, write_time};
+use crate::commands::output::{LineOutput, escape_control, key_type, load_private_key, write_time};
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage, same_file};
@@ -19,9 +19,9 @@ use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
 };
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
-use crate::mender::records::RecordsUpdate;
+use crate::mender::records::{ROOTFS_VERSION_PROVIDE, RecordsUpdate};
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
-use crate::mender::rootfs::detect_target;
+use crate::mender::rootfs::{DetectedTarget, detect_target};
 use crate::mender::store::StoreLayout;
 
 /// The device key and whether this run generated it.
@@ -56,19 +56,27 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let key_pem = device_key.key.to_device_pem()?;
     let (changes, writes) =
         plan(&image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
+    let path = args.image.display();
+    if let (Some(version), Some(name)) = (&changes.stale_rootfs_version, &args.records.artifact_name) {
+        log::warn!(
+            "{path}: {ROOTFS_VERSION_PROVIDE} stays {version:?} although the Artifact name is now {name:?}; \
+             add --bootstrap-provides or --provides {ROOTFS_VERSION_PROVIDE}:{name} to change it"
+        );
+    }
     if let StorePolicy::LeaveAlone { reason } = &store_policy {
-        log::warn!("left {} alone: {reason}", data_partition::STORE_PATH);
+        let verb = if args.dry_run { "would leave" } else { "left" };
+        log::warn!("{path}: {verb} {} alone: {reason}", data_partition::STORE_PATH);
     }
 
     if args.dry_run {
         let bytes: usize = writes.values().map(Vec::len).sum();
         log::info!(
-            "dry run, nothing was written: {} ({bytes} bytes on {})",
+            "{path}: dry run, nothing was written: {}; {bytes} bytes of {} would change",
             summarize(&changes, &device_key, Tense::Planned),
             partition_name(&data.partition)
         );
         if device_key.generated {
-            log::info!("dry run: no request printed, because the generated key is not kept");
+            log::info!("{path}: dry run: no request printed, because the generated key is not kept");
             return Ok(());
         }
         return LineOutput::open(args.preauth_out.as_deref())?.write_line(&request);
@@ -191,7 +199,8 @@ fn save_generated_key(key: &DevicePrivateKey, files: &KeyFiles) -> anyhow::Resul
 }
 
 /// Chooses what to do with mender-store from the target's word size and byte order: given by
-/// --target-layout, else read from a binary on rootfs A.
+/// --target-layout, else read from a binary on rootfs A. A --target-layout that contradicts the
+/// binary found is followed, with a warning.
 pub(super) fn store_policy(
     image: &DiskImage,
     partitions: &[ClassifiedPartition],
@@ -200,38 +209,66 @@ pub(super) fn store_policy(
     if let Some(layout) = requested {
         let layout = requested_store_layout(layout);
         log::debug!("target: {layout}, from --target-layout");
+        // The option is there to override detection, so a rootfs that cannot be read is no error.
+        if let Ok(Ok(found)) = find_target(image, partitions) {
+            let detected = StoreLayout::of_target(&found.target.layout);
+            if detected != layout {
+                log::warn!(
+                    "{}: --target-layout gives {layout}, but {} on {} is {}; following --target-layout",
+                    image.path().display(),
+                    found.target.binary,
+                    found.partition,
+                    found.target.layout.describe()
+                );
+            }
+        }
         return Ok(policy_for_layout(layout, &format!("the target is {layout} (--target-layout)")));
     }
 
-    let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
-        return Ok(StorePolicy::LeaveAlone {
-            reason: "the image has no root filesystem to read the target's word size from; \
-                     give --target-layout to write it"
-                .into(),
-        });
-    };
-    let ext = Ext::open(image.volume(&rootfs.partition))
-        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
-    let detected = detect_target(&ext)
-        .with_context(|| format!("{}: {}", image.path().display(), partition_name(&rootfs.partition)))?;
-
-    let Some(detected) = detected else {
-        return Ok(StorePolicy::LeaveAlone {
-            reason: format!(
-                "no ELF binary found on the root filesystem ({}) to read the target's word size from; \
-                 give --target-layout to write it",
-                partition_name(&rootfs.partition)
-            ),
-        });
+    let found = match find_target(image, partitions)? {
+        Ok(found) => found,
+        Err(reason) => return Ok(StorePolicy::LeaveAlone { reason }),
     };
     log::debug!(
         "target: {}, from {} on {}",
-        detected.layout.describe(),
-        detected.binary,
-        partition_name(&rootfs.partition)
+        found.target.layout.describe(),
+        found.target.binary,
+        found.partition
     );
-    let layout = StoreLayout::of_target(&detected.layout);
-    Ok(policy_for_layout(layout, &format!("the target is {}", detected.layout.describe())))
+    let layout = StoreLayout::of_target(&found.target.layout);
+    Ok(policy_for_layout(layout, &format!("the target is {}", found.target.layout.describe())))
+}
+
+/// The target's layout as read from a binary on rootfs A.
+pub(super) struct FoundTarget {
+    pub target: DetectedTarget,
+    /// The partition it was read from, as listings name it.
+    pub partition: String,
+}
+
+/// Reads the target's layout from a binary on rootfs A. Returns why there is none as the inner
+/// error, and fails only when rootfs A cannot be read.
+pub(super) fn find_target(
+    image: &DiskImage,
+    partitions: &[ClassifiedPartition],
+) -> anyhow::Result<Result<FoundTarget, String>> {
+    let Some(rootfs) = roles::find_role(partitions, Role::RootfsA) else {
+        return Ok(Err(format!(
+            "the image has no root filesystem to read the target's word size from{}; \
+             give --target-layout to write it",
+            roles::describe_unopened_ext(partitions)
+        )));
+    };
+    let partition = partition_name(&rootfs.partition);
+    let context = || format!("{}: {partition}", image.path().display());
+    let ext = Ext::open(image.volume(&rootfs.partition)).with_context(context)?;
+    match detect_target(&ext).with_context(context)? {
+        Some(target) => Ok(Ok(FoundTarget { target, partition })),
+        None => Ok(Err(format!(
+            "no ELF binary found on the root filesystem ({partition}) to read the target's word size from; \
+             give --target-layout to write it"
+        ))),
+    }
 }
 
 fn requested_store_layout(layout: TargetLayoutArg) -> StoreLayout {
@@ -335,21 +372,26 @@ fn summarize(changes: &DataPartitionChanges, device_key: &DeviceKey, tense: Tens
 /// Describes a change to mender-store in one phrase.
 pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> String {
     let store = data_partition::STORE_PATH;
+    let keys = |keys: &[String]| keys.iter().map(|key| escape_control(key)).collect::<Vec<_>>();
     match change {
         StoreChange::Created { set } if set.is_empty() => {
             format!("{} an empty {store}", tense.verb("would create", "created"))
         }
         StoreChange::Created { set } => {
-            format!("{} {store} with {}", tense.verb("would create", "created"), set.join(", "))
+            format!("{} {store} with {}", tense.verb("would create", "created"), keys(set).join(", "))
         }
         StoreChange::Updated { removed, set } => {
             let mut changes = Vec::new();
             if !removed.is_empty() {
                 let verb = tense.verb("would remove", "removed");
-                changes.push(format!("{verb} {} from {store}", removed.join(" and ")));
+                changes.push(format!("{verb} {} from {store}", keys(removed).join(" and ")));
             }
             if !set.is_empty() {
-                changes.push(format!("{} {} in {store}", tense.verb("would set", "set"), set.join(", ")));
+                changes.push(format!(
+                    "{} {} in {store}",
+                    tense.verb("would set", "set"),
+                    keys(set).join(", ")
+                ));
             }
             changes.join(", ")
         }

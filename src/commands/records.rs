@@ -8,7 +8,7 @@ use crate::commands::progress::ProgressLine;
 use crate::fs::ext::Ext;
 use crate::image::disk_image::DiskImage;
 use crate::mender::artifact_info::ARTIFACT_INFO_PATH;
-use crate::mender::provides::{ClearsPattern, parse_provide_argument};
+use crate::mender::provides::{ClearsPattern, parse_provide_arguments};
 use crate::mender::records::RecordsUpdate;
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::{read_artifact_name, volume_sha256};
@@ -25,11 +25,7 @@ pub fn records_update(
         return Ok(RecordsUpdate::default());
     }
     let path = image.path().display();
-    let provides = args
-        .provides
-        .iter()
-        .map(|argument| parse_provide_argument(argument).with_context(|| format!("{path}: --provides")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let provides = parse_provide_arguments(&args.provides).with_context(|| format!("{path}: --provides"))?;
     let clears = args
         .clears_provides
         .iter()
@@ -40,15 +36,19 @@ pub fn records_update(
     let fallback_name = match (&args.artifact_name, rootfs) {
         (Some(_), _) => Err("--artifact-name was given".to_string()),
         (None, Some(rootfs)) => artifact_info_name(image, rootfs)?,
-        (None, None) => Err(format!("the image has no root filesystem to read {ARTIFACT_INFO_PATH} from")),
+        (None, None) => Err(format!(
+            "the image has no root filesystem to read {ARTIFACT_INFO_PATH} from{}",
+            roles::describe_unopened_ext(partitions)
+        )),
     };
 
     let rootfs_checksum = match (args.bootstrap_provides, rootfs) {
         (false, _) => None,
         (true, Some(rootfs)) => Some(rootfs_checksum(image, rootfs)?),
         (true, None) => bail!(
-            "{}: --bootstrap-provides needs rootfs A to hash, and the image has no root filesystem",
-            image.path().display()
+            "{}: --bootstrap-provides needs rootfs A to hash, and the image has no root filesystem{}",
+            image.path().display(),
+            roles::describe_unopened_ext(partitions)
         ),
     };
 
@@ -66,7 +66,7 @@ pub fn records_update(
 fn artifact_info_name(
     image: &DiskImage,
     rootfs: &ClassifiedPartition,
-) -> anyhow::Result<Result<String, String>> {
+) -> anyhow::Result<Result<Vec<u8>, String>> {
     let name = partition_name(&rootfs.partition);
     let ext = Ext::open(image.volume(&rootfs.partition))
         .with_context(|| format!("{}: rootfs A ({name})", image.path().display()))?;

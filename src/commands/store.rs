@@ -10,8 +10,10 @@ use crate::commands::args::{
     SectorSizeArg, StoreArgs, StoreCommand, StoreDeleteArgs, StoreGetArgs, StoreImageArgs, StoreListArgs,
     StoreSetArgs, StoreWriteArgs,
 };
-use crate::commands::output::{print_line, write_time};
-use crate::commands::provision::{Tense, check_output_path, commit, describe_store_change, store_policy};
+use crate::commands::output::{escape_control, print_line, write_time};
+use crate::commands::provision::{
+    FoundTarget, Tense, check_output_path, commit, describe_store_change, find_target, store_policy,
+};
 use crate::fs::ext::Ext;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Staged;
@@ -19,7 +21,7 @@ use crate::mender::data_partition::{self, STORE_PATH, StoreChange, StorePolicy, 
 use crate::mender::provides::parse_provides;
 use crate::mender::records::{ARTIFACT_NAME_KEY, ARTIFACT_PROVIDES_KEY};
 use crate::mender::roles::{self, partition_name};
-use crate::mender::store::{Records, STALE_AUTH_KEYS, StoreEdit};
+use crate::mender::store::{CLIENT_KEYS, Records, STALE_AUTH_KEYS, StoreEdit, StoreLayout};
 
 /// Runs the `store` operation that `args` names.
 pub fn run(args: &StoreArgs) -> anyhow::Result<()> {
@@ -43,7 +45,13 @@ struct RecordEntry {
 }
 
 fn list(args: &StoreListArgs) -> anyhow::Result<()> {
-    let records = read_records(&args.image)?.unwrap_or_default();
+    let records = match read_store_and_warn(&args.image)? {
+        Some(records) => records,
+        None => {
+            log::info!("{}: there is no {STORE_PATH} on the data partition", args.image.image.display());
+            Records::new()
+        }
+    };
     let entries: Vec<RecordEntry> = records.iter().map(|(key, value)| record_entry(key, value)).collect();
 
     if args.json {
@@ -63,14 +71,15 @@ fn record_entry(key: &[u8], value: &[u8]) -> RecordEntry {
     RecordEntry { key: String::from_utf8_lossy(key).into_owned(), size: value.len(), value: text, secret }
 }
 
-/// Renders a record as `KEY=VALUE`. Values that would break the line (control characters) or
+/// Renders a record as `KEY=VALUE`, with control characters in the key escaped. Values that would break the line (control characters) or
 /// that are secret or binary are described by size instead.
 fn render_entry(entry: &RecordEntry) -> String {
+    let key = escape_control(&entry.key);
     match &entry.value {
-        Some(value) if !value.chars().any(char::is_control) => format!("{}={value}", entry.key),
-        _ if entry.secret => format!("{}=<{} bytes, not shown>", entry.key, entry.size),
-        Some(_) => format!("{}=<{} bytes of text with control characters>", entry.key, entry.size),
-        None => format!("{}=<{} bytes of binary data>", entry.key, entry.size),
+        Some(value) if !value.chars().any(char::is_control) => format!("{key}={value}"),
+        _ if entry.secret => format!("{key}=<{} bytes, not shown>", entry.size),
+        Some(_) => format!("{key}=<{} bytes of text with control characters>", entry.size),
+        None => format!("{key}=<{} bytes of binary data>", entry.size),
     }
 }
 
@@ -92,9 +101,33 @@ fn get(args: &StoreGetArgs) -> anyhow::Result<()> {
 }
 
 fn set(args: &StoreSetArgs) -> anyhow::Result<()> {
-    check_value(&args.key, args.value.as_bytes()).with_context(|| args.image.image.display().to_string())?;
+    let path = args.image.image.display();
+    check_key(&args.key).with_context(|| path.to_string())?;
+    check_value(&args.key, args.value.as_bytes()).with_context(|| path.to_string())?;
+
     let record = (args.key.as_bytes().to_vec(), args.value.as_bytes().to_vec());
-    modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))
+    modify(&args.image, &args.write, |_| Ok(StoreEdit { remove: Vec::new(), set: vec![record] }))?;
+
+    if !CLIENT_KEYS.contains(&args.key.as_str()) {
+        log::warn!(
+            "{path}: the Mender client does not use a record {:?}, so it ignores it; the records it uses are {}",
+            args.key,
+            CLIENT_KEYS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Rejects keys that `store list` could not print as one `KEY=VALUE` line: keys containing `=`
+/// or control characters.
+fn check_key(key: &str) -> anyhow::Result<()> {
+    if key.contains('=') {
+        bail!("invalid key {key:?}: a key must not contain '=', because `store list` prints KEY=VALUE");
+    }
+    if key.chars().any(char::is_control) {
+        bail!("invalid key {key:?}: a key must not contain control characters such as newlines");
+    }
+    Ok(())
 }
 
 /// Rejects values of the client's own records that the Mender client 3.4 fails on. An empty
@@ -111,6 +144,12 @@ fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
 }
 
 fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
+    if read_records(&args.image)?.is_none() {
+        bail!(
+            "{}: there is no {STORE_PATH} on the data partition, so no record to delete",
+            args.image.image.display()
+        );
+    }
     modify(&args.image, &args.write, |records| {
         for key in &args.keys {
             if !records.contains_key(key.as_bytes()) {
@@ -125,6 +164,39 @@ fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
 /// Reads the records of mender-store on the image's data partition, or `None` when it has no
 /// store.
 fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
+    Ok(read_store(args)?.map(|read| read.records))
+}
+
+/// Reads the store as [`read_records`] does, and warns when it is in another LMDB layout than
+/// the target that a binary on rootfs A shows, because the target's Mender client cannot open it.
+fn read_store_and_warn(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
+    let Some(StoreRead { records, layout, target }) = read_store(args)? else { return Ok(None) };
+    if let Ok(found) = target
+        && StoreLayout::of_target(&found.target.layout) != layout
+    {
+        log::warn!(
+            "{}: {STORE_PATH} is in the {layout} LMDB layout, but the target is {}, from {} on {}, \
+             so its Mender client cannot open it",
+            args.image.display(),
+            found.target.layout.describe(),
+            found.target.binary,
+            found.partition
+        );
+    }
+    Ok(Some(records))
+}
+
+/// mender-store as read from an image, with the target found on rootfs A.
+struct StoreRead {
+    records: Records,
+    /// The LMDB layout the file is in.
+    layout: StoreLayout,
+    /// The target a binary on rootfs A shows, or why none was found.
+    target: Result<FoundTarget, String>,
+}
+
+/// Reads mender-store and the target on rootfs A, or returns `None` when the image has no store.
+fn read_store(args: &StoreImageArgs) -> anyhow::Result<Option<StoreRead>> {
     let path = args.image.display();
     let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
     let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
@@ -135,11 +207,12 @@ fn read_records(args: &StoreImageArgs) -> anyhow::Result<Option<Records>> {
 
     let context = || format!("{path}: {}", partition_name(&data.partition));
     let ext = Ext::open(image.volume(&data.partition)).with_context(context)?;
-    let records = data_partition::read_store(&ext).with_context(context)?;
-    if records.is_none() {
-        log::info!("{path}: there is no {STORE_PATH} on {}", partition_name(&data.partition));
-    }
-    Ok(records)
+    let Some((records, layout)) = data_partition::read_store(&ext).with_context(context)? else {
+        return Ok(None);
+    };
+    // The target only adds a warning, so a rootfs A that cannot be read does not fail the read.
+    let target = find_target(&image, &partitions).unwrap_or_else(|error| Err(format!("{error:#}")));
+    Ok(Some(StoreRead { records, layout, target }))
 }
 
 /// Changes the store by the edit `plan` makes from its records, in memory first, then in place
@@ -171,7 +244,10 @@ fn modify(
     let (_, writes) = ext.into_volume().into_parts().with_context(context)?;
 
     if write.dry_run {
-        log::info!("dry run, nothing was written: {}", describe_store_change(&changes.store, Tense::Planned));
+        log::info!(
+            "{path}: dry run, nothing was written: {}",
+            describe_store_change(&changes.store, Tense::Planned)
+        );
         return Ok(());
     }
     if changes.store == StoreChange::Unchanged && write.output.is_none() {

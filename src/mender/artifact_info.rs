@@ -33,35 +33,60 @@ pub enum ArtifactInfoError {
 }
 
 /// Returns the `artifact_name` value of the file's text, or `None` when the file does not give
-/// one. An empty value is returned as given; the client then reports that the name is empty.
-pub fn parse_artifact_name(text: &[u8]) -> Result<Option<String>, ArtifactInfoError> {
-    let text = String::from_utf8_lossy(text);
-    let mut found: Option<(usize, String)> = None;
+/// one. The value is returned as the bytes the file contains, because the client copies them
+/// unchanged, invalid UTF-8 included. An empty value is returned as given; the client then
+/// reports that the name is empty.
+pub fn parse_artifact_name(text: &[u8]) -> Result<Option<Vec<u8>>, ArtifactInfoError> {
+    let mut found: Option<(usize, Vec<u8>)> = None;
 
     // Go's bufio.Scanner splits at "\n", drops one "\r" before it (the trim covers that) and
     // yields the text after the last "\n" only when it is not empty.
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    if lines.last() == Some(&"") {
+    let mut lines: Vec<&[u8]> = text.split(|&byte| byte == b'\n').collect();
+    if lines.last() == Some(&&b""[..]) {
         lines.pop();
     }
     for (index, line) in lines.into_iter().enumerate() {
         let number = index + 1;
-        let line = line.trim();
-        if line.starts_with('#') {
+        let line = trim_space(line);
+        if line.starts_with(b"#") {
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
+        let Some(equals) = line.iter().position(|&byte| byte == b'=') else {
             return Err(ArtifactInfoError::MissingEquals { line: number });
         };
-        if key != ARTIFACT_NAME_KEY {
+        let (key, value) = (&line[..equals], &line[equals + 1..]);
+        if key != ARTIFACT_NAME_KEY.as_bytes() {
             continue;
         }
         if let Some((first, _)) = found {
             return Err(ArtifactInfoError::Repeated { first, second: number });
         }
-        found = Some((number, value.trim().to_string()));
+        found = Some((number, trim_space(value).to_vec()));
     }
     Ok(found.map(|(_, name)| name))
+}
+
+/// Trims white space at both ends as Go's `strings.TrimSpace` does: Unicode white space is
+/// removed, and bytes that are not valid UTF-8 stop the trim and are kept.
+fn trim_space(mut bytes: &[u8]) -> &[u8] {
+    while let Some(c) = first_char(bytes).filter(|c| c.is_whitespace()) {
+        bytes = &bytes[c.len_utf8()..];
+    }
+    while let Some(c) = last_char(bytes).filter(|c| c.is_whitespace()) {
+        bytes = &bytes[..bytes.len() - c.len_utf8()];
+    }
+    bytes
+}
+
+/// Decodes the character at the start of `bytes`, or `None` when they start with invalid UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    (1..=bytes.len().min(4)).find_map(|len| std::str::from_utf8(&bytes[..len]).ok()?.chars().next())
+}
+
+/// Decodes the character at the end of `bytes`, or `None` when they end with invalid UTF-8.
+fn last_char(bytes: &[u8]) -> Option<char> {
+    (1..=bytes.len().min(4))
+        .find_map(|len| std::str::from_utf8(&bytes[bytes.len() - len..]).ok()?.chars().next())
 }
 
 #[cfg(test)]
@@ -70,14 +95,28 @@ mod tests {
 
     #[test]
     fn yocto_file_gives_name() {
-        assert_eq!(parse_artifact_name(b"artifact_name=release-1\n").unwrap(), Some("release-1".into()));
+        assert_eq!(parse_artifact_name(b"artifact_name=release-1\n").unwrap(), Some(b"release-1".to_vec()));
     }
 
     #[test]
     fn value_is_trimmed_and_comments_skipped() {
         let text = b"# built by Yocto\n  artifact_name=  release 2 \r\nartifact_group=lab\n";
 
-        assert_eq!(parse_artifact_name(text).unwrap(), Some("release 2".into()));
+        assert_eq!(parse_artifact_name(text).unwrap(), Some(b"release 2".to_vec()));
+    }
+
+    #[test]
+    fn invalid_utf8_name_is_kept_raw() {
+        let text = b"artifact_name= r\xffel\xa0 \n";
+
+        assert_eq!(parse_artifact_name(text).unwrap(), Some(b"r\xffel\xa0".to_vec()));
+    }
+
+    #[test]
+    fn unicode_white_space_is_trimmed() {
+        let text = "artifact_name=\u{a0}rel\u{2003}\n".as_bytes();
+
+        assert_eq!(parse_artifact_name(text).unwrap(), Some(b"rel".to_vec()));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::fs::ext::{Ext, ExtError, FileKind, InodeIndex, NewAttrs};
 use crate::image::volume::{Volume, VolumeMut};
-use crate::mender::records::{RecordsError, RecordsUpdate};
+use crate::mender::records::{RecordsError, RecordsPlan, RecordsUpdate};
 use crate::mender::store::{self, Records, StoreEdit, StoreError, StoreLayout};
 
 /// Directory of the client's files, relative to the data partition's root.
@@ -84,6 +84,9 @@ pub struct DataPartitionChanges {
     pub key: KeyChange,
     pub store: StoreChange,
     pub xattrs: XattrChange,
+    /// A stored `rootfs-image.version` left as it was although it differs from the new Artifact
+    /// name (see [`RecordsPlan::stale_rootfs_version`]).
+    pub stale_rootfs_version: Option<String>,
 }
 
 /// Failure to provision the data partition.
@@ -127,16 +130,16 @@ pub fn provision<V: VolumeMut>(
 
     let key = write_device_key(ext, key_pem, time)?;
 
-    let store = match store_policy {
+    let (store, stale_rootfs_version) = match store_policy {
         StorePolicy::Reconcile { layout } => reconcile_store(ext, records, *layout, time)?,
-        StorePolicy::LeaveAlone { reason } => StoreChange::LeftAlone { reason: reason.clone() },
+        StorePolicy::LeaveAlone { reason } => (StoreChange::LeftAlone { reason: reason.clone() }, None),
     };
 
     let mut written = vec![(DEVICE_KEY_PATH, key == KeyChange::Created)];
     written.extend(store_written(&store));
     let xattrs = set_xattrs(ext, xattr_policy, label, &written)?;
 
-    Ok(DataPartitionChanges { created_mender_dir, key, store, xattrs })
+    Ok(DataPartitionChanges { created_mender_dir, key, store, xattrs, stale_rootfs_version })
 }
 
 /// Changes to mender-store alone, made by [`edit_store`].
@@ -148,13 +151,13 @@ pub struct StoreEditChanges {
 }
 
 /// Reads the records of mender-store on the data partition, in the LMDB layout the file itself
-/// is in, or `None` when there is no store.
-pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<Records>, ProvisionError> {
+/// is in, and returns them with that layout, or `None` when there is no store.
+pub fn read_store<V: Volume>(ext: &Ext<V>) -> Result<Option<(Records, StoreLayout)>, ProvisionError> {
     let Some(bytes) = read_store_file(ext)? else {
         return Ok(None);
     };
     let layout = store::detect_layout(&bytes).map_err(store_error)?;
-    parse_store(Some(&bytes), layout).map(Some)
+    Ok(Some((parse_store(Some(&bytes), layout)?, layout)))
 }
 
 /// Changes mender-store on the data partition `ext` by the edit that `plan` makes from the
@@ -310,21 +313,26 @@ fn write_device_key<V: VolumeMut>(
 }
 
 /// Removes the records tied to a previous key and applies the Artifact records of `records`.
+/// Returns the change and the stale `rootfs-image.version` the plan found, if any.
 fn reconcile_store<V: VolumeMut>(
     ext: &mut Ext<V>,
     records: &RecordsUpdate,
     layout: StoreLayout,
     time: i64,
-) -> Result<StoreChange, ProvisionError> {
+) -> Result<(StoreChange, Option<String>), ProvisionError> {
     let existing = read_store_file(ext)?;
     let current = parse_store(existing.as_deref(), layout)?;
 
     let mut edit = StoreEdit::remove_stale_auth_keys();
+    let mut stale_rootfs_version = None;
     if !records.is_empty() {
-        let plan = records.plan(&current).map_err(|source| ProvisionError::Records { source })?;
+        let plan: RecordsPlan =
+            records.plan(&current).map_err(|source| ProvisionError::Records { source })?;
         edit.set = plan.edit.set;
+        stale_rootfs_version = plan.stale_rootfs_version;
     }
-    write_store_edit(ext, existing.as_deref(), &current, &edit, layout, time)
+    let change = write_store_edit(ext, existing.as_deref(), &current, &edit, layout, time)?;
+    Ok((change, stale_rootfs_version))
 }
 
 /// Returns the bytes of the store file, or `None` when there is none.

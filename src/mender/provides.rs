@@ -39,6 +39,17 @@ pub enum ProvidesError {
         name: String,
     },
 
+    /// Two `KEY:VALUE` arguments name the same provide, so one value would silently be lost.
+    #[error("provide {name:?} is given more than once ({first:?} and {second:?}); give each name once")]
+    RepeatedName {
+        /// The name given twice.
+        name: String,
+        /// The first argument naming it.
+        first: String,
+        /// The later argument naming it.
+        second: String,
+    },
+
     /// A pattern the client rejects or would read as a regular expression.
     #[error("invalid clears-provides pattern {pattern:?}: {reason}")]
     InvalidPattern {
@@ -88,6 +99,25 @@ pub fn parse_provide_argument(argument: &str) -> Result<(String, String), Provid
     Ok((name.to_string(), value.to_string()))
 }
 
+/// Parses every `KEY:VALUE` provide argument with [`parse_provide_argument`] and rejects a name
+/// given twice.
+pub fn parse_provide_arguments(arguments: &[String]) -> Result<Vec<(String, String)>, ProvidesError> {
+    let mut provides: Vec<(String, String)> = Vec::with_capacity(arguments.len());
+    let mut first_argument: BTreeMap<String, &str> = BTreeMap::new();
+    for argument in arguments {
+        let (name, value) = parse_provide_argument(argument)?;
+        if let Some(first) = first_argument.insert(name.clone(), argument) {
+            return Err(ProvidesError::RepeatedName {
+                name,
+                first: first.to_string(),
+                second: argument.clone(),
+            });
+        }
+        provides.push((name, value));
+    }
+    Ok(provides)
+}
+
 /// One `clears_artifact_provides` pattern: `*` matches any run of characters, and a backslash
 /// makes the next character literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,22 +165,47 @@ impl ClearsPattern {
     /// Returns true when the pattern matches the whole of `name`. A star does not match a
     /// newline, because Go's `.` does not.
     pub fn matches(&self, name: &str) -> bool {
-        let name: Vec<char> = name.chars().collect();
-        matches_from(&self.parts, &name)
+        matches_all(&self.parts, name)
     }
 }
 
-/// Matches `parts` against all of `name`, trying every length for each star. Patterns and names
-/// are short, so the backtracking stays cheap.
-fn matches_from(parts: &[PatternPart], name: &[char]) -> bool {
-    match parts.split_first() {
-        None => name.is_empty(),
-        Some((PatternPart::Literal(expected), rest)) => {
-            name.first() == Some(expected) && matches_from(rest, &name[1..])
+/// Matches `parts` against all of `name` by running the pattern as an automaton: `reachable[i]`
+/// is true when the name read so far can end just before part `i`. Each character of the name
+/// updates every part once, so matching takes O(name length × pattern length) steps whatever the
+/// number of stars, where trying every length for each star took exponential time.
+fn matches_all(parts: &[PatternPart], name: &str) -> bool {
+    let mut reachable = vec![false; parts.len() + 1];
+    reachable[0] = true;
+    close_over_stars(parts, &mut reachable);
+
+    let mut next = vec![false; parts.len() + 1];
+    for c in name.chars() {
+        next.fill(false);
+        for (index, part) in parts.iter().enumerate() {
+            if !reachable[index] {
+                continue;
+            }
+            match part {
+                PatternPart::Literal(expected) if *expected == c => next[index + 1] = true,
+                PatternPart::Literal(_) => {}
+                PatternPart::Star if c != '\n' => next[index] = true,
+                PatternPart::Star => {}
+            }
         }
-        Some((PatternPart::Star, rest)) => {
-            let max_len = name.iter().position(|&c| c == '\n').unwrap_or(name.len());
-            (0..=max_len).any(|len| matches_from(rest, &name[len..]))
+        close_over_stars(parts, &mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        std::mem::swap(&mut reachable, &mut next);
+    }
+    reachable[parts.len()]
+}
+
+/// Marks the part after each reachable star as reachable too, because a star may match nothing.
+fn close_over_stars(parts: &[PatternPart], reachable: &mut [bool]) {
+    for (index, part) in parts.iter().enumerate() {
+        if reachable[index] && *part == PatternPart::Star {
+            reachable[index + 1] = true;
         }
     }
 }
@@ -219,6 +274,25 @@ mod tests {
     }
 
     #[test]
+    fn repeated_provide_name_is_rejected() {
+        let arguments = ["x:1".to_string(), "y:1".to_string(), "x:2".to_string()];
+
+        let error = parse_provide_arguments(&arguments).unwrap_err();
+
+        assert!(matches!(&error, ProvidesError::RepeatedName { name, .. } if name == "x"), "{error}");
+        assert!(error.to_string().contains("\"x:1\" and \"x:2\""), "{error}");
+    }
+
+    #[test]
+    fn distinct_provide_names_keep_order() {
+        let arguments = ["b:1".to_string(), "a:2:3".to_string()];
+
+        let provides = parse_provide_arguments(&arguments).unwrap();
+
+        assert_eq!(provides, [("b".to_string(), "1".to_string()), ("a".to_string(), "2:3".to_string())]);
+    }
+
+    #[test]
     fn star_matches_any_run() {
         let rootfs = pattern("rootfs-image.*");
 
@@ -247,6 +321,23 @@ mod tests {
 
         assert!(literal.matches("a*"));
         assert!(!literal.matches("ab"));
+    }
+
+    #[test]
+    fn many_stars_match_without_backtracking() {
+        let name = "a".repeat(60);
+        let many_stars = pattern(&format!("{}*b", "*a".repeat(14)));
+
+        assert!(!many_stars.matches(&name));
+        assert!(many_stars.matches(&format!("{name}b")));
+        assert!(pattern(&"*a".repeat(30)).matches(&name));
+        assert!(!pattern(&"*a".repeat(61)).matches(&name));
+    }
+
+    #[test]
+    fn star_stops_at_newline_between_literals() {
+        assert!(pattern("a*\n*b").matches("ax\nyb"));
+        assert!(!pattern("a*b").matches("a\nb"));
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub struct RecordsUpdate {
     /// Name to store as `artifact-name`; without it the stored name is kept, or when there is
     /// none, `fallback_name` is stored.
     pub artifact_name: Option<String>,
-    /// Name read from the root filesystem's artifact_info, or why there is none.
-    pub fallback_name: Result<String, String>,
+    /// Name read from the root filesystem's artifact_info, as the bytes the file contains, or
+    /// why there is none.
+    pub fallback_name: Result<Vec<u8>, String>,
     /// Patterns of stored provides to remove.
     pub clears: Vec<ClearsPattern>,
     /// SHA-256 (lower-case hex) of the root filesystem, for the bootstrap provides.
@@ -63,12 +64,15 @@ pub enum RecordsError {
 pub struct RecordsPlan {
     /// The records to set.
     pub edit: StoreEdit,
-    /// The Artifact name after the update.
-    pub artifact_name: String,
+    /// The Artifact name after the update, as the bytes stored, which need not be UTF-8.
+    pub artifact_name: Vec<u8>,
     /// The provides after the update.
     pub provides: Provides,
     /// Provides that were stored and are removed.
     pub cleared: Vec<String>,
+    /// The `rootfs-image.version` kept from the store when a new Artifact name is given and
+    /// neither --bootstrap-provides nor --provides sets the version, if it differs from the name.
+    pub stale_rootfs_version: Option<String>,
 }
 
 /// No change: the Artifact records stay as they are.
@@ -119,7 +123,9 @@ impl RecordsUpdate {
         }
 
         if let Some(checksum) = &self.rootfs_checksum {
-            provides.insert(ROOTFS_VERSION_PROVIDE.to_string(), artifact_name.clone());
+            // Go's json.Marshal writes invalid UTF-8 as U+FFFD, as the lossy conversion does.
+            let version = String::from_utf8_lossy(&artifact_name).into_owned();
+            provides.insert(ROOTFS_VERSION_PROVIDE.to_string(), version);
             provides.insert(ROOTFS_CHECKSUM_PROVIDE.to_string(), checksum.clone());
         }
         for (name, value) in &self.provides {
@@ -129,19 +135,33 @@ impl RecordsUpdate {
         let edit = StoreEdit {
             remove: Vec::new(),
             set: vec![
-                (ARTIFACT_NAME_KEY.as_bytes().to_vec(), artifact_name.as_bytes().to_vec()),
+                (ARTIFACT_NAME_KEY.as_bytes().to_vec(), artifact_name.clone()),
                 (ARTIFACT_PROVIDES_KEY.as_bytes().to_vec(), provides::encode_provides(&provides)),
             ],
         };
-        Ok(RecordsPlan { edit, artifact_name, provides, cleared })
+        let stale_rootfs_version = self.stale_rootfs_version(&provides, &artifact_name);
+        Ok(RecordsPlan { edit, artifact_name, provides, cleared, stale_rootfs_version })
     }
 
-    /// Picks the name: the one given, else the stored one, else artifact_info's.
-    fn choose_name(&self, existing: &Records) -> Result<String, RecordsError> {
-        let stored =
-            existing.get(ARTIFACT_NAME_KEY.as_bytes()).map(|name| String::from_utf8_lossy(name).into_owned());
+    /// Returns the `rootfs-image.version` in `provides` when a new name is given, this update does
+    /// not set the version itself, and the version differs from `artifact_name`. A bootstrap
+    /// Artifact gives both the same value, so the mismatch most likely means a stale version.
+    fn stale_rootfs_version(&self, provides: &Provides, artifact_name: &[u8]) -> Option<String> {
+        let sets_version = self.rootfs_checksum.is_some()
+            || self.provides.iter().any(|(name, _)| name == ROOTFS_VERSION_PROVIDE);
+        if self.artifact_name.is_none() || sets_version {
+            return None;
+        }
+        let version = provides.get(ROOTFS_VERSION_PROVIDE)?;
+        (version.as_bytes() != artifact_name).then(|| version.clone())
+    }
+
+    /// Picks the name: the one given, else the stored one, else artifact_info's. A stored name
+    /// is kept byte for byte, because the client reports whatever bytes it finds.
+    fn choose_name(&self, existing: &Records) -> Result<Vec<u8>, RecordsError> {
+        let stored = existing.get(ARTIFACT_NAME_KEY.as_bytes()).cloned();
         let name = match (&self.artifact_name, stored, &self.fallback_name) {
-            (Some(given), _, _) => given.clone(),
+            (Some(given), _, _) => given.as_bytes().to_vec(),
             (None, Some(stored), _) => stored,
             (None, None, Ok(fallback)) => fallback.clone(),
             (None, None, Err(reason)) => return Err(RecordsError::NoArtifactName { reason: reason.clone() }),
@@ -167,7 +187,7 @@ mod tests {
     }
 
     fn update() -> RecordsUpdate {
-        RecordsUpdate { fallback_name: Ok("from-artifact-info".into()), ..RecordsUpdate::default() }
+        RecordsUpdate { fallback_name: Ok(b"from-artifact-info".to_vec()), ..RecordsUpdate::default() }
     }
 
     #[test]
@@ -194,7 +214,27 @@ mod tests {
     fn artifact_info_name_fills_empty_store() {
         let plan = update().plan(&Records::new()).unwrap();
 
-        assert_eq!(plan.artifact_name, "from-artifact-info");
+        assert_eq!(plan.artifact_name, b"from-artifact-info");
+    }
+
+    #[test]
+    fn invalid_utf8_stored_name_is_kept() {
+        let existing: Records = [(b"artifact-name".to_vec(), b"r\xffel".to_vec())].into_iter().collect();
+        let update = RecordsUpdate { provides: vec![("a".into(), "1".into())], ..update() };
+
+        let plan = update.plan(&existing).unwrap();
+
+        let (_, name) = plan.edit.set.iter().find(|(key, _)| key == b"artifact-name").unwrap();
+        assert_eq!(name, b"r\xffel");
+    }
+
+    #[test]
+    fn invalid_utf8_fallback_name_is_kept() {
+        let update = RecordsUpdate { fallback_name: Ok(b"r\xffel".to_vec()), ..update() };
+
+        let plan = update.plan(&Records::new()).unwrap();
+
+        assert_eq!(plan.artifact_name, b"r\xffel");
     }
 
     #[test]
@@ -250,6 +290,24 @@ mod tests {
             "ab".repeat(32)
         );
         assert_eq!(set_value(&plan, "artifact-provides"), expected);
+    }
+
+    #[test]
+    fn new_name_flags_stale_rootfs_version() {
+        let existing = records(&[("artifact-provides", r#"{"rootfs-image.version":"demo-1.0"}"#)]);
+        let renamed = RecordsUpdate { artifact_name: Some("rel-3".into()), ..update() };
+        let versioned = RecordsUpdate {
+            provides: vec![("rootfs-image.version".into(), "rel-3".into())],
+            ..renamed.clone()
+        };
+        let bootstrapped = RecordsUpdate { rootfs_checksum: Some("00".repeat(32)), ..renamed.clone() };
+        let same_name = RecordsUpdate { artifact_name: Some("demo-1.0".into()), ..update() };
+
+        assert_eq!(renamed.plan(&existing).unwrap().stale_rootfs_version.as_deref(), Some("demo-1.0"));
+        assert_eq!(versioned.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(bootstrapped.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(same_name.plan(&existing).unwrap().stale_rootfs_version, None);
+        assert_eq!(update().plan(&existing).unwrap().stale_rootfs_version, None);
     }
 
     #[test]

@@ -271,6 +271,27 @@ fn assign_roles(partitions: &mut [ClassifiedPartition]) {
 
     assign_rootfs_b(partitions);
     assign_boot(partitions);
+
+    for partition in partitions.iter_mut().filter(|partition| partition.role.is_none()) {
+        if let Filesystem::Unknown { reason: Some(reason) } = &partition.filesystem {
+            partition.reason = reason.clone();
+        }
+    }
+}
+
+/// Describes the partitions whose ext superblock was found but could not be opened, such as one
+/// claiming more blocks than its partition contains. Such a partition may be the rootfs or data
+/// partition that a command could not find, so errors name them; empty when there are none.
+pub fn describe_unopened_ext(partitions: &[ClassifiedPartition]) -> String {
+    partitions
+        .iter()
+        .filter_map(|classified| match &classified.filesystem {
+            Filesystem::Unknown { reason: Some(reason) } => {
+                Some(format!("; {}: {reason}", partition_name(&classified.partition)))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Marks a second rootfs as rootfs B, or else an unformatted partition right after rootfs A,

@@ -68,7 +68,7 @@ pub enum ArtifactInfoReadError {
 
 /// Reads the Artifact name from `/etc/mender/artifact_info`, following symlinks inside the
 /// filesystem. Returns `None` when the file is missing or names no Artifact.
-pub fn read_artifact_name<V: Volume>(rootfs: &Ext<V>) -> Result<Option<String>, ArtifactInfoReadError> {
+pub fn read_artifact_name<V: Volume>(rootfs: &Ext<V>) -> Result<Option<Vec<u8>>, ArtifactInfoReadError> {
     let Some(ino) = rootfs.resolve(ARTIFACT_INFO_PATH, true)? else { return Ok(None) };
     if rootfs.metadata(ino)?.kind != FileKind::Regular {
         return Ok(None);

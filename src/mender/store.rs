@@ -41,6 +41,20 @@ pub type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 /// them.
 pub const STALE_AUTH_KEYS: [&str; 2] = ["authtoken", "auth-token-cache-invalidator"];
 
+/// Every key the Mender client 3.4 reads or writes in mender-store (its `datastore/dbkeys.go`),
+/// the keys no longer in use included.
+pub const CLIENT_KEYS: [&str; 9] = [
+    "artifact-name",
+    "artifact-group",
+    "artifact-provides",
+    "standalone-state",
+    "state",
+    "state-uncommitted",
+    "update-control-maps",
+    "authtoken",
+    "auth-token-cache-invalidator",
+];
+
 /// Changes to make to a store: `remove` is applied first, then `set`, so a key in both ends up
 /// set. Removing an absent key is not an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

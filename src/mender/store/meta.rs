@@ -6,6 +6,7 @@
 use super::StoreError;
 use super::layout::StoreLayout;
 use super::page::{P_META, PageHeader};
+use crate::mender::target::WordSize;
 
 /// `MDB_MAGIC`, the first field of a meta page's body.
 pub(super) const MDB_MAGIC: u32 = 0xBEEF_C0DE;
@@ -21,6 +22,16 @@ pub(super) const META_PAGE_COUNT: u64 = 2;
 const MIN_PAGE_SIZE: u32 = 512;
 /// `MAX_PAGESIZE` of LMDB 0.9 release builds: larger OS pages are capped to this.
 pub(super) const MAX_PAGE_SIZE: u32 = 0x8000;
+
+/// Largest map size (`mm_mapsize`) accepted in the 32-bit layouts. LMDB maps the whole map size
+/// into the address space when it opens the file, and a 32-bit Linux process has at most 3 GiB
+/// of it (the default user/kernel split), so a larger map fails with ENOMEM on the device.
+const MAX_MAP_SIZE_32: u64 = 3 << 30;
+/// Largest map size accepted in the 64-bit layouts: 256 GiB, half the 512 GiB of user address
+/// space that arm64 kernels with 39-bit virtual addresses (a common embedded configuration)
+/// give a process. NOTE: this is an estimate of what every 64-bit target can map; the Mender
+/// client 3.x itself asks for LMDB's default of 10 MiB, so a real store stays far below it.
+const MAX_MAP_SIZE_64: u64 = 256 << 30;
 
 /// Offsets of the meta page's fields, which depend on the word size.
 #[derive(Debug, Clone, Copy)]
@@ -225,10 +236,23 @@ fn read_meta(page: &[u8], index: u64, layout: StoreLayout) -> Result<Meta, Store
         )));
     }
 
+    let map_size = field_word(offsets.map_size);
+    let max_map_size = match layout.bits {
+        WordSize::Bits32 => MAX_MAP_SIZE_32,
+        WordSize::Bits64 => MAX_MAP_SIZE_64,
+    };
+    if map_size > max_map_size {
+        return Err(StoreError::corrupt(format!(
+            "meta page {index} has map size (mm_mapsize) {map_size}, more than the {max_map_size} bytes \
+             a {}-bit LMDB can map",
+            layout.bits.bits()
+        )));
+    }
+
     Ok(Meta {
         page_size,
         address: field_word(offsets.address),
-        map_size: field_word(offsets.map_size),
+        map_size,
         free_db,
         main_db: read_db_record(page, offsets.main_db, layout),
         last_pgno: field_word(offsets.last_pgno),

@@ -569,6 +569,27 @@ fn damaged_meta_page_is_corrupt() {
 }
 
 #[test]
+fn unmappable_map_size_is_corrupt() {
+    let Some(store) = valid_store("unmappable_map_size_is_corrupt") else { return };
+    // mm_mapsize follows the magic, the version and mm_address in the 64-bit layout.
+    let map_size_offset = META_VERSION + 4 + 8;
+
+    for map_size in [1u64 << 62, (256 << 30) + 1, u64::MAX] {
+        let mut huge_map = store.clone();
+        write_u64_at(&mut huge_map, PAGE_SIZE + map_size_offset, map_size);
+
+        match read_records(&huge_map, StoreLayout::host()) {
+            Err(StoreError::Corrupt { detail }) => assert!(detail.contains("mm_mapsize"), "{detail}"),
+            other => panic!("map size {map_size}: expected a Corrupt error, got {other:?}"),
+        }
+    }
+
+    let mut large_map = store.clone();
+    write_u64_at(&mut large_map, PAGE_SIZE + map_size_offset, 1 << 30);
+    assert!(read_records(&large_map, StoreLayout::host()).is_ok());
+}
+
+#[test]
 fn page_number_past_end_is_corrupt() {
     let Some(store) = valid_store("page_number_past_end_is_corrupt") else { return };
     let meta = current_meta_offset(&store);
