@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::{
     COMMAND_TIMEOUT, DATA_PARTITION, EXT4_JUDGES, debugfs_cat, e2fsck_clean, extract_partition, make_fixture,
-    run_cli, run_with_timeout, sha256_file,
+    run_cli, run_judge, run_with_timeout, sha256_file,
 };
 use mender_preauth::test_support::{find_program, require_tools};
 
@@ -34,22 +34,6 @@ fn tools_present(test: &str) -> bool {
     require_tools(&JUDGES, test).is_some() && require_tools(&EXT4_JUDGES, test).is_some()
 }
 
-/// Runs `program` (found in PATH or an sbin directory) and returns its stdout, panicking with
-/// its stderr when it fails.
-fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let path = find_program(program).unwrap_or_else(|| panic!("`{program}` is not installed"));
-    let mut command = Command::new(path);
-    command.args(args).env("LC_ALL", "C");
-    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed with {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
@@ -57,7 +41,7 @@ fn path_str(path: &Path) -> &str {
 /// Makes an RSA key with openssl and returns its path.
 fn openssl_rsa_key(dir: &Path) -> PathBuf {
     let path = dir.join("device-key.pem");
-    run_tool("openssl", &["genrsa", "-traditional", "-out", path_str(&path), "2048"]);
+    run_judge("openssl", &["genrsa", "-traditional", "-out", path_str(&path), "2048"]);
     path
 }
 
@@ -65,7 +49,7 @@ fn openssl_rsa_key(dir: &Path) -> PathBuf {
 fn openssl_pubout(pem: &[u8], dir: &Path) -> String {
     let key = dir.join("key-for-pubout.pem");
     std::fs::write(&key, pem).unwrap();
-    let public = run_tool("openssl", &["pkey", "-pubout", "-in", path_str(&key)]);
+    let public = run_judge("openssl", &["pkey", "-pubout", "-in", path_str(&key)]);
     std::fs::remove_file(&key).unwrap();
     String::from_utf8(public).unwrap()
 }
@@ -79,18 +63,18 @@ fn provision(image: &Path, key: &Path, extra: &[&str]) -> common::CliRun {
 
 /// Returns `sfdisk -d IMAGE`: the partition table as a script, which names every field sfdisk reads.
 fn sfdisk_dump(image: &Path) -> String {
-    String::from_utf8(run_tool("sfdisk", &["-d", path_str(image)])).unwrap()
+    String::from_utf8(run_judge("sfdisk", &["-d", path_str(image)])).unwrap()
 }
 
 /// Runs `sfdisk --verify IMAGE` and panics unless it finds no errors.
 fn sfdisk_verify(image: &Path) {
-    let report = String::from_utf8(run_tool("sfdisk", &["--verify", path_str(image)])).unwrap();
+    let report = String::from_utf8(run_judge("sfdisk", &["--verify", path_str(image)])).unwrap();
     assert!(report.contains("No errors detected."), "sfdisk --verify {}:\n{report}", image.display());
 }
 
 /// Returns `fdisk -b 4096 -l IMAGE`, the table as fdisk lists it with 4096-byte sectors.
 fn fdisk_4096_list(image: &Path) -> String {
-    String::from_utf8(run_tool("fdisk", &["-b", "4096", "-l", path_str(image)])).unwrap()
+    String::from_utf8(run_judge("fdisk", &["-b", "4096", "-l", path_str(image)])).unwrap()
 }
 
 /// Runs fdisk's verify command on IMAGE with 4096-byte sectors and panics unless it finds no errors.
@@ -149,7 +133,7 @@ fn backup_header_offset(image: &Path) -> u64 {
 
 /// Returns the bytes `mender-artifact cat IMAGE:PATH` prints, panicking when it fails.
 fn mender_artifact_cat(image: &Path, path: &str) -> Vec<u8> {
-    run_tool("mender-artifact", &["cat", &format!("{}:{path}", image.display())])
+    run_judge("mender-artifact", &["cat", &format!("{}:{path}", image.display())])
 }
 
 /// Runs `inspect --json IMAGE` with `extra` arguments and returns the parsed object.
@@ -490,7 +474,7 @@ fn ext_boot_partition_is_found_by_its_kernel() {
     std::fs::write(staging.join("zImage"), b"not really a kernel").unwrap();
     let boot_fs = work.path().join("boot.ext4");
     std::fs::File::create(&boot_fs).unwrap().set_len(8 << 20).unwrap();
-    run_tool("mkfs.ext4", &["-q", "-F", "-L", "boot", "-d", path_str(&staging), path_str(&boot_fs)]);
+    run_judge("mkfs.ext4", &["-q", "-F", "-L", "boot", "-d", path_str(&staging), path_str(&boot_fs)]);
     let image_file = std::fs::OpenOptions::new().write(true).open(&image).unwrap();
     image_file.write_all_at(&std::fs::read(&boot_fs).unwrap(), 8 << 20).unwrap();
 

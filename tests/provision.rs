@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{
     COMMAND_TIMEOUT, DATA_PARTITION, EXT4_JUDGES, debugfs_cat, debugfs_stat, e2fsck_clean, extract_partition,
-    make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout, sha256_file,
+    make_bare_data, make_fixture, offset_path, run_cli, run_judge, run_with_timeout, sha256_file,
 };
 use mender_preauth::test_support::require_tools;
 
@@ -24,30 +24,16 @@ fn provision_with_key(image: &Path, key: &Path, extra: &[&str]) -> common::CliRu
     run_cli(args)
 }
 
-/// Runs a program and returns its stdout, panicking with its stderr when it fails.
-fn run_tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let mut command = Command::new(program);
-    command.args(args).env("LC_ALL", "C");
-    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed with {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
 /// Makes an RSA key in PKCS#1 form with openssl and returns its path.
 fn openssl_rsa_key(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    run_tool("openssl", &["genrsa", "-traditional", "-out", path.to_str().unwrap(), "2048"]);
+    run_judge("openssl", &["genrsa", "-traditional", "-out", path.to_str().unwrap(), "2048"]);
     path
 }
 
 /// Returns the public key of a private key file as `openssl pkey -pubout` prints it.
 fn openssl_pubout(key: &Path) -> String {
-    String::from_utf8(run_tool("openssl", &["pkey", "-pubout", "-in", key.to_str().unwrap()])).unwrap()
+    String::from_utf8(run_judge("openssl", &["pkey", "-pubout", "-in", key.to_str().unwrap()])).unwrap()
 }
 
 /// Runs debugfs in write mode with one request per line on the filesystem at `fs`.
@@ -72,13 +58,13 @@ fn mdb_load_store(dir: &Path, records: &[(&str, &str)]) -> PathBuf {
     text.push_str("DATA=END\n");
     std::fs::write(&dump, text).unwrap();
     let store = dir.join("mender-store");
-    run_tool("mdb_load", &["-n", "-f", dump.to_str().unwrap(), store.to_str().unwrap()]);
+    run_judge("mdb_load", &["-n", "-f", dump.to_str().unwrap(), store.to_str().unwrap()]);
     store
 }
 
 /// Returns the records of an LMDB file as (key, value) text pairs, read with the real mdb_dump.
 fn mdb_dump_records(store: &Path) -> Vec<(String, String)> {
-    let text = String::from_utf8(run_tool("mdb_dump", &["-n", "-p", store.to_str().unwrap()])).unwrap();
+    let text = String::from_utf8(run_judge("mdb_dump", &["-n", "-p", store.to_str().unwrap()])).unwrap();
     let data: Vec<&str> = text
         .lines()
         .skip_while(|line| *line != "HEADER=END")
@@ -97,7 +83,7 @@ fn store_from(fs: &Path, dir: &Path) -> PathBuf {
 }
 
 fn free_blocks(fs: &Path) -> u64 {
-    let text = String::from_utf8(run_tool("dumpe2fs", &["-h", fs.to_str().unwrap()])).unwrap();
+    let text = String::from_utf8(run_judge("dumpe2fs", &["-h", fs.to_str().unwrap()])).unwrap();
     let line =
         text.lines().find(|line| line.starts_with("Free blocks:")).expect("dumpe2fs printed no free blocks");
     line.split_whitespace().last().unwrap().parse().unwrap()
@@ -288,7 +274,7 @@ fn bare_data_image_writes_store_only_with_layout() {
     e2fsck_clean(&image);
     assert_eq!(debugfs_cat(&image, "/mender/mender-agent.pem"), std::fs::read(&key).unwrap());
     assert!(
-        !String::from_utf8_lossy(&run_tool("debugfs", &["-R", "ls /mender", image.to_str().unwrap()]))
+        !String::from_utf8_lossy(&run_judge("debugfs", &["-R", "ls /mender", image.to_str().unwrap()]))
             .contains("mender-store")
     );
 
@@ -400,7 +386,7 @@ fn bad_input_leaves_image_unchanged() {
     let public = dir.path().join("public.pem");
     std::fs::write(&public, openssl_pubout(&key)).unwrap();
     let encrypted = dir.path().join("encrypted.pem");
-    run_tool(
+    run_judge(
         "openssl",
         &[
             "pkcs8",
@@ -566,7 +552,7 @@ fn short_rsa_key_is_used_with_warning() {
     let image = dir.path().join("device.sdimg");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/demo.sdimg"), &image).unwrap();
     let key = dir.path().join("weak.pem");
-    run_tool("openssl", &["genrsa", "-traditional", "-out", key.to_str().unwrap(), "1024"]);
+    run_judge("openssl", &["genrsa", "-traditional", "-out", key.to_str().unwrap(), "1024"]);
 
     let run = provision_with_key(&image, &key, &[]);
 
@@ -590,7 +576,7 @@ fn data_partition_errors_read_plainly() {
     let key = openssl_rsa_key(dir.path(), "device.pem");
     let bare = dir.path().join("f.ext4");
     std::fs::File::create(&bare).unwrap().set_len(8 << 20).unwrap();
-    run_tool("mkfs.ext4", &["-q", "-O", "quota", bare.to_str().unwrap()]);
+    run_judge("mkfs.ext4", &["-q", "-O", "quota", bare.to_str().unwrap()]);
 
     let unformatted = provision_with_key(&image, &key, &["--data-partition", "3"]);
     let vfat = provision_with_key(&image, &key, &["--data-partition", "1"]);

@@ -421,7 +421,7 @@ pub fn effective_uid() -> Option<u32> {
 }
 
 /// Runs a program with `args` and returns its stdout, panicking with its stderr when it fails.
-pub fn run_judge(program: &str, args: &[&OsStr]) -> Vec<u8> {
+pub fn run_judge<S: AsRef<OsStr> + std::fmt::Debug>(program: &str, args: &[S]) -> Vec<u8> {
     let mut command = Command::new(judge(program));
     command.args(args).env("LC_ALL", "C");
     let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
