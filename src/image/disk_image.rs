@@ -362,7 +362,7 @@ struct PartitionWrites<'a> {
 
 /// Writes every range, then every copy, of `change`, after checking that all of them lie inside
 /// its partition. With the failpoint set, both are written in chunks of [`WRITE_CHUNK_LEN`] bytes
-/// so that a test can stop the run between any two of them; otherwise each range is written in
+/// so that a test can stop the run between any two of them. Otherwise each range is written in
 /// one call and each copy by [`copy_range`]. `chunks_written` counts on across the calls of one
 /// modification that spans several partitions.
 fn write_ranges(file: &File, change: &PartitionWrites<'_>, chunks_written: &mut u64) -> io::Result<()> {
