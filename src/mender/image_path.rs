@@ -75,10 +75,10 @@ impl ImagePath {
     }
 }
 
-/// Where a path of the running device is stored.
+/// Location in the image of a path of the running device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mount {
-    /// The root filesystem: rootfs A, and rootfs B when it holds a filesystem.
+    /// The root filesystem: rootfs A, and rootfs B when it contains a filesystem.
     Rootfs,
     /// The data partition, mounted at `/data`.
     Data,

@@ -440,7 +440,8 @@ pub fn mdb_load_records(dir: &Path, name: &str, records: &[(&str, &str)]) -> Pat
     let dump = dir.join(format!("{name}.dump"));
     let mut text = String::from("VERSION=3\nformat=print\ntype=btree\nHEADER=END\n");
     for (key, value) in records {
-        assert!(!key.contains('\\') && !value.contains('\\'), "mdb_load_records takes no backslashes");
+        assert!(!key.contains('\\'), "mdb_load_records takes no backslashes in keys");
+        assert!(!value.contains('\\'), "mdb_load_records takes no backslashes in values");
         text.push_str(&format!(" {key}\n {value}\n"));
     }
     text.push_str("DATA=END\n");
@@ -500,7 +501,8 @@ pub fn debugfs_write_requests(fs: &Path, requests: &[String]) {
     let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
-    assert!(output.status.success() && errors.is_empty(), "debugfs -w {requests:?}: {stderr}");
+    assert!(output.status.success(), "debugfs -w {requests:?} failed: {stderr}");
+    assert!(errors.is_empty(), "debugfs -w {requests:?} reported errors: {stderr}");
 }
 
 /// Lists the names in directory `dir` of the filesystem at `fs` with `debugfs -R "ls -p DIR"`,

@@ -28,7 +28,7 @@ pub type StagedExt<'a> = Ext<Staged<FileVolume<'a>>>;
 /// The planned writes of one partition, keyed by offset in the partition.
 pub type PartitionWrites = (Partition, BTreeMap<u64, Vec<u8>>);
 
-/// Why a file operation on an image failed.
+/// Failure of a file operation on an image.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     #[error("{0}: no such file or directory")]
@@ -61,7 +61,7 @@ pub enum FilesError {
     TooLarge { path: String, partition: String, size: u64, limit: u64 },
 }
 
-/// Which root filesystem a path of the root filesystem is resolved on.
+/// Root filesystem, A or B, that a path of the root filesystem is resolved on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootfsSlot {
     A,
@@ -75,9 +75,9 @@ enum Slot {
     Ext(Partition, &'static str),
     /// A FAT filesystem (the boot partition), not readable yet.
     Fat,
-    /// The partition exists but holds nothing this module can open.
+    /// The partition exists but contains nothing this module can open.
     Unusable { partition: Partition, reason: String },
-    /// The image has no such partition; the text says what was looked for.
+    /// The image has no such partition; the text names what was looked for.
     Missing(String),
 }
 
@@ -145,7 +145,7 @@ impl<'a> ImageFiles<'a> {
         self.filesystems.get(&resolved.partition.number).expect("resolving a path opens its filesystem")
     }
 
-    /// Returns the partition of a mount and its label, or the error that says why there is none.
+    /// Returns the partition of a mount and its label, or the error that explains why there is none.
     fn slot(&self, mount: Mount, rootfs: RootfsSlot, path: &str) -> Result<(Partition, String), FilesError> {
         let slot = match &self.layout {
             Layout::Bare(whole) => return Ok((*whole, "whole image".to_string())),
