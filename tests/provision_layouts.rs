@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    COMMAND_TIMEOUT, DATA_PARTITION, ROOTFS_A_PARTITION, debugfs_cat, e2fsck_clean, extract_partition,
-    make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout, sha256_file,
+    COMMAND_TIMEOUT, DATA_PARTITION, ROOTFS_A_PARTITION, debugfs_cat, debugfs_write_requests, e2fsck_clean,
+    extract_partition, make_bare_data, make_fixture, offset_path, run_cli, run_with_timeout, sha256_file,
 };
 use mender_preauth::test_support::{
     ForeignLmdb, ForeignLmdbTool, require_foreign_lmdb_tools, require_i386_lmdb_tools, require_tools,
@@ -68,18 +68,6 @@ fn openssl_rsa_key(dir: &Path) -> PathBuf {
     path
 }
 
-/// Runs debugfs in write mode with one request per line on the filesystem at `fs`.
-fn debugfs_write(fs: &Path, requests: &[String]) {
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), requests.join("\n") + "\n").unwrap();
-    let mut command = host_command("debugfs");
-    command.arg("-w").arg("-f").arg(script.path()).arg(fs);
-    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|line| !line.starts_with("debugfs ")).collect();
-    assert!(output.status.success() && errors.is_empty(), "debugfs -w {requests:?}: {stderr}");
-}
-
 /// Replaces `/usr/bin/mender` on rootfs A with the ELF header of a 32-bit little-endian ARM
 /// executable for the hard-float ABI (`e_ident`, `e_type` 2, `e_machine` 40, `e_flags` as
 /// Debian's armhf binaries have them).
@@ -91,7 +79,7 @@ fn make_rootfs_32_bit_arm(image: &Path, dir: &Path) {
     header[36..40].copy_from_slice(&ARMHF_FLAGS.to_le_bytes());
     let arm_binary = dir.join("arm-mender");
     std::fs::write(&arm_binary, &header).unwrap();
-    debugfs_write(
+    debugfs_write_requests(
         &offset_path(image, ROOTFS_A_PARTITION),
         &["rm /usr/bin/mender".to_string(), format!("write {} /usr/bin/mender", arm_binary.display())],
     );
@@ -146,7 +134,7 @@ fn store_from(fs: &Path, dir: &Path) -> PathBuf {
 }
 
 fn put_store(image: &Path, store: &Path) {
-    debugfs_write(
+    debugfs_write_requests(
         &offset_path(image, DATA_PARTITION),
         &[format!("write {} /mender/mender-store", store.display())],
     );
