@@ -154,7 +154,7 @@ impl ImageFiles<'_> {
         self.resolve(path, follow_last, RootfsSlot::A)
     }
 
-    /// Resolves `path` for a write: on rootfs A and, when it holds a filesystem, on rootfs B.
+    /// Resolves `path` for a write: on rootfs A and, when it contains a filesystem, on rootfs B.
     /// A path that both resolve to the same place (such as one on the data partition) is
     /// returned once.
     pub fn resolve_for_write(&mut self, path: &str, follow_last: bool) -> Result<Vec<Resolved>, FilesError> {

@@ -24,13 +24,13 @@ const MIN_PAGE_SIZE: u32 = 512;
 pub(super) const MAX_PAGE_SIZE: u32 = 0x8000;
 
 /// Largest map size (`mm_mapsize`) accepted in the 32-bit layouts. LMDB maps the whole map size
-/// into the address space when it opens the file, and a 32-bit Linux process has at most 3 GiB
-/// of it (the default user/kernel split), so a larger map fails with ENOMEM on the device.
+/// into the address space when it opens the file. A 32-bit Linux process has at most 3 GiB of
+/// address space (the default user/kernel split), so a larger map fails with ENOMEM on the device.
 const MAX_MAP_SIZE_32: u64 = 3 << 30;
 /// Largest map size accepted in the 64-bit layouts: 256 GiB, half the 512 GiB of user address
 /// space that arm64 kernels with 39-bit virtual addresses (a common embedded configuration)
-/// give a process. NOTE: this is an estimate of what every 64-bit target can map; the Mender
-/// client 3.x itself asks for LMDB's default of 10 MiB, so a real store stays far below it.
+/// give a process. NOTE: this is an estimate of what every 64-bit target can map. The Mender
+/// client 3.x keeps a few small records, so a store it wrote stays far below the bound.
 const MAX_MAP_SIZE_64: u64 = 256 << 30;
 
 /// Offsets of the meta page's fields, which depend on the word size.
