@@ -10,6 +10,7 @@ mod output;
 mod preauth;
 mod progress;
 mod provision;
+mod provision_config;
 mod records;
 mod store;
 
