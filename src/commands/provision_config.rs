@@ -156,17 +156,25 @@ fn summarize_files(written: &[WrittenFile], tense: Tense) -> String {
     if written.is_empty() {
         return format!("{} the client configuration as it was", tense.verb("would keep", "kept"));
     }
-    let files: Vec<String> = written
-        .iter()
-        .map(|file| {
-            let keys = match file.keys.is_empty() {
-                true => String::new(),
-                false => format!(" ({})", file.keys.join(", ")),
-            };
-            format!("{}{keys} on {}", file.path, file.partitions.join(" and "))
-        })
+    // Files written to the same partitions are listed together.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for file in written {
+        let partitions = file.partitions.join(" and ");
+        let keys = match file.keys.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", file.keys.join(", ")),
+        };
+        let described = format!("{}{keys}", file.path);
+        match groups.iter_mut().find(|(existing, _)| *existing == partitions) {
+            Some((_, files)) => files.push(described),
+            None => groups.push((partitions, vec![described])),
+        }
+    }
+    let groups: Vec<String> = groups
+        .into_iter()
+        .map(|(partitions, files)| format!("{} on {partitions}", files.join(", ")))
         .collect();
-    format!("{} {}", tense.verb("would write", "wrote"), files.join(", "))
+    format!("{} {}", tense.verb("would write", "wrote"), groups.join("; "))
 }
 
 /// Describes how many bytes of which partitions a dry run would change.

@@ -319,7 +319,7 @@ fn edit(conf: &mut MenderConf, set: &[(&str, String)], removed: &[&str]) -> Vec<
     }
     for key in removed {
         if conf.remove(key) {
-            changed.push(format!("-{key}"));
+            changed.push(format!("{key} removed"));
         }
     }
     changed
