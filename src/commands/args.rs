@@ -232,8 +232,8 @@ pub struct ProvisionArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Client configuration")]
 pub struct ConfigArgs {
-    /// Set ServerURL in /etc/mender/mender.conf on rootfs A and B, keeping every other key.
-    /// --server-uri is accepted too, as in mender-artifact modify.
+    /// Set ServerURL in /etc/mender/mender.conf on rootfs A and B, keeping every other key; the
+    /// file is created when missing. --server-uri is accepted too, as in mender-artifact modify.
     #[arg(long, value_name = "URL", alias = "server-uri", value_parser = non_empty)]
     pub server_url: Option<String>,
 
@@ -255,6 +255,7 @@ pub struct ConfigArgs {
     /// /data/mender/mender.conf instead, which the client reads as /var/lib/mender/mender.conf,
     /// and the certificate to /data/mender/server.crt. Both survive rootfs updates. The same
     /// keys are removed from /etc/mender/mender.conf, which the client reads over that file.
+    /// The verification key and artifact_info stay on the root filesystem.
     #[arg(long)]
     pub config_on_data: bool,
 }

@@ -35,7 +35,7 @@ pub fn client_config(args: &ConfigArgs, records: &RecordsArgs) -> anyhow::Result
     let read = |path: &Option<std::path::PathBuf>, option: &str| -> anyhow::Result<Option<Vec<u8>>> {
         match path {
             None => Ok(None),
-            Some(path) => read_small_file(path).map(Some).with_context(|| format!("{option}")),
+            Some(path) => read_small_file(path).map(Some).with_context(|| option.to_string()),
         }
     };
     Ok(ClientConfig {
