@@ -1,8 +1,8 @@
 //! The client configuration options of `provision` (alias `modify`): --server-url,
 //! --tenant-token, --server-cert, --verification-key, --artifact-name and --config-on-data.
-//! Judged by `mender-artifact cat` and debugfs on rootfs A and B, by e2fsck, against
-//! `mender-artifact modify` run on a copy of the same image, and by the Mender client 3.4, whose
-//! debug log prints the configuration it loaded from its main and fallback files.
+//! The judges are `mender-artifact cat` and debugfs on rootfs A and B, e2fsck, and
+//! `mender-artifact modify` run on a copy of the same image. The Mender client 3.4 judges the
+//! result too: its debug log prints the configuration it loaded from its main and fallback files.
 
 mod common;
 
@@ -166,7 +166,7 @@ fn parse_json(bytes: &[u8], what: &str) -> Value {
         .unwrap_or_else(|error| panic!("{what} is not JSON ({error}): {}", String::from_utf8_lossy(bytes)))
 }
 
-/// The object `original` with `changes` set over it.
+/// Returns the object `original` with `changes` set over it.
 fn with_changes(original: &str, changes: &Value) -> Value {
     let mut expected: Value = serde_json::from_str(original).expect("the fixture's configuration is JSON");
     for (key, value) in changes.as_object().expect("changes are an object") {
@@ -175,7 +175,7 @@ fn with_changes(original: &str, changes: &Value) -> Value {
     expected
 }
 
-/// The values every configuration option sets in /etc/mender/mender.conf.
+/// Returns the values that the configuration options set in /etc/mender/mender.conf.
 fn expected_changes() -> Value {
     json!({
         "ServerURL": SERVER_URL,
@@ -333,8 +333,8 @@ fn modify_matches_mender_artifact_modify() {
         if number == ROOTFS_A_PARTITION {
             assert_eq!(our_conf, their_conf, "partition {number}");
         } else {
-            // mender-artifact edits rootfs A's file and copies it over rootfs B's, which loses
-            // the keys only rootfs B had; this tool edits each file on its own.
+            // mender-artifact edits rootfs A's file and copies it over rootfs B's, so the keys
+            // only rootfs B had are lost. This tool edits each file on its own.
             let changes = json!({"ServerURL": SERVER_URL, "TenantToken": TENANT_TOKEN});
             assert_eq!(their_conf, with_changes(ROOTFS_A_CONF, &changes), "partition {number}");
             assert_eq!(our_conf, with_changes(ROOTFS_B_CONF, &changes), "partition {number}");

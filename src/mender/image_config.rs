@@ -1,7 +1,7 @@
-//! The client configuration of an image, written as `mender-artifact modify` writes it: the
+//! The client configuration of an image, written as `mender-artifact modify` writes it. The
 //! server's URL, tenant token and certificate, the Artifact verification key and the Artifact
-//! name, on every root filesystem that holds one, or the server settings in the data
-//! partition's `mender.conf`.
+//! name go to every root filesystem of the image. With --config-on-data the server settings go
+//! to the data partition's `mender.conf` instead.
 //!
 //! mender-artifact 3.9 (`cli/modify.go`) sets `ServerURL` and `TenantToken` in
 //! `/etc/mender/mender.conf`, copies the certificate to `/etc/mender/server.crt` and the key to
@@ -24,7 +24,7 @@ use crate::mender::mender_conf::{
 pub const SERVER_CERT_PATH: &str = "/etc/mender/server.crt";
 /// The server certificate with --config-on-data, relative to the data partition's root.
 pub const DATA_SERVER_CERT_PATH: &str = "/mender/server.crt";
-/// The same file as the device sees it, the value of `ServerCertificate` with --config-on-data.
+/// The device path of that file, the value of `ServerCertificate` with --config-on-data.
 pub const DATA_SERVER_CERT_DEVICE_PATH: &str = "/data/mender/server.crt";
 /// The Artifact verification key on the root filesystem.
 pub const VERIFY_KEY_PATH: &str = "/etc/mender/artifact-verify-key.pem";
@@ -63,7 +63,7 @@ impl ClientConfig {
             && self.artifact_name.is_none()
     }
 
-    /// The server settings as (key, value), with the certificate's path as the device sees it.
+    /// Returns the server settings as (key, value), with the certificate's device path.
     fn server_settings(&self) -> Vec<(&'static str, String)> {
         let certificate_path = if self.on_data { DATA_SERVER_CERT_DEVICE_PATH } else { SERVER_CERT_PATH };
         let mut settings = Vec::new();
@@ -83,7 +83,7 @@ impl ClientConfig {
 /// One file written, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenFile {
-    /// Path as the device sees it.
+    /// Device path of the file.
     pub path: String,
     /// The partitions changed, as listings name them: `rootfs A (partition 2)`.
     pub partitions: Vec<String>,

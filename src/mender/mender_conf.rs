@@ -5,10 +5,10 @@
 //! `/mender/mender.conf`), then the main file `/etc/mender/mender.conf` over it. A key present
 //! in the main file therefore wins, even with an empty value.
 //!
-//! Edits are made in the file's own text: a changed member gets a new value in place, a new
-//! member is added after the last one with the same line break, indentation and separator as
-//! that member, and a removed member takes its comma with it. Every other byte stays as it
-//! was, so keys keep their order and the file keeps its formatting.
+//! Edits are made in the file's own text. A changed member gets its new value in place. A new
+//! member goes after the last one, with that member's line break, indentation and separator.
+//! A removed member takes its comma with it. Every other byte stays as it was, so keys keep
+//! their order and the file keeps its formatting.
 
 use serde_json::Value;
 
@@ -79,7 +79,7 @@ impl MenderConf {
         Ok(Self::scan(text))
     }
 
-    /// An empty configuration, for a file that does not exist yet.
+    /// Returns an empty configuration, for a file that does not exist yet.
     pub fn empty() -> Self {
         Self::scan("{\n}\n".to_string())
     }
@@ -101,9 +101,9 @@ impl MenderConf {
         self.members.iter().any(|member| member.key == key)
     }
 
-    /// Sets `key` to the string `value`. An existing member gets the new value in place (every
-    /// member, when the key appears more than once); otherwise a member is added at the end.
-    /// Returns false when the file already held exactly that value.
+    /// Sets `key` to the string `value`. Every existing member of that name gets the new value
+    /// in place, and without one a member is added at the end. Returns false when the file
+    /// already contained exactly that value.
     pub fn set_string(&mut self, key: &str, value: &str) -> bool {
         if self.get(key).as_ref().and_then(Value::as_str) == Some(value)
             && self.members.iter().filter(|member| member.key == key).count() == 1
@@ -141,8 +141,8 @@ impl MenderConf {
         removed
     }
 
-    /// The bytes that removing member `index` deletes: from the end of the member before it
-    /// (which takes the comma between them), or for the first member up to the next key.
+    /// Returns the bytes that removing member `index` deletes. They run from the end of the
+    /// member before it, so the comma goes too, or for the first member up to the next key.
     fn member_span(&self, index: usize) -> std::ops::Range<usize> {
         let member = &self.members[index];
         match (index.checked_sub(1), self.members.get(index + 1)) {
@@ -152,8 +152,8 @@ impl MenderConf {
         }
     }
 
-    /// Where a new member goes (after the last one, else after the opening brace), and the
-    /// text before its key and between its key and value, copied from the last member.
+    /// Returns where a new member goes (after the last one, else after the opening brace), and
+    /// the text before its key and between its key and value, copied from the last member.
     fn insertion_point(&self) -> (usize, String, String) {
         let Some(last) = self.members.last() else {
             return (self.open_brace + 1, NEW_MEMBER_PREFIX.to_string(), ": ".to_string());
