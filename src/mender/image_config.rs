@@ -146,14 +146,14 @@ pub fn plan(
     }
     let public = NewAttrs { mode: PUBLIC_FILE_MODE, uid: 0, gid: 0, time };
     if let (Some(cert), false) = (&config.server_cert, config.on_data) {
-        written.push(write_rootfs_file(files, SERVER_CERT_PATH, cert, &public)?);
+        written.extend(write_rootfs_file(files, SERVER_CERT_PATH, cert, &public)?);
     }
     if let Some(key) = &config.verification_key {
-        written.push(write_rootfs_file(files, VERIFY_KEY_PATH, key, &public)?);
+        written.extend(write_rootfs_file(files, VERIFY_KEY_PATH, key, &public)?);
     }
     if let Some(name) = &config.artifact_name {
         let text = format!("artifact_name={name}\n");
-        written.push(write_rootfs_file(files, ARTIFACT_INFO_PATH, text.as_bytes(), &public)?);
+        written.extend(write_rootfs_file(files, ARTIFACT_INFO_PATH, text.as_bytes(), &public)?);
     }
     if config.on_data && !server_settings.is_empty() {
         let data = data.ok_or_else(|| FilesError::NoPartition {
@@ -289,8 +289,18 @@ fn edit_data_conf(
             keys,
         });
     }
-    if let Some(cert) = &config.server_cert {
-        let attrs = NewAttrs { mode: PUBLIC_FILE_MODE, uid: 0, gid: 0, time };
+    let attrs = NewAttrs { mode: PUBLIC_FILE_MODE, uid: 0, gid: 0, time };
+    let cert_unchanged = match (&config.server_cert, ext.lookup(DATA_SERVER_CERT_PATH)) {
+        (Some(cert), Ok(Some(ino))) => {
+            let metadata = ext.metadata(ino).map_err(ext_error(DATA_SERVER_CERT_PATH))?;
+            metadata.kind == FileKind::Regular
+                && (metadata.mode, metadata.uid, metadata.gid) == (attrs.mode, attrs.uid, attrs.gid)
+                && metadata.size == cert.len() as u64
+                && ext.read_file(ino, metadata.size).map_err(ext_error(DATA_SERVER_CERT_PATH))? == *cert
+        }
+        _ => false,
+    };
+    if let (Some(cert), false) = (&config.server_cert, cert_unchanged) {
         ext.write_file(DATA_SERVER_CERT_PATH, cert, &attrs).map_err(ext_error(DATA_SERVER_CERT_PATH))?;
         written.push(WrittenFile {
             path: DATA_SERVER_CERT_DEVICE_PATH.to_string(),
@@ -366,15 +376,55 @@ fn write_conf(
     Ok(())
 }
 
-/// Writes one file to rootfs A and B, as the `cp` command does.
+/// Writes one file to rootfs A and B, as the `cp` command does, unless both already contain
+/// it with the same mode and owner.
 fn write_rootfs_file(
     files: &mut ImageFiles,
     path: &str,
     data: &[u8],
     attrs: &NewAttrs,
-) -> Result<WrittenFile, ConfigError> {
+) -> Result<Option<WrittenFile>, ConfigError> {
+    let mut slots = vec![RootfsSlot::A];
+    if files.has_rootfs_b() {
+        slots.push(RootfsSlot::B);
+    }
+    let mut unchanged = true;
+    for slot in slots {
+        let target = files.resolve(path, false, slot)?;
+        unchanged &= contains_file(files, &target, data, attrs)?;
+    }
+    if unchanged {
+        return Ok(None);
+    }
+
     let targets = files.write_file(path, data, attrs)?;
     let mut partitions: Vec<String> = targets.iter().map(|target| target.partition_label.clone()).collect();
     partitions.dedup();
-    Ok(WrittenFile { path: path.to_string(), partitions, keys: Vec::new() })
+    Ok(Some(WrittenFile { path: path.to_string(), partitions, keys: Vec::new() }))
+}
+
+/// Returns true when a resolved path is a regular file with contents `data` and the mode and
+/// owner of `attrs`.
+fn contains_file(
+    files: &ImageFiles,
+    target: &Resolved,
+    data: &[u8],
+    attrs: &NewAttrs,
+) -> Result<bool, ConfigError> {
+    let Some(ino) = target.inode else { return Ok(false) };
+    let ext = files.ext(target);
+    let ext_error = |source| ConfigError::Ext {
+        path: target.device_path.clone(),
+        partition: target.partition_label.clone(),
+        source,
+    };
+    let metadata = ext.metadata(ino).map_err(ext_error)?;
+    let same_attrs = metadata.kind == FileKind::Regular
+        && metadata.mode == attrs.mode
+        && (metadata.uid, metadata.gid) == (attrs.uid, attrs.gid)
+        && metadata.size == data.len() as u64;
+    if !same_attrs {
+        return Ok(false);
+    }
+    Ok(ext.read_file(ino, data.len() as u64).map_err(ext_error)? == data)
 }
