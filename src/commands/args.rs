@@ -294,7 +294,7 @@ fn non_empty(argument: &str) -> Result<String, String> {
 pub struct RecordsArgs {
     /// Store NAME as the installed Artifact's name (the artifact-name record), and write
     /// /etc/mender/artifact_info (artifact_name=NAME) on rootfs A and B, as mender-artifact
-    /// modify does. With any of the options below and no --artifact-name, the stored name is
+    /// modify does; a bare data filesystem image gets only the record. With any of the options below and no --artifact-name, the stored name is
     /// kept, or when there is none, the artifact_name of /etc/mender/artifact_info on rootfs A
     /// is stored.
     #[arg(long, value_name = "NAME", value_parser = artifact_name_argument)]

@@ -132,8 +132,9 @@ pub fn plan(
     if config.verification_key.is_some() {
         rootfs_set.push((ARTIFACT_VERIFY_KEY_KEY, VERIFY_KEY_PATH.to_string()));
     }
-    let needs_rootfs = !rootfs_set.is_empty() || config.artifact_name.is_some();
-    if files.is_bare() && needs_rootfs {
+    // A bare data image has no artifact_info to write; --artifact-name still sets the record
+    // in mender-store there, as it did before these options existed.
+    if files.is_bare() && !rootfs_set.is_empty() {
         return Err(ConfigError::NoRootfs(rootfs_needs(config)));
     }
 
@@ -151,7 +152,7 @@ pub fn plan(
     if let Some(key) = &config.verification_key {
         written.extend(write_rootfs_file(files, VERIFY_KEY_PATH, key, &public)?);
     }
-    if let Some(name) = &config.artifact_name {
+    if let (Some(name), false) = (&config.artifact_name, files.is_bare()) {
         let text = format!("artifact_name={name}\n");
         written.extend(write_rootfs_file(files, ARTIFACT_INFO_PATH, text.as_bytes(), &public)?);
     }
@@ -174,9 +175,6 @@ fn rootfs_needs(config: &ClientConfig) -> String {
     }
     if config.verification_key.is_some() {
         needs.push(VERIFY_KEY_PATH);
-    }
-    if config.artifact_name.is_some() {
-        needs.push(ARTIFACT_INFO_PATH);
     }
     needs.join(", ")
 }
