@@ -16,6 +16,7 @@ mod store;
 use clap::{Parser, Subcommand};
 
 pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs, StoreArgs};
+pub use inspect::WarningsFound;
 pub use file_args::{
     CatArgs, ChmodArgs, ChownArgs, CpArgs, InstallArgs, LnArgs, LsArgs, MkdirArgs, RmArgs, StatArgs,
 };
