@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         // A reader such as `head` that closes the pipe early wants no more output, so the run
         // ends quietly with status 0.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
-        // The report with its warnings is already printed; the status alone tells the result.
+        // The report with its warnings is already printed, so one line and the status are enough.
         Err(error) if error.is::<WarningsFound>() => {
             eprintln!("mender-preauth: {error}");
             ExitCode::from(WarningsFound::EXIT_CODE)

@@ -134,7 +134,10 @@ fn plant_file(fs: &Path, dir: &Path, path: &str, content: &[u8], mode: &str) {
 /// Returns the SHA-256 of the public key's DER form, computed with `openssl pkey` and `sha256sum`.
 fn openssl_fingerprint(key: &Path, dir: &Path) -> String {
     let der = dir.join("public.der");
-    run_judge("openssl", &["pkey", "-in", path_str(key), "-pubout", "-outform", "DER", "-out", path_str(&der)]);
+    run_judge(
+        "openssl",
+        &["pkey", "-in", path_str(key), "-pubout", "-outform", "DER", "-out", path_str(&der)],
+    );
     let sum = run_judge("sha256sum", &[path_str(&der)]);
     String::from_utf8(sum).unwrap().split_whitespace().next().unwrap().to_string()
 }
@@ -267,7 +270,10 @@ fn var_lib_mender_to_tmp_warns() {
     let dir = tempfile::tempdir().unwrap();
     let Some((image, _)) = provisioned(dir.path(), test) else { return };
     let rootfs_a = offset_path(&image, ROOTFS_A_PARTITION);
-    debugfs_write_requests(&rootfs_a, &["rm /var/lib/mender".to_string(), "symlink /var/lib/mender /tmp".to_string()]);
+    debugfs_write_requests(
+        &rootfs_a,
+        &["rm /var/lib/mender".to_string(), "symlink /var/lib/mender /tmp".to_string()],
+    );
 
     let report = assert_warns(&image, dir.path(), "var-lib-mender");
 
@@ -284,7 +290,13 @@ fn broken_mender_conf_warns_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let Some((image, _)) = provisioned(dir.path(), test) else { return };
     for partition in [ROOTFS_A_PARTITION, ROOTFS_B_PARTITION] {
-        plant_file(&offset_path(&image, partition), dir.path(), "/etc/mender/mender.conf", b"{\"ServerURL\": ", "644");
+        plant_file(
+            &offset_path(&image, partition),
+            dir.path(),
+            "/etc/mender/mender.conf",
+            b"{\"ServerURL\": ",
+            "644",
+        );
     }
 
     let report = assert_warns(&image, dir.path(), "conf-invalid");
@@ -314,7 +326,13 @@ fn rootfs_b_other_server_warns_mismatch() {
     let dir = tempfile::tempdir().unwrap();
     let Some((image, _)) = provisioned(dir.path(), test) else { return };
     let rootfs_b = offset_path(&image, ROOTFS_B_PARTITION);
-    plant_file(&rootfs_b, dir.path(), "/etc/mender/mender.conf", br#"{"ServerURL": "https://other.example"}"#, "644");
+    plant_file(
+        &rootfs_b,
+        dir.path(),
+        "/etc/mender/mender.conf",
+        br#"{"ServerURL": "https://other.example"}"#,
+        "644",
+    );
 
     let report = assert_warns(&image, dir.path(), "rootfs-mismatch");
 
@@ -348,7 +366,13 @@ fn tenant_token_value_never_printed() {
     let token = "tenant-token-value-1234";
     let conf = format!(r#"{{"ServerURL": "https://docker.mender.io", "TenantToken": "{token}"}}"#);
     for partition in [ROOTFS_A_PARTITION, ROOTFS_B_PARTITION] {
-        plant_file(&offset_path(&image, partition), dir.path(), "/etc/mender/mender.conf", conf.as_bytes(), "644");
+        plant_file(
+            &offset_path(&image, partition),
+            dir.path(),
+            "/etc/mender/mender.conf",
+            conf.as_bytes(),
+            "644",
+        );
     }
 
     let report = inspect_json(&image, dir.path());
@@ -415,10 +439,7 @@ fn documented_fields() -> BTreeMap<String, String> {
 fn documented_codes() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inspect-json.md")).unwrap();
     let table = doc.split("## Warning codes").nth(1).unwrap().split("\n## ").next().unwrap();
-    table
-        .lines()
-        .filter_map(|line| Some(line.strip_prefix("| `")?.split('`').next()?.to_string()))
-        .collect()
+    table.lines().filter_map(|line| Some(line.strip_prefix("| `")?.split('`').next()?.to_string())).collect()
 }
 
 /// Names the JSON type of `value` as the documentation's type column does.
@@ -482,7 +503,8 @@ fn output_and_documentation_agree() {
     for (path, types) in &fields {
         let allowed = &documented[path];
         for found in types {
-            let matches = allowed == found || (*found == "null" && allowed.ends_with(" or null"))
+            let matches = allowed == found
+                || (*found == "null" && allowed.ends_with(" or null"))
                 || allowed.strip_suffix(" or null") == Some(found);
             assert!(matches, "{path} is {found}, documented as {allowed}");
         }

@@ -142,8 +142,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
 fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow::Result<Report> {
     let path = image.path().display().to_string();
-    let mut warnings: Vec<Warning> =
-        image.table().warnings.iter().map(|warning| Warning::new("partition-table", warning.clone())).collect();
+    let mut warnings: Vec<Warning> = image
+        .table()
+        .warnings
+        .iter()
+        .map(|warning| Warning::new("partition-table", warning.clone()))
+        .collect();
 
     let target = match roles::find_role(partitions, Role::RootfsA) {
         Some(rootfs) => {
@@ -201,7 +205,9 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
 
 fn partition_report(image: &DiskImage, classified: &ClassifiedPartition) -> PartitionReport {
     let uuid = match classified.filesystem {
-        Filesystem::Ext { .. } => Ext::open(image.volume(&classified.partition)).ok().map(|ext| format_uuid(ext.uuid())),
+        Filesystem::Ext { .. } => {
+            Ext::open(image.volume(&classified.partition)).ok().map(|ext| format_uuid(ext.uuid()))
+        }
         _ => None,
     };
     PartitionReport {
@@ -309,7 +315,9 @@ fn key_warnings(key: Option<&KeyReport>) -> Vec<Warning> {
     let Some(key) = key else {
         return vec![Warning::new(
             "key-missing",
-            format!("no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending"),
+            format!(
+                "no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending"
+            ),
         )];
     };
     let mut warnings = Vec::new();
@@ -320,7 +328,8 @@ fn key_warnings(key: Option<&KeyReport>) -> Vec<Warning> {
         ));
     }
     if key.mode != "0600" {
-        warnings.push(Warning::new("key-mode", format!("the device key has mode {}, expected 0600", key.mode)));
+        warnings
+            .push(Warning::new("key-mode", format!("the device key has mode {}, expected 0600", key.mode)));
     }
     if key.uid != 0 || key.gid != 0 {
         warnings.push(Warning::new(

@@ -16,10 +16,10 @@ mod store;
 use clap::{Parser, Subcommand};
 
 pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs, StoreArgs};
-pub use inspect::WarningsFound;
 pub use file_args::{
     CatArgs, ChmodArgs, ChownArgs, CpArgs, InstallArgs, LnArgs, LsArgs, MkdirArgs, RmArgs, StatArgs,
 };
+pub use inspect::WarningsFound;
 
 /// Help heading of the options every subcommand takes, so that they are listed apart from the
 /// subcommand's own options instead of among them.

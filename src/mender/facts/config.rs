@@ -33,7 +33,7 @@ pub struct ConfigValues {
 }
 
 impl ConfigValues {
-    /// Parses the text of a `mender.conf`. The error says why the client would fail to load it.
+    /// Parses the text of a `mender.conf`. The error explains why the client would fail to load it.
     ///
     /// NOTE: Go matches keys case-insensitively and the last matching key wins. Here an exact key
     /// is preferred and otherwise the first key that matches ignoring ASCII case is taken, which
@@ -54,7 +54,10 @@ impl ConfigValues {
             server_url: string_field(object, "ServerURL")?,
             first_server_url: first_server_url(object)?,
             tenant_token: string_field(object, "TenantToken")?,
-            auth_private_key: security.map(|security| string_field(security, "AuthPrivateKey")).transpose()?.flatten(),
+            auth_private_key: security
+                .map(|security| string_field(security, "AuthPrivateKey"))
+                .transpose()?
+                .flatten(),
             https_client_key: https_client.map(|https| string_field(https, "Key")).transpose()?.flatten(),
             device_type_file: string_field(object, "DeviceTypeFile")?,
         })
@@ -63,7 +66,8 @@ impl ConfigValues {
     /// Merges two files as the client loads them: `main` (`/etc/mender/mender.conf`) over
     /// `fallback` (`/var/lib/mender/mender.conf`).
     pub fn merged(main: &ConfigValues, fallback: &ConfigValues) -> ConfigValues {
-        let pick = |main: &Option<String>, fallback: &Option<String>| main.clone().or_else(|| fallback.clone());
+        let pick =
+            |main: &Option<String>, fallback: &Option<String>| main.clone().or_else(|| fallback.clone());
         ConfigValues {
             server_url: pick(&main.server_url, &fallback.server_url),
             first_server_url: pick(&main.first_server_url, &fallback.first_server_url),
@@ -74,7 +78,7 @@ impl ConfigValues {
         }
     }
 
-    /// The server URL the client connects to: the first of `Servers` when given, else `ServerURL`.
+    /// Returns the server URL the client connects to: the first of `Servers` when given, else `ServerURL`.
     pub fn effective_server_url(&self) -> Option<&str> {
         self.first_server_url.as_deref().or(self.server_url.as_deref()).filter(|url| !url.is_empty())
     }
@@ -84,7 +88,7 @@ impl ConfigValues {
         self.tenant_token.as_deref().is_some_and(|token| !token.is_empty())
     }
 
-    /// The key file the client signs with, as the client 3.4's `commonInit` picks it: a non-empty
+    /// Returns the key file the client signs with, as the client 3.4's `commonInit` picks it: a non-empty
     /// `Security.AuthPrivateKey`, else a non-empty `HttpsClient.Key`, else the default. The
     /// returned path is absolute, because the client opens a relative name in its state
     /// directory. A `pkcs11:` URI, which names a key in an engine, is returned unchanged.
@@ -100,7 +104,7 @@ impl ConfigValues {
         }
     }
 
-    /// The name of the field that sets the key file, or `None` when the default applies.
+    /// Returns the name of the field that sets the key file, or `None` when the default applies.
     pub fn key_file_field(&self) -> Option<&'static str> {
         let set = |value: &Option<String>| value.as_deref().is_some_and(|text| !text.is_empty());
         if set(&self.auth_private_key) {
@@ -129,7 +133,10 @@ fn string_field(object: &Map<String, Value>, name: &str) -> Result<Option<String
     }
 }
 
-fn object_field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a Map<String, Value>>, String> {
+fn object_field<'a>(
+    object: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
     match field(object, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(inner)) => Ok(Some(inner)),
@@ -169,8 +176,9 @@ mod tests {
 
     #[test]
     fn fields_are_read_ignoring_case() {
-        let values = ConfigValues::parse(br#"{"serverurl": "https://a", "Security": {"authprivatekey": "k.pem"}}"#)
-            .unwrap();
+        let values =
+            ConfigValues::parse(br#"{"serverurl": "https://a", "Security": {"authprivatekey": "k.pem"}}"#)
+                .unwrap();
         assert_eq!(values.server_url.as_deref(), Some("https://a"));
         assert_eq!(values.auth_private_key.as_deref(), Some("k.pem"));
     }
@@ -178,7 +186,8 @@ mod tests {
     #[test]
     fn main_file_replaces_fallback_even_with_empty_string() {
         let main = ConfigValues::parse(br#"{"TenantToken": "", "ServerURL": null}"#).unwrap();
-        let fallback = ConfigValues::parse(br#"{"TenantToken": "secret", "ServerURL": "https://b"}"#).unwrap();
+        let fallback =
+            ConfigValues::parse(br#"{"TenantToken": "secret", "ServerURL": "https://b"}"#).unwrap();
         let merged = ConfigValues::merged(&main, &fallback);
         assert!(!merged.tenant_token_set());
         assert_eq!(merged.effective_server_url(), Some("https://b"));
@@ -193,8 +202,10 @@ mod tests {
 
     #[test]
     fn auth_private_key_wins_over_https_client_key() {
-        let values = ConfigValues::parse(br#"{"HttpsClient": {"Key": "b.pem"}, "Security": {"AuthPrivateKey": "a.pem"}}"#)
-            .unwrap();
+        let values = ConfigValues::parse(
+            br#"{"HttpsClient": {"Key": "b.pem"}, "Security": {"AuthPrivateKey": "a.pem"}}"#,
+        )
+        .unwrap();
         assert_eq!(values.key_file(), "/var/lib/mender/a.pem");
         assert_eq!(values.key_file_field(), Some("Security.AuthPrivateKey"));
     }
@@ -208,8 +219,10 @@ mod tests {
 
     #[test]
     fn first_server_overrides_server_url() {
-        let values =
-            ConfigValues::parse(br#"{"Servers": [{"ServerURL": "https://one"}, {"ServerURL": "https://two"}]}"#).unwrap();
+        let values = ConfigValues::parse(
+            br#"{"Servers": [{"ServerURL": "https://one"}, {"ServerURL": "https://two"}]}"#,
+        )
+        .unwrap();
         assert_eq!(values.effective_server_url(), Some("https://one"));
     }
 

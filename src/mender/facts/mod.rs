@@ -28,7 +28,7 @@ pub const IDENTITY_SCRIPT_PATH: &str = "/usr/share/mender/identity/mender-device
 /// The device type file the client reads when `DeviceTypeFile` is not set
 /// (`/var/lib/mender/device_type`), on the data partition.
 pub const DATA_DEVICE_TYPE_PATH: &str = "/data/mender/device_type";
-/// Where `provision` writes the device key, as the device sees it.
+/// The device key that `provision` writes, as a path on the running device.
 pub const DEVICE_KEY_DEVICE_PATH: &str = "/var/lib/mender/mender-agent.pem";
 
 /// Largest configuration, `artifact_info` or device type file read.
@@ -124,7 +124,7 @@ pub struct IdentityScriptFact {
     pub error: Option<String>,
 }
 
-/// Where `/var/lib/mender` leads on one root filesystem.
+/// The target of `/var/lib/mender` on one root filesystem.
 #[derive(Debug, Clone, Serialize)]
 pub struct StateDirFact {
     /// The link target, or `None` when `/var/lib/mender` is not a symbolic link.
@@ -200,19 +200,31 @@ fn token_fact(values: &ConfigValues) -> TenantTokenFact {
 }
 
 /// Reads the regular file at the device path `path` (links followed), or `None` when it does not
-/// exist. The error says why it could not be read.
-fn read_file(files: &mut ImageFiles, path: &str, slot: RootfsSlot) -> Result<Option<(Resolved, Vec<u8>)>, String> {
+/// exist. The error explains why it could not be read.
+fn read_file(
+    files: &mut ImageFiles,
+    path: &str,
+    slot: RootfsSlot,
+) -> Result<Option<(Resolved, Vec<u8>)>, String> {
     let resolved = files.resolve(path, true, slot).map_err(|error| error.to_string())?;
     let Some(ino) = resolved.inode else { return Ok(None) };
     let metadata = files.metadata(&resolved).map_err(|error| error.to_string())?;
     if metadata.kind != FileKind::Regular {
         return Err(format!("{path}: not a regular file"));
     }
-    let bytes = files.ext(&resolved).read_file(ino, MAX_SMALL_FILE_LEN).map_err(|error| format!("{path}: {error}"))?;
+    let bytes = files
+        .ext(&resolved)
+        .read_file(ino, MAX_SMALL_FILE_LEN)
+        .map_err(|error| format!("{path}: {error}"))?;
     Ok(Some((resolved, bytes)))
 }
 
-fn read_config(files: &mut ImageFiles, path: &str, location: &'static str, slot: RootfsSlot) -> ConfigFileFact {
+fn read_config(
+    files: &mut ImageFiles,
+    path: &str,
+    location: &'static str,
+    slot: RootfsSlot,
+) -> ConfigFileFact {
     let (present, parsed) = match read_file(files, path, slot) {
         Ok(None) => (false, Ok(ConfigValues::default())),
         Ok(Some((_, bytes))) => (true, ConfigValues::parse(&bytes)),
@@ -244,10 +256,9 @@ fn rootfs_facts(
     data_conf: &ConfigFileFact,
 ) -> RootfsFacts {
     let artifact_name = match read_file(files, ARTIFACT_INFO_PATH, slot) {
-        Ok(Some((_, bytes))) => parse_artifact_name(&bytes)
-            .ok()
-            .flatten()
-            .map(|name| String::from_utf8_lossy(&name).into_owned()),
+        Ok(Some((_, bytes))) => {
+            parse_artifact_name(&bytes).ok().flatten().map(|name| String::from_utf8_lossy(&name).into_owned())
+        }
         _ => None,
     };
     let config = ConfigValues::merged(&main.values, &data_conf.values);
@@ -285,7 +296,8 @@ fn state_dir(files: &mut ImageFiles, slot: RootfsSlot) -> StateDirFact {
         Ok(link) if link.inode.is_some() => {
             let is_link = files.metadata(&link).is_ok_and(|metadata| metadata.kind == FileKind::Symlink);
             if is_link {
-                fact.link_target = files.read_link(&link).ok().map(|target| String::from_utf8_lossy(&target).into_owned());
+                fact.link_target =
+                    files.read_link(&link).ok().map(|target| String::from_utf8_lossy(&target).into_owned());
             }
         }
         Ok(_) => {
