@@ -151,6 +151,10 @@ pub fn gather(image: &DiskImage) -> std::io::Result<(MenderFacts, Vec<Warning>)>
             slots.push((RootfsSlot::B, "b", "rootfs-b"));
         }
         for (slot, name, location) in slots {
+            // An image without a usable root filesystem has no client settings to report.
+            if files.resolve("/", true, slot).is_err() {
+                continue;
+            }
             let main = read_config(&mut files, MENDER_CONF_PATH, location, slot);
             rootfs.push(rootfs_facts(&mut files, slot, name, &main, &data_conf));
             config_files.push(main);
