@@ -337,9 +337,14 @@ pub struct InspectArgs {
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+
+    /// Exit with status 3 after printing the report when it has warnings, so that a pipeline can
+    /// stop on an image that would not come up preauthorized.
+    #[arg(long)]
+    pub check: bool,
 
     /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
     /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.
