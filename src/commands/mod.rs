@@ -10,6 +10,7 @@ mod output;
 mod preauth;
 mod progress;
 mod provision;
+mod provision_config;
 mod records;
 mod store;
 
@@ -58,8 +59,9 @@ pub struct Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// One subcommand and its arguments.
+/// One subcommand and its arguments. One value exists per run, so its size does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Generate a device key pair, as Mender's keygen-client script does.
     Keygen(KeygenArgs),
@@ -151,8 +153,16 @@ store is read and written in the LMDB layout of the target (32- or 64-bit little
 64-bit big-endian), read from an ELF binary on rootfs A or given with --target-layout; a store
 in another layout is an error. The Artifact record options write artifact-name and
 artifact-provides as the Mender client 3.x commits them after an install: stored provides
-matching --clears-provides go, the new ones are added, and the name is written with them. Every
-log line goes to stderr; stdout holds only the JSON line.
+matching --clears-provides go, the new ones are added, and the name is written with them.
+
+The client configuration options edit /etc/mender/mender.conf on rootfs A and on rootfs B when
+it holds a filesystem, each file on its own: only the keys named change, every other key keeps
+its value and place, and the file keeps its indentation. The file is written with mode 0600 and
+owner 0:0; a file that is not valid JSON is an error. The Mender client 3.4 reads
+/var/lib/mender/mender.conf (/data/mender/mender.conf) first and /etc/mender/mender.conf over
+it. Without --identity and --identity-file, provision writes only the configuration and the
+Artifact records: no key, no request. Every log line goes to stderr; stdout holds only the JSON
+line.
 
 Examples:
   Provision a copy of an image with a new key and preauthorize it once the run succeeded
@@ -169,6 +179,14 @@ Examples:
   Also record what a bootstrap Artifact would install, so the first update can be a delta:
     mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
         --bootstrap-provides
+
+  Point the device at a hosted Mender organization as well:
+    mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
+        --server-url https://hosted.mender.io --tenant-token \"$TENANT_TOKEN\"
+
+  Without an identity, only the client configuration is written, as mender-artifact modify does:
+    mender-preauth modify core-image.sdimg --server-url https://mender.example.com \\
+        --server-cert server.crt --verification-key artifact-verify-key.pem
 
 Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the message says
 it was provisioned and only printing the request failed), 2 on a usage error.";
