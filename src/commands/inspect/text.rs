@@ -27,7 +27,7 @@ pub(super) fn render_text(report: &Report) -> String {
         Some(key) => {
             let kind = match (&key.key_type, &key.fingerprint_sha256, &key.error) {
                 (Some(kind), Some(fingerprint), _) => format!("{kind}, SHA-256 {fingerprint}"),
-                (_, _, Some(error)) => format!("unreadable: {error}"),
+                (_, _, Some(error)) => format!("unreadable: {}", escape_control(error)),
                 _ => "unreadable".to_string(),
             };
             lines.push(format!(
@@ -40,7 +40,7 @@ pub(super) fn render_text(report: &Report) -> String {
     match &report.store {
         Some(store) => {
             let summary = match &store.error {
-                Some(error) => format!("unreadable: {error}"),
+                Some(error) => format!("unreadable: {}", escape_control(error)),
                 None => format!("{} records", store.records.len()),
             };
             let layout = match &store.layout_description {
