@@ -156,7 +156,7 @@ fn provisioned_image_has_no_warnings() {
     assert_eq!(fingerprint, openssl_fingerprint(&key, dir.path()));
     assert_eq!(report["device_key"]["key_type"], "RSA 2048");
     let mender = &report["mender"];
-    assert_eq!(mender["artifact_name"]["artifact_info"], "demo-1.0");
+    assert_eq!(mender["artifact_name"]["artifact_info"], "release-1");
     assert_eq!(mender["artifact_name"]["store"], "release-1");
     assert_eq!(mender["device_type"]["value"], "qemux86-64");
     assert_eq!(mender["server_url"], "https://docker.mender.io");
@@ -513,5 +513,110 @@ fn output_and_documentation_agree() {
     assert_eq!(documented_codes.len(), 12, "{documented_codes:?}");
     for code in &codes {
         assert!(documented_codes.contains(code), "warning code {code} is not documented");
+    }
+}
+
+/// Returns the value of the string field `name` in the client's debug dump of its configuration
+/// (`Loaded configuration = &conf.MenderConfig{...}`, Go's `%#v` inside a quoted log message).
+fn dumped_field(dump: &str, name: &str) -> String {
+    let marker = format!("{name}:\\\"");
+    let start = dump.find(&marker).unwrap_or_else(|| panic!("no {name} in {dump}")) + marker.len();
+    let length = dump[start..].find("\\\"").unwrap_or_else(|| panic!("{name} is not closed in {dump}"));
+    dump[start..start + length].to_string()
+}
+
+/// Runs the real Mender client on `main` and `fallback` and returns its debug dump of the loaded
+/// configuration, or `None` when it failed to load them.
+fn client_configuration(main: &Path, fallback: &Path, data_dir: &Path) -> Option<String> {
+    let mender = find_program("mender").expect("the test required mender");
+    let mut command = std::process::Command::new(mender);
+    command.args([
+        "--log-level",
+        "debug",
+        "--config",
+        path_str(main),
+        "--fallback-config",
+        path_str(fallback),
+    ]);
+    command.args(["--data", path_str(data_dir), "show-artifact"]);
+    let output = common::run_with_timeout(&mut command, common::COMMAND_TIMEOUT);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if stderr.contains("Error loading configuration from file") {
+        return None;
+    }
+    let line = stderr.lines().find(|line| line.contains("Loaded configuration = "));
+    Some(line.unwrap_or_else(|| panic!("mender printed no configuration: {stderr}")).to_string())
+}
+
+#[test]
+fn config_merge_matches_mender_client() {
+    let test = "config_merge_matches_mender_client";
+    let dir = tempfile::tempdir().unwrap();
+    let Some((image, _)) = provisioned(dir.path(), test) else { return };
+    let Some(_) = require_tools(&["mender"], test) else { return };
+    // (main /etc/mender/mender.conf, fallback /var/lib/mender/mender.conf)
+    let cases: [(&str, &str); 6] = [
+        (
+            r#"{"ServerURL": "https://main", "TenantToken": ""}"#,
+            r#"{"TenantToken": "data-token", "ServerURL": "https://data"}"#,
+        ),
+        (
+            r#"{"ServerURL": null, "security": {"SSLEngine": "x"}}"#,
+            r#"{"ServerURL": "https://data", "Security": {"AuthPrivateKey": "k.pem"}}"#,
+        ),
+        (r#"{"HttpsClient": {"Key": "/etc/mender/tls.key"}, "serverurl": "https://lower"}"#, "{}"),
+        (
+            r#"{"TenantToken": "main-token"}"#,
+            r#"{"HttpsClient": {"Key": "b.pem"}, "Security": {"AuthPrivateKey": "a.pem"}}"#,
+        ),
+        (r#"{"ServerURL": "https://main"}"#, r#"{"TenantToken": 42}"#),
+        (r#"{"ServerURL": "#, "{}"),
+    ];
+    let client_dir = dir.path().join("client-data");
+    std::fs::create_dir(&client_dir).unwrap();
+
+    for (main, fallback) in cases {
+        for partition in [ROOTFS_A_PARTITION, ROOTFS_B_PARTITION] {
+            plant_file(
+                &offset_path(&image, partition),
+                dir.path(),
+                "/etc/mender/mender.conf",
+                main.as_bytes(),
+                "644",
+            );
+        }
+        plant_file(
+            &offset_path(&image, DATA_PARTITION),
+            dir.path(),
+            "/mender/mender.conf",
+            fallback.as_bytes(),
+            "600",
+        );
+        let (main_file, fallback_file) = (dir.path().join("main.conf"), dir.path().join("fallback.conf"));
+        std::fs::write(&main_file, main).unwrap();
+        std::fs::write(&fallback_file, fallback).unwrap();
+
+        let report = inspect_json(&image, dir.path());
+        let loaded = client_configuration(&main_file, &fallback_file, &client_dir);
+
+        let case = format!("main {main}, fallback {fallback}");
+        let invalid = warning_codes(&report).iter().any(|code| code == "conf-invalid");
+        assert_eq!(invalid, loaded.is_none(), "{case}");
+        let Some(dump) = loaded else { continue };
+        let mender = &report["mender"];
+        let server_url = dumped_field(&dump, " ServerURL");
+        assert_eq!(mender["server_url"].as_str().unwrap_or(""), server_url, "{case}");
+        let token = dumped_field(&dump, "TenantToken");
+        assert_eq!(mender["tenant_token"]["set"], !token.is_empty(), "{case}");
+        assert_eq!(mender["tenant_token"]["length"], token.len(), "{case}");
+        let (auth_key, https_key) = (dumped_field(&dump, "AuthPrivateKey"), dumped_field(&dump, ", Key"));
+        let key_name =
+            [auth_key, https_key, "mender-agent.pem".to_string()].into_iter().find(|name| !name.is_empty());
+        let key_name = key_name.unwrap();
+        let key_file = match key_name.starts_with('/') {
+            true => key_name,
+            false => format!("/var/lib/mender/{key_name}"),
+        };
+        assert_eq!(mender["key_file"], key_file, "{case}");
     }
 }

@@ -88,10 +88,11 @@ impl ConfigValues {
         self.tenant_token.as_deref().is_some_and(|token| !token.is_empty())
     }
 
-    /// Returns the key file the client signs with, as the client 3.4's `commonInit` picks it: a non-empty
-    /// `Security.AuthPrivateKey`, else a non-empty `HttpsClient.Key`, else the default. The
-    /// returned path is absolute, because the client opens a relative name in its state
-    /// directory. A `pkcs11:` URI, which names a key in an engine, is returned unchanged.
+    /// Returns the key file the client signs with, picked as `commonInit` in the client 3.4's
+    /// `cli/commands.go` picks it: a non-empty `Security.AuthPrivateKey`, else a non-empty
+    /// `HttpsClient.Key`, else the default. The path is absolute, because the client opens a
+    /// relative name in its state directory (`store/dirstore.go`). A `pkcs11:` URI, which names
+    /// a key in an engine, is returned unchanged.
     pub fn key_file(&self) -> String {
         let non_empty = |value: &Option<String>| value.clone().filter(|text| !text.is_empty());
         let name = non_empty(&self.auth_private_key)
