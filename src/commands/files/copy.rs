@@ -14,6 +14,7 @@ use super::{
     commit, describe_targets, image_files, in_image, new_attrs, open_image, owners, parse_image_path,
     parse_mode,
 };
+use crate::commands::UsageError;
 use crate::commands::file_args::{CpArgs, InstallArgs};
 use crate::fs::ext::{FileKind, NewAttrs};
 use crate::image::disk_image::Access;
@@ -34,14 +35,16 @@ pub fn run_cp(args: &CpArgs) -> anyhow::Result<()> {
     match (source_in_image, destination_in_image) {
         (false, true) => copy_in(args),
         (true, false) => copy_out(args),
-        (true, true) => bail!(
+        (true, true) => Err(UsageError(format!(
             "{}: copying from one image path to another is not supported; copy through a host file",
             args.destination.to_string_lossy()
-        ),
-        (false, false) => bail!(
+        ))
+        .into()),
+        (false, false) => Err(UsageError(format!(
             "{}: neither SRC nor DST is IMAGE:/PATH; one of them must be a path inside an image",
             args.destination.to_string_lossy()
-        ),
+        ))
+        .into()),
     }
 }
 
@@ -294,11 +297,9 @@ fn copy_tree_out(
 pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
     let expected = if args.directory { 1 } else { 2 };
     if args.paths.len() != expected {
-        bail!(
-            "install takes {} but got {} paths",
-            if args.directory { "-d IMAGE:/DIR" } else { "SRC IMAGE:/DST" },
-            args.paths.len()
-        );
+        let expected_paths = if args.directory { "-d IMAGE:/DIR" } else { "SRC IMAGE:/DST" };
+        let message = format!("install takes {expected_paths} but got {} paths", args.paths.len());
+        return Err(UsageError(message).into());
     }
     let image_argument = args.paths.last().map(|path| path.as_os_str()).unwrap_or_default();
     let image_path = parse_image_path(image_argument)?;
