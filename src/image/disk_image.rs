@@ -163,6 +163,19 @@ impl DiskImage {
         self.apply_changes(&changes)
     }
 
+    /// Writes the planned writes and the copies from host files of several partitions (offsets
+    /// relative to each partition) as one all-or-nothing step, like [`DiskImage::apply_all`].
+    pub fn apply_all_with_copies(
+        &self,
+        changes: &[(Partition, &BTreeMap<u64, Vec<u8>>, &BTreeMap<u64, FileRange>)],
+    ) -> Result<(), ImageError> {
+        let changes: Vec<PartitionWrites<'_>> = changes
+            .iter()
+            .map(|&(partition, writes, copies)| PartitionWrites { partition, writes, copies })
+            .collect();
+        self.apply_changes(&changes)
+    }
+
     /// Saves the original bytes of every range in `changes` to the undo log, then writes them
     /// all and removes the log.
     fn apply_changes(&self, changes: &[PartitionWrites<'_>]) -> Result<(), ImageError> {
@@ -384,8 +397,7 @@ fn write_ranges(file: &File, change: &PartitionWrites<'_>, chunks_written: &mut 
             count_chunk();
         }
     }
-    // NOTE: tests/crash_safety.rs stops runs inside byte ranges only: the commands it runs
-    // stage no copies, so no test stops a run inside a copy.
+    // tests/crash_safety.rs stops `cp` runs inside these copies too.
     for (offset, range) in change.copies {
         if stop_after.is_none() {
             copy_range(file, partition.start + offset, range)?;

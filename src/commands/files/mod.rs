@@ -22,6 +22,7 @@ use crate::commands::output::write_time;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::partition_table::Partition;
+use crate::image::volume::FileRange;
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
 use mode::ModeChange;
@@ -46,14 +47,14 @@ fn image_files<'a>(image: &'a DiskImage, image_path: &ImagePath) -> anyhow::Resu
 
 /// Writes every planned change to the image in one all-or-nothing step and logs what changed.
 fn commit(image: &DiskImage, files: ImageFiles, image_path: &ImagePath, done: &str) -> anyhow::Result<()> {
-    let (changes, names) = files.into_writes().with_context(|| image_path.to_string())?;
+    let (changes, names) = files.into_writes_with_copies();
     if changes.is_empty() {
         log::info!("{image_path}: {done}; nothing needed to change");
         return Ok(());
     }
-    let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
-        changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
-    image.apply_all(&refs).with_context(|| image_path.to_string())?;
+    let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>, &BTreeMap<u64, FileRange>)> =
+        changes.iter().map(|(partition, writes, copies)| (*partition, writes, copies)).collect();
+    image.apply_all_with_copies(&refs).with_context(|| image_path.to_string())?;
     log::info!("{image_path}: {done} on {}", names.join(" and "));
     Ok(())
 }
