@@ -300,7 +300,22 @@ fn layout_four_partition_mbr() {
 
 #[test]
 fn layout_mbr_with_swap_logical_data() {
-    check_layout(&MBR_WITH_SWAP, "layout_mbr_with_swap_logical_data");
+    let test = "layout_mbr_with_swap_logical_data";
+    check_layout(&MBR_WITH_SWAP, test);
+
+    let Some(fixture) = Fixture::build(&MBR_WITH_SWAP, test) else { return };
+    let types: Vec<(u32, String)> = common::partitions(&fixture.image)
+        .into_iter()
+        .map(|partition| (partition.number, partition.partition_type))
+        .collect();
+    let expected = [(1, "c"), (2, "83"), (3, "83"), (4, "5"), (5, "82"), (6, "83")];
+    let expected: Vec<(u32, String)> = expected.iter().map(|&(number, kind)| (number, kind.into())).collect();
+    assert_eq!(types, expected, "sfdisk -J of the fixture");
+    let swap = common::partition(&fixture.image, 5);
+    let mut signature = vec![0u8; 10];
+    let image = std::fs::File::open(&fixture.image).unwrap();
+    std::os::unix::fs::FileExt::read_exact_at(&image, &mut signature, swap.start_bytes + 4096 - 10).unwrap();
+    assert_eq!(signature, b"SWAPSPACE2", "partition 5 holds no swap signature");
 }
 
 #[test]

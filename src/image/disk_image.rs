@@ -21,6 +21,10 @@ pub enum Access {
     ReadWrite,
 }
 
+/// The planned writes of one partition for [`DiskImage::apply_all_with_copies`]: byte ranges
+/// held in memory and ranges copied from host files, keyed by offsets relative to the partition.
+pub type PlannedChange<'a> = (Partition, &'a BTreeMap<u64, Vec<u8>>, &'a BTreeMap<u64, FileRange>);
+
 /// Failure to open or write an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -165,10 +169,7 @@ impl DiskImage {
 
     /// Writes the planned writes and the copies from host files of several partitions (offsets
     /// relative to each partition) as one all-or-nothing step, like [`DiskImage::apply_all`].
-    pub fn apply_all_with_copies(
-        &self,
-        changes: &[(Partition, &BTreeMap<u64, Vec<u8>>, &BTreeMap<u64, FileRange>)],
-    ) -> Result<(), ImageError> {
+    pub fn apply_all_with_copies(&self, changes: &[PlannedChange<'_>]) -> Result<(), ImageError> {
         let changes: Vec<PartitionWrites<'_>> = changes
             .iter()
             .map(|&(partition, writes, copies)| PartitionWrites { partition, writes, copies })

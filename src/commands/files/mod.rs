@@ -8,7 +8,6 @@ mod listing;
 mod mode;
 mod owners;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
 use anyhow::{Context, bail};
@@ -20,9 +19,7 @@ use crate::commands::UsageError;
 use crate::commands::file_args::{ChmodArgs, ChownArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
-use crate::image::disk_image::{Access, DiskImage};
-use crate::image::partition_table::Partition;
-use crate::image::volume::FileRange;
+use crate::image::disk_image::{Access, DiskImage, PlannedChange};
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
 use mode::ModeChange;
@@ -52,7 +49,7 @@ fn commit(image: &DiskImage, files: ImageFiles, image_path: &ImagePath, done: &s
         log::info!("{image_path}: {done}; nothing needed to change");
         return Ok(());
     }
-    let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>, &BTreeMap<u64, FileRange>)> =
+    let refs: Vec<PlannedChange<'_>> =
         changes.iter().map(|(partition, writes, copies)| (*partition, writes, copies)).collect();
     image.apply_all_with_copies(&refs).with_context(|| image_path.to_string())?;
     log::info!("{image_path}: {done} on {}", names.join(" and "));
