@@ -172,6 +172,7 @@ fn failpoint_inside_host_file_copy_rolls_back() {
     let test = "failpoint_inside_host_file_copy_rolls_back";
     let dir = tempfile::tempdir().unwrap();
     let Some(original) = make_fixture(dir.path(), "original.sdimg", &["--rootfs-b"], test) else { return };
+    // 256 KiB, above the size from which cp copies a host file's blocks at apply time.
     let blocks = 64;
     let host = dir.path().join("payload.bin");
     std::fs::write(&host, marked_blocks(blocks)).unwrap();

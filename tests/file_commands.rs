@@ -408,3 +408,18 @@ fn interrupted_cp_rolls_back_both_rootfs() {
         assert_eq!(debugfs_cat(&fs, "/etc/payload.bin").len(), 40 * 1024, "partition {number}");
     }
 }
+
+#[test]
+fn cp_of_proc_file_writes_its_content() {
+    let test = "cp_of_proc_file_writes_its_content";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fixture(work.path(), &[], test) else { return };
+    // /proc files report a size of 0, so only a read returns their content.
+    let expected = std::fs::read("/proc/version").unwrap();
+    assert!(!expected.is_empty());
+
+    cli_ok(&["cp", "/proc/version", &image_arg(&image, "/etc/kernel-version")]);
+
+    let fs = assert_partition_clean(&image, ROOTFS_A_PARTITION, work.path());
+    assert_eq!(debugfs_cat(&fs, "/etc/kernel-version"), expected);
+}

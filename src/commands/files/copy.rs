@@ -26,6 +26,11 @@ use crate::mender::image_path::ImagePath;
 /// temporary file (mode 0600) and debugfs copies that file's mode.
 const STDIN_FILE_MODE: u16 = 0o600;
 
+/// Smallest host file whose blocks are copied when the writes are applied instead of being read
+/// into memory first. Reading a small file costs little, and pseudo-files such as those under
+/// `/proc` and `/sys` report a size of 0 or 4096 that differs from what a read returns.
+const MIN_LEN_BY_REFERENCE: u64 = 64 * 1024;
+
 /// Mode of directories that `install -d` creates without -m.
 const DEFAULT_DIR_MODE: u16 = 0o755;
 
@@ -86,8 +91,8 @@ impl HostFile {
     }
 }
 
-/// Opens a host source file, or reads standard input for "-". The image file itself is read
-/// into memory, because its bytes change while the writes are applied.
+/// Opens a host source file, or reads standard input for "-". Small files are read into memory,
+/// and so is the image file itself, because its bytes change while the writes are applied.
 fn read_host_file(source: &OsStr, image: &Path) -> anyhow::Result<HostFile> {
     if source == "-" {
         let mut data = Vec::new();
@@ -111,7 +116,7 @@ fn read_host_file(source: &OsStr, image: &Path) -> anyhow::Result<HostFile> {
     let mode = (metadata.permissions().mode() & 0o7777) as u16;
     let is_image = std::fs::metadata(image)
         .is_ok_and(|image| image.dev() == metadata.dev() && image.ino() == metadata.ino());
-    if is_image {
+    if is_image || metadata.len() < MIN_LEN_BY_REFERENCE {
         let data = std::fs::read(path).with_context(|| path.display().to_string())?;
         return Ok(HostFile { contents: HostContents::Read(data), mode });
     }
