@@ -1,7 +1,8 @@
 //! An in-place provisioning run that dies part way (a failpoint after the Nth written chunk, or
 //! SIGKILL at a random moment) leaves an undo log; the next run rolls the image back. Afterwards
 //! the image is byte-identical to the original or to the completed result, and e2fsck finds the
-//! data partition clean either way.
+//! data partition clean either way. A `cp` stopped inside the copy of a host file's blocks is
+//! rolled back the same way.
 
 mod common;
 
@@ -146,4 +147,82 @@ fn sigkill_at_random_moments_leaves_original_or_result() {
         "sigkill rounds: {} ended as the original, {} as the completed result",
         outcomes[0], outcomes[1]
     );
+}
+
+/// Returns `blocks` blocks of 4096 bytes and a 100-byte tail, each block starting with its own
+/// marker, so that a block of the file can be recognized in the image.
+fn marked_blocks(blocks: usize) -> Vec<u8> {
+    let mut content = Vec::with_capacity(blocks * 4096 + 100);
+    for block in 0..blocks {
+        let start = content.len();
+        content.extend_from_slice(format!("payload block {block:08}\n").as_bytes());
+        content.extend((content.len() - start..4096).map(|index| (index * 31 + block) as u8));
+    }
+    content.extend_from_slice(&[0x5a; 100]);
+    content
+}
+
+/// Returns whether a 4096-byte-aligned block of `image` starts with `marker`.
+fn image_has_block(image: &Path, marker: &[u8]) -> bool {
+    std::fs::read(image).unwrap().chunks_exact(4096).any(|block| block.starts_with(marker))
+}
+
+#[test]
+fn failpoint_inside_host_file_copy_rolls_back() {
+    let test = "failpoint_inside_host_file_copy_rolls_back";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(original) = make_fixture(dir.path(), "original.sdimg", &["--rootfs-b"], test) else { return };
+    // 256 KiB, above the size from which cp copies a host file's blocks at apply time.
+    let blocks = 64;
+    let host = dir.path().join("payload.bin");
+    std::fs::write(&host, marked_blocks(blocks)).unwrap();
+    let image = dir.path().join("work.sdimg");
+    let cp_command = |failpoint: Option<u64>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mender-preauth"));
+        command.args(["-q", "cp"]).arg(&host).arg(format!("{}:/etc/payload.bin", image.display()));
+        command.env("SOURCE_DATE_EPOCH", "1700000000");
+        if let Some(chunk) = failpoint {
+            command.env(FAILPOINT_VAR, format!("write:{chunk}"));
+        }
+        command
+    };
+    let first_block = format!("payload block {:08}\n", 0).into_bytes();
+    let last_block = format!("payload block {:08}\n", blocks - 1).into_bytes();
+    let original_sha = sha256_file(&original);
+    std::fs::copy(&original, &image).unwrap();
+    assert!(run_with_timeout(&mut cp_command(None), COMMAND_TIMEOUT).status.success());
+    let completed_sha = sha256_file(&image);
+
+    // Each rootfs gets its metadata writes, then the copy of the file's whole blocks in chunks
+    // of 4096 bytes. Stopping after every 5th chunk samples both.
+    let mut stops_inside_copy = 0;
+    for chunk in (1..).step_by(5) {
+        std::fs::copy(&original, &image).unwrap();
+        let output = run_with_timeout(&mut cp_command(Some(chunk)), COMMAND_TIMEOUT);
+        if output.status.success() {
+            assert_eq!(sha256_file(&image), completed_sha, "run with failpoint {chunk} never reached");
+            break;
+        }
+        assert_eq!(
+            output.status.code(),
+            Some(FAILPOINT_EXIT_CODE),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(undo_log_of(&image).exists(), "chunk {chunk}: no undo log after the interrupted run");
+        if image_has_block(&image, &first_block) && !image_has_block(&image, &last_block) {
+            stops_inside_copy += 1;
+        }
+
+        let stderr = next_run(&image);
+
+        assert!(stderr.contains("rolled back"), "chunk {chunk}: no roll-back reported: {stderr}");
+        assert!(!undo_log_of(&image).exists(), "chunk {chunk}: the undo log is still there");
+        assert_eq!(sha256_file(&image), original_sha, "chunk {chunk}: image differs from the original");
+    }
+
+    assert!(stops_inside_copy >= 10, "only {stops_inside_copy} stops landed inside the copy of rootfs A");
+    for number in [common::ROOTFS_A_PARTITION, common::ROOTFS_B_PARTITION] {
+        e2fsck_clean(&extract_partition(&image, number, &dir.path().join(format!("p{number}.ext4"))));
+    }
 }

@@ -21,6 +21,10 @@ pub enum Access {
     ReadWrite,
 }
 
+/// The planned writes of one partition for [`DiskImage::apply_all_with_copies`]: byte ranges
+/// held in memory and ranges copied from host files, keyed by offsets relative to the partition.
+pub type PlannedChange<'a> = (Partition, &'a BTreeMap<u64, Vec<u8>>, &'a BTreeMap<u64, FileRange>);
+
 /// Failure to open or write an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -159,6 +163,16 @@ impl DiskImage {
         let changes: Vec<PartitionWrites<'_>> = changes
             .iter()
             .map(|(partition, writes)| PartitionWrites { partition: *partition, writes, copies: &no_copies })
+            .collect();
+        self.apply_changes(&changes)
+    }
+
+    /// Writes the planned writes and the copies from host files of several partitions (offsets
+    /// relative to each partition) as one all-or-nothing step, like [`DiskImage::apply_all`].
+    pub fn apply_all_with_copies(&self, changes: &[PlannedChange<'_>]) -> Result<(), ImageError> {
+        let changes: Vec<PartitionWrites<'_>> = changes
+            .iter()
+            .map(|&(partition, writes, copies)| PartitionWrites { partition, writes, copies })
             .collect();
         self.apply_changes(&changes)
     }
@@ -396,8 +410,7 @@ fn write_ranges(file: &File, change: &PartitionWrites<'_>, chunks_written: &mut 
             count_chunk();
         }
     }
-    // NOTE: tests/crash_safety.rs stops runs inside byte ranges only: the commands it runs
-    // stage no copies, so no test stops a run inside a copy.
+    // tests/crash_safety.rs stops `cp` runs inside these copies too.
     for (offset, range) in change.copies {
         if stop_after.is_none() {
             copy_range(file, partition.start + offset, range)?;

@@ -4,8 +4,9 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use walkdir::WalkDir;
@@ -14,15 +15,21 @@ use super::{
     commit, describe_targets, image_files, in_image, new_attrs, open_image, owners, parse_image_path,
     parse_mode,
 };
+use crate::commands::UsageError;
 use crate::commands::file_args::{CpArgs, InstallArgs};
 use crate::fs::ext::{FileKind, NewAttrs};
 use crate::image::disk_image::Access;
-use crate::mender::image_files::{CopyOutError, ImageFiles, Resolved};
+use crate::mender::image_files::{CopyOutError, FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
 
 /// Mode of a file copied from standard input. mender-artifact buffers standard input in a
 /// temporary file (mode 0600) and debugfs copies that file's mode.
 const STDIN_FILE_MODE: u16 = 0o600;
+
+/// Smallest host file whose blocks are copied when the writes are applied instead of being read
+/// into memory first. Reading a small file costs little, and pseudo-files such as those under
+/// `/proc` and `/sys` report a size of 0 or 4096 that differs from what a read returns.
+const MIN_LEN_BY_REFERENCE: u64 = 64 * 1024;
 
 /// Mode of directories that `install -d` creates without -m.
 const DEFAULT_DIR_MODE: u16 = 0o755;
@@ -34,29 +41,63 @@ pub fn run_cp(args: &CpArgs) -> anyhow::Result<()> {
     match (source_in_image, destination_in_image) {
         (false, true) => copy_in(args),
         (true, false) => copy_out(args),
-        (true, true) => bail!(
+        (true, true) => Err(UsageError(format!(
             "{}: copying from one image path to another is not supported; copy through a host file",
             args.destination.to_string_lossy()
-        ),
-        (false, false) => bail!(
+        ))
+        .into()),
+        (false, false) => Err(UsageError(format!(
             "{}: neither SRC nor DST is IMAGE:/PATH; one of them must be a path inside an image",
             args.destination.to_string_lossy()
-        ),
+        ))
+        .into()),
     }
 }
 
-/// The content of a host source file, and its permission bits.
+/// A host source file and its permission bits.
 struct HostFile {
-    data: Vec<u8>,
+    contents: HostContents,
     mode: u16,
 }
 
-/// Reads a host source file, or standard input for "-".
-fn read_host_file(source: &OsStr) -> anyhow::Result<HostFile> {
+/// The source of a host file's bytes.
+enum HostContents {
+    /// Standard input, read into memory.
+    Read(Vec<u8>),
+    /// An open regular file of `len` bytes, whose whole blocks are copied when the writes are
+    /// applied (with `copy_file_range`) instead of passing through memory.
+    Open { file: Arc<File>, len: u64 },
+}
+
+impl HostFile {
+    fn len(&self) -> u64 {
+        match &self.contents {
+            HostContents::Read(data) => data.len() as u64,
+            HostContents::Open { len, .. } => *len,
+        }
+    }
+
+    /// Writes this file as `destination` on every partition the path resolves to.
+    fn write_to(
+        &self,
+        files: &mut ImageFiles,
+        destination: &str,
+        attrs: &NewAttrs,
+    ) -> Result<Vec<Resolved>, FilesError> {
+        match &self.contents {
+            HostContents::Read(data) => files.write_file(destination, data, attrs),
+            HostContents::Open { file, .. } => files.write_file_from(destination, file, attrs),
+        }
+    }
+}
+
+/// Opens a host source file, or reads standard input for "-". Small files are read into memory,
+/// and so is the image file itself, because its bytes change while the writes are applied.
+fn read_host_file(source: &OsStr, image: &Path) -> anyhow::Result<HostFile> {
     if source == "-" {
         let mut data = Vec::new();
         std::io::stdin().lock().read_to_end(&mut data).context("reading standard input")?;
-        return Ok(HostFile { data, mode: STDIN_FILE_MODE });
+        return Ok(HostFile { contents: HostContents::Read(data), mode: STDIN_FILE_MODE });
     }
     let path = Path::new(source);
     let metadata = std::fs::metadata(path).with_context(|| path.display().to_string())?;
@@ -66,8 +107,21 @@ fn read_host_file(source: &OsStr) -> anyhow::Result<HostFile> {
     if !metadata.is_file() {
         bail!("{}: is not a regular file", path.display());
     }
-    let data = std::fs::read(path).with_context(|| path.display().to_string())?;
-    Ok(HostFile { data, mode: (metadata.permissions().mode() & 0o7777) as u16 })
+    let file = File::open(path).with_context(|| path.display().to_string())?;
+    // The size and mode come from the opened file, in case the path was replaced meanwhile.
+    let metadata = file.metadata().with_context(|| path.display().to_string())?;
+    if !metadata.is_file() {
+        bail!("{}: is not a regular file", path.display());
+    }
+    let mode = (metadata.permissions().mode() & 0o7777) as u16;
+    let is_image = std::fs::metadata(image)
+        .is_ok_and(|image| image.dev() == metadata.dev() && image.ino() == metadata.ino());
+    if is_image || metadata.len() < MIN_LEN_BY_REFERENCE {
+        let data = std::fs::read(path).with_context(|| path.display().to_string())?;
+        return Ok(HostFile { contents: HostContents::Read(data), mode });
+    }
+    let contents = HostContents::Open { file: Arc::new(file), len: metadata.len() };
+    Ok(HostFile { contents, mode })
 }
 
 /// Returns the image path that a source named `name` is copied to: a path inside `destination`
@@ -102,7 +156,7 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
     if is_tree && !args.recursive {
         bail!("{}: is a directory; use -r to copy it with everything below it", source.display());
     }
-    let host_file = if is_tree { None } else { Some(read_host_file(&args.source)?) };
+    let host_file = if is_tree { None } else { Some(read_host_file(&args.source, &image_path.image)?) };
 
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
@@ -113,9 +167,8 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
     let done = match host_file {
         Some(host_file) => {
             let attrs = new_attrs(host_file.mode, 0, 0)?;
-            let targets =
-                files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
-            format!("wrote {} ({} bytes)", describe_targets(&targets), host_file.data.len())
+            let targets = host_file.write_to(&mut files, &destination, &attrs).map_err(in_image(&shown))?;
+            format!("wrote {} ({} bytes)", describe_targets(&targets), host_file.len())
         }
         None => {
             let count = copy_tree_in(&mut files, source, &destination, &shown)?;
@@ -294,11 +347,9 @@ fn copy_tree_out(
 pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
     let expected = if args.directory { 1 } else { 2 };
     if args.paths.len() != expected {
-        bail!(
-            "install takes {} but got {} paths",
-            if args.directory { "-d IMAGE:/DIR" } else { "SRC IMAGE:/DST" },
-            args.paths.len()
-        );
+        let expected_paths = if args.directory { "-d IMAGE:/DIR" } else { "SRC IMAGE:/DST" };
+        let message = format!("install takes {expected_paths} but got {} paths", args.paths.len());
+        return Err(UsageError(message).into());
     }
     let image_argument = args.paths.last().map(|path| path.as_os_str()).unwrap_or_default();
     let image_path = parse_image_path(image_argument)?;
@@ -306,7 +357,8 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
         Some(text) => parse_mode(text)?,
         None => DEFAULT_DIR_MODE,
     };
-    let host_file = if args.directory { None } else { Some(read_host_file(&args.paths[0])?) };
+    let host_file =
+        if args.directory { None } else { Some(read_host_file(&args.paths[0], &image_path.image)?) };
 
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
@@ -329,8 +381,7 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             let name = Path::new(&args.paths[0]).file_name();
             let destination = destination_in_image(&mut files, &image_path, name)?;
             let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
-            let targets =
-                files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
+            let targets = host_file.write_to(&mut files, &destination, &attrs).map_err(in_image(&shown))?;
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }
     };

@@ -8,7 +8,6 @@ mod listing;
 mod mode;
 mod owners;
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
 use anyhow::{Context, bail};
@@ -16,18 +15,18 @@ use anyhow::{Context, bail};
 pub use copy::{run_cp, run_install};
 pub use listing::{run_cat, run_ls, run_stat};
 
+use crate::commands::UsageError;
 use crate::commands::file_args::{ChmodArgs, ChownArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
-use crate::image::disk_image::{Access, DiskImage};
-use crate::image::partition_table::Partition;
+use crate::image::disk_image::{Access, DiskImage, PlannedChange};
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
 use mode::ModeChange;
 
-/// Parses an IMAGE:/PATH argument.
+/// Parses an IMAGE:/PATH argument. A malformed one is a usage error.
 fn parse_image_path(argument: &OsStr) -> anyhow::Result<ImagePath> {
-    Ok(ImagePath::parse(argument)?)
+    ImagePath::parse(argument).map_err(|error| UsageError(error.to_string()).into())
 }
 
 /// Opens the image of `image_path`, naming IMAGE:/PATH in any error.
@@ -45,14 +44,14 @@ fn image_files<'a>(image: &'a DiskImage, image_path: &ImagePath) -> anyhow::Resu
 
 /// Writes every planned change to the image in one all-or-nothing step and logs what changed.
 fn commit(image: &DiskImage, files: ImageFiles, image_path: &ImagePath, done: &str) -> anyhow::Result<()> {
-    let (changes, names) = files.into_writes().with_context(|| image_path.to_string())?;
+    let (changes, names) = files.into_writes_with_copies();
     if changes.is_empty() {
         log::info!("{image_path}: {done}; nothing needed to change");
         return Ok(());
     }
-    let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
-        changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
-    image.apply_all(&refs).with_context(|| image_path.to_string())?;
+    let refs: Vec<PlannedChange<'_>> =
+        changes.iter().map(|(partition, writes, copies)| (*partition, writes, copies)).collect();
+    image.apply_all_with_copies(&refs).with_context(|| image_path.to_string())?;
     log::info!("{image_path}: {done} on {}", names.join(" and "));
     Ok(())
 }
@@ -73,7 +72,10 @@ fn parse_mode(text: &str) -> anyhow::Result<u16> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u16::from_str_radix(digits, 8) {
         Ok(mode) if !digits.is_empty() && mode <= 0o7777 => Ok(mode),
-        _ => bail!("invalid mode {text:?}: expected octal permission bits from 0 to 7777, such as 0644"),
+        _ => Err(UsageError(format!(
+            "invalid mode {text:?}: expected octal permission bits from 0 to 7777, such as 0644"
+        ))
+        .into()),
     }
 }
 
@@ -132,7 +134,7 @@ pub fn run_ln(args: &LnArgs) -> anyhow::Result<()> {
 /// `chmod [-R] MODE IMAGE:/PATH`.
 pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let change = ModeChange::parse(&args.mode)?;
+    let change = ModeChange::parse(&args.mode).map_err(|error| UsageError(error.to_string()))?;
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
     let time = write_time()?;
@@ -166,7 +168,8 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
         _ => None,
     };
     if uid.is_none() && gid.is_none() {
-        bail!("invalid owner {:?}: expected USER, USER:GROUP or :GROUP", args.owner);
+        let message = format!("invalid owner {:?}: expected USER, USER:GROUP or :GROUP", args.owner);
+        return Err(UsageError(message).into());
     }
     let attrs = SetAttrs { uid, gid, ctime: Some(write_time()?), ..SetAttrs::default() };
     let targets = files

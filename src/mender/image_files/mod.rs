@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::fs::ext::{Ext, ExtError, InodeIndex};
 use crate::image::disk_image::DiskImage;
 use crate::image::partition_table::{Partition, TableKind};
-use crate::image::volume::{FileVolume, Staged};
+use crate::image::volume::{FileRange, FileVolume, Staged};
 use crate::mender::image_path::Mount;
 use crate::mender::roles::{self, ClassifiedPartition, Filesystem, Role, partition_name};
 
@@ -27,6 +27,10 @@ pub type StagedExt<'a> = Ext<Staged<FileVolume<'a>>>;
 
 /// The planned writes of one partition, keyed by offset in the partition.
 pub type PartitionWrites = (Partition, BTreeMap<u64, Vec<u8>>);
+
+/// The planned writes of one partition, keyed by offset in the partition: bytes held in memory
+/// and ranges of host files, copied when the writes are applied.
+pub type PartitionWritesWithCopies = (Partition, BTreeMap<u64, Vec<u8>>, BTreeMap<u64, FileRange>);
 
 /// Failure of a file operation on an image.
 #[derive(Debug, thiserror::Error)]
@@ -184,29 +188,49 @@ impl<'a> ImageFiles<'a> {
     }
 
     /// Hands back the planned writes of every partition that has any, for
-    /// [`DiskImage::apply_all`], with the names of the partitions changed. Fails only when a
-    /// staged copy of a host file cannot be read.
+    /// [`DiskImage::apply_all`], with the names of the partitions changed. Staged copies of
+    /// host files are read into memory. Fails only when such a copy cannot be read.
     pub fn into_writes(self) -> std::io::Result<(Vec<PartitionWrites>, Vec<String>)> {
         let mut changes = Vec::new();
         let mut names = Vec::new();
-        for (_, ext) in self.filesystems {
-            let (volume, writes) = ext.into_volume().into_parts()?;
-            if writes.is_empty() {
-                continue;
-            }
-            let partition = self
-                .image
-                .table()
-                .partitions
-                .iter()
-                .find(|partition| partition.start == volume.start())
-                .copied();
-            if let Some(partition) = partition {
+        for (partition, volume) in self.into_staged_volumes() {
+            let (_, writes) = volume.into_parts()?;
+            if !writes.is_empty() {
                 names.push(partition_name(&partition));
                 changes.push((partition, writes));
             }
         }
         Ok((changes, names))
+    }
+
+    /// Hands back the planned writes of every partition that has any, as
+    /// [`ImageFiles::into_writes`] does, but with the staged copies of host files kept as
+    /// references, for [`DiskImage::apply_all_with_copies`].
+    pub fn into_writes_with_copies(self) -> (Vec<PartitionWritesWithCopies>, Vec<String>) {
+        let mut changes = Vec::new();
+        let mut names = Vec::new();
+        for (partition, volume) in self.into_staged_volumes() {
+            let (_, writes, copies) = volume.into_parts_with_copies();
+            if !writes.is_empty() || !copies.is_empty() {
+                names.push(partition_name(&partition));
+                changes.push((partition, writes, copies));
+            }
+        }
+        (changes, names)
+    }
+
+    /// Returns the staged layer of every partition opened, with its partition.
+    fn into_staged_volumes(self) -> Vec<(Partition, Staged<FileVolume<'a>>)> {
+        let partitions = &self.image.table().partitions;
+        self.filesystems
+            .into_values()
+            .filter_map(|ext| {
+                let volume = ext.into_volume();
+                let start = volume.base().start();
+                let partition = partitions.iter().find(|partition| partition.start == start)?;
+                Some((*partition, volume))
+            })
+            .collect()
     }
 }
 

@@ -1,9 +1,11 @@
 //! The file operations on an image's namespace: reading, listing, and the writes, each of which
 //! changes every partition its path resolves to (rootfs A and B for the root filesystem).
 
+use std::fs::File;
 use std::io::Write;
+use std::sync::Arc;
 
-use super::{FilesError, ImageFiles, Resolved, RootfsSlot, existing};
+use super::{FilesError, ImageFiles, Resolved, RootfsSlot, StagedExt, existing};
 use crate::fs::ext::{ExtError, FileKind, InodeIndex, Metadata, NewAttrs, SetAttrs};
 use crate::mender::image_path::mount_of;
 
@@ -130,6 +132,31 @@ impl<'a> ImageFiles<'a> {
         data: &[u8],
         attrs: &NewAttrs,
     ) -> Result<Vec<Resolved>, FilesError> {
+        self.write_each_target(path, attrs.time, |ext, inner| ext.write_file(inner, data, attrs))
+    }
+
+    /// Writes the contents of the host file `source` as the regular file `path`, like
+    /// [`ImageFiles::write_file`]. Its whole blocks are copied from `source` only when the
+    /// writes are applied, so `source` must not change until then.
+    pub fn write_file_from(
+        &mut self,
+        path: &str,
+        source: &Arc<File>,
+        attrs: &NewAttrs,
+    ) -> Result<Vec<Resolved>, FilesError> {
+        self.write_each_target(path, attrs.time, |ext, inner| {
+            ext.write_file_from(inner, Arc::clone(source), attrs)
+        })
+    }
+
+    /// Runs `write` on every place `path` resolves to for a write, after removing a symbolic
+    /// link or other non-regular file there.
+    fn write_each_target(
+        &mut self,
+        path: &str,
+        time: i64,
+        mut write: impl FnMut(&mut StagedExt<'a>, &str) -> Result<InodeIndex, ExtError>,
+    ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, false)?;
         for target in &targets {
             self.check_replaceable(target)?;
@@ -140,9 +167,9 @@ impl<'a> ImageFiles<'a> {
                     return Err(FilesError::IsADirectory(target.device_path.clone()));
                 }
                 Some(FileKind::Regular) | None => {}
-                Some(_) => ext.remove_file(&target.inner, attrs.time).map_err(Self::ext_error(target))?,
+                Some(_) => ext.remove_file(&target.inner, time).map_err(Self::ext_error(target))?,
             }
-            ext.write_file(&target.inner, data, attrs).map_err(Self::ext_error(target))?;
+            write(ext, &target.inner).map_err(Self::ext_error(target))?;
         }
         Ok(targets)
     }

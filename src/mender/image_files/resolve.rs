@@ -146,7 +146,36 @@ impl ImageFiles<'_> {
                 source,
             })?;
         }
-        Ok(Resolved { partition, partition_label, mount, inner, device_path, inode })
+        let resolved = Resolved { partition, partition_label, mount, inner, device_path, inode };
+        if path.ends_with('/') {
+            self.check_trailing_slash(path, &resolved, rootfs)?;
+        }
+        Ok(resolved)
+    }
+
+    /// Rejects a path that ends in `/` but names something other than a directory, or a
+    /// symbolic link to one, as Linux does (`ENOTDIR`). A missing last component passes.
+    fn check_trailing_slash(
+        &mut self,
+        path: &str,
+        resolved: &Resolved,
+        rootfs: RootfsSlot,
+    ) -> Result<(), FilesError> {
+        let Some(ino) = resolved.inode else { return Ok(()) };
+        let ext = self.open(&resolved.partition, &resolved.device_path)?;
+        let kind = ext
+            .metadata(ino)
+            .map_err(|source| FilesError::Ext {
+                path: resolved.device_path.clone(),
+                partition: super::partition_name(&resolved.partition),
+                source,
+            })?
+            .kind;
+        match kind {
+            FileKind::Directory => Ok(()),
+            FileKind::Symlink => self.resolve(path, true, rootfs).map(|_| ()),
+            _ => Err(FilesError::NotADirectory(resolved.device_path.clone())),
+        }
     }
 
     /// Resolves `path` for a read: on rootfs A.
