@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::commands::UsageError;
-use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
+use crate::commands::args::{BmapArgs, ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
 use crate::commands::output::{LineOutput, escape_control, key_type, load_private_key, write_time};
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
+use crate::image::bmap;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::sparse_copy::CopyMethod;
@@ -87,7 +88,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         Some(files) => Some(save_generated_key(&device_key.key, files)?),
         None => None,
     };
-    let written = match commit(&image, &data.partition, &writes, args.output.as_deref()) {
+    let written = match commit(&image, &data.partition, &writes, args.output.as_deref(), &args.bmap) {
         Ok(written) => written,
         Err(error) => {
             request_output.discard();
@@ -416,8 +417,23 @@ fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy> {
     Ok(XattrPolicy::Set(attributes))
 }
 
-/// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
+/// Applies the planned writes in place, or to a copy at `output`, then rewrites the block map
+/// next to the image unless `bmap` says not to, and returns the path written.
 pub(super) fn commit(
+    image: &DiskImage,
+    partition: &Partition,
+    writes: &BTreeMap<u64, Vec<u8>>,
+    output: Option<&Path>,
+    bmap: &BmapArgs,
+) -> anyhow::Result<PathBuf> {
+    let written = output.unwrap_or(image.path());
+    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), written)?;
+    let written = write_image(image, partition, writes, output)?;
+    bmap::finish(pending_map, &written)?;
+    Ok(written)
+}
+
+fn write_image(
     image: &DiskImage,
     partition: &Partition,
     writes: &BTreeMap<u64, Vec<u8>>,
