@@ -1,7 +1,7 @@
 //! The block map next to a changed image (`IMAGE.bmap`), judged by bmaptool 3.x from Debian's
-//! bmap-tools: maps are made with `bmaptool create`, the image is changed by provision, store set
-//! or a file command, and `bmaptool copy` of the changed image must pass its checksum checks and
-//! reproduce the image.
+//! bmap-tools. Maps are made with `bmaptool create`, and the image is changed by provision,
+//! store set or a file command. Then `bmaptool copy` of the changed image must pass its checksum
+//! checks and reproduce the image.
 
 mod common;
 
