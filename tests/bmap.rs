@@ -333,3 +333,20 @@ fn linked_map_is_replaced_at_target() {
     assert!(std::fs::symlink_metadata(&map).unwrap().file_type().is_symlink(), "the link was replaced");
     assert_map_verifies(&image, &dated, work.path());
 }
+
+#[test]
+fn dangling_map_link_fails_before_writing() {
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fixture_with_map(work.path(), "dangling_map_link_fails_before_writing") else { return };
+    let map = map_of(&image);
+    std::fs::remove_file(&map).unwrap();
+    std::os::unix::fs::symlink("core-image-missing.sdimg.bmap", &map).unwrap();
+    let old_image = std::fs::read(&image).unwrap();
+
+    let run = provision(&image, &[]);
+
+    assert!(!run.status.success(), "provision succeeded with a dangling map link");
+    let message = format!("{}: cannot follow the symbolic link", map.display());
+    assert!(run.stderr.contains(&message), "no error naming the link:\n{}", run.stderr);
+    assert!(std::fs::read(&image).unwrap() == old_image, "the image changed although the run failed");
+}

@@ -57,6 +57,10 @@ pub enum BmapError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: is not a regular file; remove it, or pass --no-bmap to leave it alone")]
     NotAFile { path: PathBuf },
+    #[error(
+        "{path}: cannot follow the symbolic link to the block map ({source}); remove the link, or pass --no-bmap"
+    )]
+    BrokenLink { path: PathBuf, source: io::Error },
     #[error("{path}: the image is empty, and bmaptool rejects a block map of an empty image")]
     EmptyImage { path: PathBuf },
 }
@@ -398,8 +402,8 @@ pub fn prepare(source: &Path, written: &Path) -> Result<Option<PendingMap>, Bmap
 
 /// Follows symbolic links to the map file to replace, which must be a regular file.
 fn resolve(map: &Path) -> Result<PathBuf, BmapError> {
-    let resolved =
-        std::fs::canonicalize(map).map_err(|source| BmapError::Io { path: map.to_path_buf(), source })?;
+    let resolved = std::fs::canonicalize(map)
+        .map_err(|source| BmapError::BrokenLink { path: map.to_path_buf(), source })?;
     let metadata =
         std::fs::metadata(&resolved).map_err(|source| BmapError::Io { path: map.to_path_buf(), source })?;
     if !metadata.is_file() {
