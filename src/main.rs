@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mender_preauth::commands::{self, Cli, UsageError};
+use mender_preauth::commands::{self, Cli, UsageError, WarningsFound};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,6 +15,11 @@ fn main() -> ExitCode {
         // A reader such as `head` that closes the pipe early wants no more output, so the run
         // ends quietly with status 0.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        // The report with its warnings is already printed, so one line and the status are enough.
+        Err(error) if error.is::<WarningsFound>() => {
+            eprintln!("mender-preauth: {error}");
+            ExitCode::from(WarningsFound::EXIT_CODE)
+        }
         Err(error) if error.chain().any(|cause| cause.is::<UsageError>()) => {
             eprintln!("mender-preauth: error: {}", one_line_message(&error));
             ExitCode::from(2)

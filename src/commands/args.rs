@@ -83,6 +83,13 @@ pub struct IdentityArgs {
     pub identity_file: Option<PathBuf>,
 }
 
+impl IdentityArgs {
+    /// Returns true when --identity or --identity-file is given.
+    pub fn is_given(&self) -> bool {
+        !self.identity.is_empty() || self.identity_file.is_some()
+    }
+}
+
 /// Arguments of `keygen`.
 #[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
@@ -216,9 +223,71 @@ pub struct ProvisionArgs {
     #[command(flatten)]
     pub request: RequestArgs,
 
-    // Last, because its help heading applies to every argument after it.
+    // Last, because their help headings apply to every argument after them.
     #[command(flatten)]
     pub records: RecordsArgs,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// The client configuration to write, as `mender-artifact modify` writes it.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Client configuration")]
+pub struct ConfigArgs {
+    /// Set ServerURL in /etc/mender/mender.conf on rootfs A and B, keeping every other key; the
+    /// file is created when missing. --server-uri is accepted too, as in mender-artifact modify.
+    #[arg(long, value_name = "URL", alias = "server-uri", value_parser = non_empty)]
+    pub server_url: Option<String>,
+
+    /// Set TenantToken in /etc/mender/mender.conf, the token of a hosted Mender organization.
+    #[arg(long, value_name = "TOKEN", value_parser = non_empty)]
+    pub tenant_token: Option<String>,
+
+    /// Install FILE as /etc/mender/server.crt (mode 0644) and set ServerCertificate to it: the
+    /// certificate the client checks the server's TLS certificate against.
+    #[arg(long, value_name = "FILE")]
+    pub server_cert: Option<PathBuf>,
+
+    /// Install FILE as /etc/mender/artifact-verify-key.pem (mode 0644) and set
+    /// ArtifactVerifyKey to it: the public key that signed Artifacts must verify with.
+    #[arg(long, value_name = "FILE")]
+    pub verification_key: Option<PathBuf>,
+
+    /// Write the server settings (ServerURL, TenantToken, ServerCertificate) to
+    /// /data/mender/mender.conf instead, which the client reads as /var/lib/mender/mender.conf,
+    /// and the certificate to /data/mender/server.crt. Both survive rootfs updates. The same
+    /// keys are removed from /etc/mender/mender.conf, which the client reads over that file.
+    /// The verification key and artifact_info stay on the root filesystem.
+    #[arg(long)]
+    pub config_on_data: bool,
+}
+
+impl ConfigArgs {
+    /// Returns true when any option requests a change to the client configuration.
+    pub fn requested(&self) -> bool {
+        self.server_url.is_some()
+            || self.tenant_token.is_some()
+            || self.server_cert.is_some()
+            || self.verification_key.is_some()
+    }
+}
+
+/// Rejects an Artifact name with a line break, which would end its line in artifact_info. An
+/// empty name is rejected later, with the other checks of the Artifact records.
+fn artifact_name_argument(argument: &str) -> Result<String, String> {
+    if argument.contains(['\n', '\r']) {
+        return Err("the name contains a line break, which artifact_info cannot hold".to_string());
+    }
+    Ok(argument.to_string())
+}
+
+/// Rejects an empty value, which the client would take as not set.
+fn non_empty(argument: &str) -> Result<String, String> {
+    if argument.is_empty() {
+        return Err("the value is empty".to_string());
+    }
+    Ok(argument.to_string())
 }
 
 /// Artifact records to write into mender-store, as the Mender client stores them after
@@ -226,10 +295,12 @@ pub struct ProvisionArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Artifact records")]
 pub struct RecordsArgs {
-    /// Store NAME as the installed Artifact's name (the artifact-name record). With any of the
-    /// options below and no --artifact-name, the stored name is kept, or when there is none, the
-    /// artifact_name of /etc/mender/artifact_info on rootfs A is stored.
-    #[arg(long, value_name = "NAME")]
+    /// Store NAME as the installed Artifact's name (the artifact-name record), and write
+    /// /etc/mender/artifact_info (artifact_name=NAME) on rootfs A and B, as mender-artifact
+    /// modify does. With any of the options below and no --artifact-name, the stored name is
+    /// kept, or when there is none, the artifact_name of /etc/mender/artifact_info on rootfs A
+    /// is stored.
+    #[arg(long, value_name = "NAME", value_parser = artifact_name_argument)]
     pub artifact_name: Option<String>,
 
     /// Add a provide to the artifact-provides record, as KEY:VALUE split at the first colon;
@@ -269,9 +340,14 @@ pub struct InspectArgs {
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
-    /// Print one JSON object instead of text.
+    /// Print one JSON object instead of text (schema in docs/inspect-json.md).
     #[arg(long)]
     pub json: bool,
+
+    /// Exit with status 3 after printing the report when it has warnings, so that a pipeline can
+    /// stop on an image that would not come up preauthorized.
+    #[arg(long)]
+    pub check: bool,
 
     /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
     /// lies or at which size the MBR's partitions hold filesystems. Ignored for a bare filesystem.

@@ -1,5 +1,7 @@
-//! `mender-preauth inspect`: show an image's partitions, their roles, the device key and the
-//! mender-store records, as text for people or as one JSON object for scripts.
+//! `mender-preauth inspect`: show an image's partitions, their roles, the device key, the
+//! mender-store records and the Mender client's configuration, with warnings about states that
+//! make a preauthorized device show up as pending. Text is for people; the JSON object, whose
+//! schema `docs/inspect-json.md` documents, is for scripts.
 
 use anyhow::Context;
 use serde::Serialize;
@@ -11,18 +13,25 @@ use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Volume;
 use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
 use crate::mender::device_key::DevicePrivateKey;
-use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
+use crate::mender::facts::{self, MenderFacts, Warning};
+use crate::mender::roles::{self, ClassifiedPartition, Filesystem, Role, partition_name};
 use crate::mender::rootfs::detect_target;
 use crate::mender::store::{self, StoreLayout};
+
+/// Version of the JSON schema. It grows when a field changes meaning or goes away; new fields
+/// keep it.
+const SCHEMA_VERSION: u32 = 1;
 
 /// Largest device key or store read for inspection.
 const MAX_INSPECT_FILE_LEN: u64 = 64 << 20;
 /// Maximum length of a record value shown in full; longer ones are shown by length only.
 const MAX_SHOWN_VALUE_LEN: usize = 200;
 
-/// Everything `inspect` reports. Field names are the JSON schema documented in man/.
+/// Everything `inspect` reports. Field names are the JSON schema documented in
+/// `docs/inspect-json.md`.
 #[derive(Debug, Serialize)]
 struct Report {
+    schema_version: u32,
     image: String,
     size: u64,
     partition_table: &'static str,
@@ -31,7 +40,8 @@ struct Report {
     target: Option<TargetReport>,
     device_key: Option<KeyReport>,
     store: Option<StoreReport>,
-    warnings: Vec<String>,
+    mender: MenderFacts,
+    warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +57,8 @@ struct PartitionReport {
     name: String,
     filesystem: String,
     label: String,
+    /// UUID of an ext2/3/4 filesystem, `None` for other content.
+    uuid: Option<String>,
     role: Option<&'static str>,
     role_reason: String,
 }
@@ -94,7 +106,21 @@ struct RecordReport {
     secret: bool,
 }
 
-/// Inspects the image and prints the report.
+/// `inspect --check` found warnings. The binary exits with [`WarningsFound::EXIT_CODE`] for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{count} warning(s) found")]
+pub struct WarningsFound {
+    pub count: usize,
+}
+
+impl WarningsFound {
+    /// Exit status of `inspect --check` when the report has warnings, distinct from the 1 of an
+    /// error and the 2 of a usage error.
+    pub const EXIT_CODE: u8 = 3;
+}
+
+/// Inspects the image and prints the report. With `--check`, a report with warnings ends in
+/// [`WarningsFound`] after it is printed.
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let sector_size = args.sector_size.map(SectorSizeArg::sector_size);
     let image = DiskImage::open_with_sector_size(&args.image, Access::ReadOnly, sector_size)?;
@@ -104,15 +130,24 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
     if args.json {
         let json = serde_json::to_string_pretty(&report).context("encoding the report as JSON")?;
-        print_line(&json)
+        print_line(&json)?;
     } else {
-        print_line(&render_text(&report))
+        print_line(&render_text(&report))?;
+    }
+    match report.warnings.len() {
+        count if args.check && count > 0 => Err(WarningsFound { count }.into()),
+        _ => Ok(()),
     }
 }
 
 fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow::Result<Report> {
     let path = image.path().display().to_string();
-    let mut warnings = image.table().warnings.clone();
+    let mut warnings: Vec<Warning> = image
+        .table()
+        .warnings
+        .iter()
+        .map(|warning| Warning::new("partition-table", warning.clone()))
+        .collect();
 
     let target = match roles::find_role(partitions, Role::RootfsA) {
         Some(rootfs) => {
@@ -139,7 +174,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
             (inspect_key(&ext, number)?, inspect_store(&ext, number)?)
         }
         None => {
-            warnings.push("no data partition found".to_string());
+            warnings.push(Warning::new("no-data-partition", "no data partition found"));
             (None, None)
         }
     };
@@ -148,20 +183,33 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
     }
     warnings.extend(store_layout_warning(target.as_ref(), store.as_ref()));
 
+    let (mut mender, mender_warnings) =
+        facts::gather(image).with_context(|| format!("{path}: reading the Mender configuration"))?;
+    mender.artifact_name.store = store.as_ref().and_then(stored_artifact_name);
+    warnings.extend(mender_warnings);
+
     Ok(Report {
+        schema_version: SCHEMA_VERSION,
         image: path,
         size: image.file_len().with_context(|| image.path().display().to_string())?,
         partition_table: image.table().kind.name(),
         sector_size: image.table().sector_size.bytes(),
-        partitions: partitions.iter().map(partition_report).collect(),
+        partitions: partitions.iter().map(|partition| partition_report(image, partition)).collect(),
         target,
         device_key,
         store,
+        mender,
         warnings,
     })
 }
 
-fn partition_report(classified: &ClassifiedPartition) -> PartitionReport {
+fn partition_report(image: &DiskImage, classified: &ClassifiedPartition) -> PartitionReport {
+    let uuid = match classified.filesystem {
+        Filesystem::Ext { .. } => {
+            Ext::open(image.volume(&classified.partition)).ok().map(|ext| format_uuid(ext.uuid()))
+        }
+        _ => None,
+    };
     PartitionReport {
         number: classified.partition.number,
         start: classified.partition.start,
@@ -171,9 +219,21 @@ fn partition_report(classified: &ClassifiedPartition) -> PartitionReport {
         name: classified.partition.name.to_string(),
         filesystem: classified.filesystem.name().to_string(),
         label: classified.filesystem.label().to_string(),
+        uuid,
         role: classified.role.map(Role::name),
         role_reason: classified.reason.clone(),
     }
+}
+
+/// Formats a filesystem UUID as `blkid` prints it: lowercase hex in groups of 8-4-4-4-12.
+fn format_uuid(bytes: [u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Returns the `artifact-name` record of the store, when it is shown text.
+fn stored_artifact_name(store: &StoreReport) -> Option<String> {
+    store.records.iter().find(|record| record.key == "artifact-name").and_then(|record| record.value.clone())
 }
 
 fn inspect_key<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Option<KeyReport>> {
@@ -223,15 +283,16 @@ fn inspect_store<V: Volume>(ext: &Ext<V>, partition: u32) -> anyhow::Result<Opti
 
 /// Warns when the store is in another layout than the target's, because the Mender client on
 /// the target cannot open such a store.
-fn store_layout_warning(target: Option<&TargetReport>, store: Option<&StoreReport>) -> Option<String> {
+fn store_layout_warning(target: Option<&TargetReport>, store: Option<&StoreReport>) -> Option<Warning> {
     let (target, store) = (target?, store?);
     let store_layout = store.layout?;
     (store_layout != target.layout).then(|| {
-        format!(
+        let message = format!(
             "mender-store is in the {} LMDB layout, but the target is {}: its Mender client cannot open it",
             store.layout_description.as_deref().unwrap_or(store_layout),
             target.description
-        )
+        );
+        Warning::new("store-layout", message)
     })
 }
 
@@ -250,21 +311,31 @@ fn record_report(key: &[u8], value: &[u8]) -> RecordReport {
 }
 
 /// States of the device key that make a preauthorized device show up as pending.
-fn key_warnings(key: Option<&KeyReport>) -> Vec<String> {
+fn key_warnings(key: Option<&KeyReport>) -> Vec<Warning> {
     let Some(key) = key else {
-        return vec![format!(
-            "no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending"
+        return vec![Warning::new(
+            "key-missing",
+            format!(
+                "no device key at {DEVICE_KEY_PATH}: the device will generate its own and show up as pending"
+            ),
         )];
     };
     let mut warnings = Vec::new();
     if let Some(error) = &key.error {
-        warnings.push(format!("the device key cannot be parsed ({error}): the client will not load it"));
+        warnings.push(Warning::new(
+            "key-unparsable",
+            format!("the device key cannot be parsed ({error}): the client will not load it"),
+        ));
     }
     if key.mode != "0600" {
-        warnings.push(format!("the device key has mode {}, expected 0600", key.mode));
+        warnings
+            .push(Warning::new("key-mode", format!("the device key has mode {}, expected 0600", key.mode)));
     }
     if key.uid != 0 || key.gid != 0 {
-        warnings.push(format!("the device key is owned by {}:{}, expected 0:0", key.uid, key.gid));
+        warnings.push(Warning::new(
+            "key-owner",
+            format!("the device key is owned by {}:{}, expected 0:0", key.uid, key.gid),
+        ));
     }
     warnings
 }
@@ -327,10 +398,80 @@ fn render_text(report: &Report) -> String {
         }
         None => lines.push("mender-store: none".to_string()),
     }
+    lines.extend(render_mender(&report.mender));
     for warning in &report.warnings {
-        lines.push(format!("warning: {warning}"));
+        lines.push(format!("warning: {} [{}]", escape_control(&warning.message), warning.code));
     }
     lines.join("\n")
+}
+
+/// Describes the Mender client's configuration: the merged values, each `mender.conf`, and each
+/// root filesystem's identity script and `/var/lib/mender`.
+fn render_mender(mender: &MenderFacts) -> Vec<String> {
+    let text = |value: &Option<String>| match value {
+        Some(value) => escape_control(value),
+        None => "none".to_string(),
+    };
+    let token = |token: &facts::TenantTokenFact| match token.set {
+        true => format!("tenant token set ({} bytes)", token.length),
+        false => "no tenant token".to_string(),
+    };
+    let device_type = match (&mender.device_type.value, &mender.device_type.error) {
+        (Some(value), _) => escape_control(value),
+        (None, Some(error)) => format!("unknown ({})", escape_control(error)),
+        (None, None) => "unknown".to_string(),
+    };
+
+    let mut lines = vec![
+        format!(
+            "artifact name: {} (artifact_info), {} (mender-store)",
+            text(&mender.artifact_name.artifact_info),
+            text(&mender.artifact_name.store)
+        ),
+        format!("device type: {device_type}, from {}", escape_control(&mender.device_type.path)),
+        format!(
+            "mender.conf: server {}, {}, key file {}",
+            text(&mender.server_url),
+            token(&mender.tenant_token),
+            escape_control(&mender.key_file)
+        ),
+    ];
+    for file in &mender.config_files {
+        let summary = match (&file.error, file.present) {
+            (Some(error), _) => format!("unreadable: {}", escape_control(error)),
+            (None, false) => "absent".to_string(),
+            (None, true) => {
+                let mut parts = vec![format!("server {}", text(&file.server_url)), token(&file.tenant_token)];
+                if let Some(key) = &file.auth_private_key {
+                    parts.push(format!("Security.AuthPrivateKey {}", escape_control(key)));
+                }
+                if let Some(key) = &file.https_client_key {
+                    parts.push(format!("HttpsClient.Key {}", escape_control(key)));
+                }
+                parts.join(", ")
+            }
+        };
+        lines.push(format!("  {} ({}): {summary}", escape_control(&file.path), file.location));
+    }
+    for rootfs in &mender.rootfs {
+        let script = &rootfs.identity_script;
+        let script = match (&script.mode, script.present) {
+            (Some(mode), true) => format!("identity script mode {mode}"),
+            _ => "no identity script".to_string(),
+        };
+        let state_dir = &rootfs.var_lib_mender;
+        let link = match (&state_dir.link_target, &state_dir.resolved) {
+            (Some(target), _) => format!("{} -> {}", facts::STATE_DIR, escape_control(target)),
+            (None, Some(resolved)) => format!("{} at {}", facts::STATE_DIR, escape_control(resolved)),
+            (None, None) => format!("{} unresolved", facts::STATE_DIR),
+        };
+        let leads = match state_dir.leads_to_data {
+            true => "the data partition's mender/",
+            false => "not the data partition's mender/",
+        };
+        lines.push(format!("rootfs {}: {script}, {link} ({leads})", rootfs.slot.to_uppercase()));
+    }
+    lines
 }
 
 /// Headers of the partition listing's columns.

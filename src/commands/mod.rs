@@ -10,6 +10,7 @@ mod output;
 mod preauth;
 mod progress;
 mod provision;
+mod provision_config;
 mod records;
 mod store;
 
@@ -19,6 +20,7 @@ pub use args::{IdentityArgs, InspectArgs, KeygenArgs, PreauthArgs, ProvisionArgs
 pub use file_args::{
     CatArgs, ChmodArgs, ChownArgs, CpArgs, InstallArgs, LnArgs, LsArgs, MkdirArgs, RmArgs, StatArgs,
 };
+pub use inspect::WarningsFound;
 
 /// Help heading of the options every subcommand takes, so that they are listed apart from the
 /// subcommand's own options instead of among them.
@@ -57,8 +59,9 @@ pub struct Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// One subcommand and its arguments.
+/// One subcommand and its arguments. One value exists per run, so its size does not matter.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Generate a device key pair, as Mender's keygen-client script does.
     Keygen(KeygenArgs),
@@ -69,7 +72,7 @@ pub enum Command {
     /// Write the device key and mender-store into an image and print the preauthorization request.
     #[command(visible_alias = "modify", after_long_help = PROVISION_EXAMPLES)]
     Provision(ProvisionArgs),
-    /// Show an image's partitions, their roles, the device key and the mender-store records.
+    /// Show an image's partitions and roles, device key, mender-store and Mender configuration.
     #[command(after_long_help = INSPECT_JSON_SCHEMA)]
     Inspect(InspectArgs),
     /// List, read and change the records of mender-store on an image's data partition.
@@ -154,8 +157,16 @@ store is read and written in the LMDB layout of the target (32- or 64-bit little
 64-bit big-endian), read from an ELF binary on rootfs A or given with --target-layout; a store
 in another layout is an error. The Artifact record options write artifact-name and
 artifact-provides as the Mender client 3.x commits them after an install: stored provides
-matching --clears-provides go, the new ones are added, and the name is written with them. Every
-log line goes to stderr; stdout holds only the JSON line.
+matching --clears-provides go, the new ones are added, and the name is written with them.
+
+The client configuration options edit /etc/mender/mender.conf on rootfs A and on rootfs B when
+it holds a filesystem, each file on its own: only the keys named change, every other key keeps
+its value and place, and the file keeps its indentation. The file is written with mode 0600 and
+owner 0:0; a file that is not valid JSON is an error. The Mender client 3.4 reads
+/var/lib/mender/mender.conf (/data/mender/mender.conf) first and /etc/mender/mender.conf over
+it. Without --identity and --identity-file, provision writes only the configuration and the
+Artifact records: no key, no request. Every log line goes to stderr; stdout holds only the JSON
+line.
 
 Examples:
   Provision a copy of an image with a new key and preauthorize it once the run succeeded
@@ -173,6 +184,14 @@ Examples:
     mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
         --bootstrap-provides
 
+  Point the device at a hosted Mender organization as well:
+    mender-preauth provision core-image.sdimg --key device.pem --identity-file identity.txt \\
+        --server-url https://hosted.mender.io --tenant-token \"$TENANT_TOKEN\"
+
+  Without an identity, only the client configuration is written, as mender-artifact modify does:
+    mender-preauth modify core-image.sdimg --server-url https://mender.example.com \\
+        --server-cert server.crt --verification-key artifact-verify-key.pem
+
 A block map for bmaptool next to the image (IMAGE.bmap) is rewritten after the image, or written
 as NEW_IMAGE.bmap with --output, unless --no-bmap is given.
 
@@ -180,34 +199,36 @@ Exit status: 0 on success, 1 on any error (the image is then unchanged, unless t
 it was provisioned and only printing the request or writing the block map failed), 2 on a usage
 error.";
 
-/// JSON schema of `inspect --json`, shown at the end of `inspect --help` and in its man page.
+/// The JSON form, the warning codes and the exit status of `inspect`, shown at the end of
+/// `inspect --help` and in its man page.
 const INSPECT_JSON_SCHEMA: &str = "\
-With --json, one object:
-  image            path as given
-  size             image size in bytes
-  partition_table  \"mbr\", \"gpt\" or \"none\" (a bare filesystem image)
-  sector_size      logical sector size in bytes the table was read with: 512 or 4096 (512
-                   for a bare filesystem image)
-  partitions       list of {number, start, size, type_id, type_name, name, filesystem, label,
-                   role, role_reason}; start and size are in bytes; number is as Linux names the
-                   partition (GPT: entry index + 1), 0 for the whole file of a bare image;
-                   type_id is the MBR type (\"0x83\") or the GPT type GUID, type_name the common
-                   name of a well-known GPT type or null; name is the GPT partition name (empty
-                   for MBR); filesystem is ext2, ext3, ext4, vfat, none (unformatted) or unknown;
-                   role is boot, rootfs-a, rootfs-b, data or null, and role_reason says what
-                   content chose it (\"holds /mender\", \"unformatted, after rootfs A\")
-  target           {layout (64le, 32le, 64be, 32be), description, binary, partition} or null
-  device_key       {path, partition, key_type, fingerprint_sha256, error, mode, uid, gid} or
-                   null; fingerprint_sha256 is the SHA-256 of the public key's DER form
-  store            {path, partition, size, layout, layout_description,
-                   records: [{key, size, value, secret}], error} or null; layout is the LMDB
-                   layout of the file (64le, 32le, 64be, 32be) or null when it has none, and
-                   layout_description the same in words (\"32-bit little-endian\"); value is
-                   null unless the record is short printable UTF-8, and always null for the
-                   authentication records (secret is true for those)
-  warnings         list of sentences about a damaged partition table that was worked around
-                   (such as a primary GPT replaced by its backup) and about states that make a
-                   preauthorized device show up as pending or its store unreadable";
+With --json, one object, whose fields docs/inspect-json.md documents with their types and an
+example (schema_version 1): the partition table and the partitions (number, start and size in
+bytes, type, filesystem, label, UUID, role and what chose it), the target, the device key (type,
+SHA-256 fingerprint of the public key, mode, owner), mender-store and its records, and the
+Mender configuration: the Artifact name, the device type, the server URL and whether a tenant
+token is set (merged from /etc/mender/mender.conf and /var/lib/mender/mender.conf as the Mender
+client 3.4 merges them), the key file the client signs with, each mender.conf, and on each
+rootfs the identity script and where /var/lib/mender leads. Neither the private key nor the
+tenant token's value is printed.
+
+Warnings, in the text form as \"warning: MESSAGE [CODE]\" and in JSON as {code, message}:
+  partition-table    damaged partition table worked around
+  no-data-partition  no data partition found
+  key-missing        no device key on the data partition
+  key-unparsable     a device key the client cannot parse
+  key-mode           device key mode is not 0600
+  key-owner          device key is not owned by 0:0
+  store-layout       mender-store in another LMDB layout than the target's
+  conf-invalid       a mender.conf the client cannot load (invalid JSON, wrong field type)
+  conf-key-path      mender.conf names another key file (Security.AuthPrivateKey, HttpsClient.Key)
+  var-lib-mender     a rootfs whose /var/lib/mender does not lead to the data partition's mender/
+  identity-script    a rootfs without an executable identity script
+  rootfs-mismatch    rootfs A and B differ in server URL, tenant token, key file, /var/lib/mender
+                     or identity script
+
+Exit status: 0 on success, 1 on any error, 2 on a usage error. With --check, 3 when the report
+has warnings, after printing it.";
 
 /// Notes and examples shown at the end of `store --help` and in its man page.
 const STORE_HELP: &str = "\

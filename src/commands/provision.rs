@@ -9,17 +9,18 @@ use anyhow::{Context, bail};
 use crate::commands::UsageError;
 use crate::commands::args::{BmapArgs, ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
 use crate::commands::output::{LineOutput, escape_control, key_type, load_private_key, write_time};
+use crate::commands::provision_config as config;
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::bmap;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::sparse_copy::CopyMethod;
-use crate::image::volume::Staged;
 use crate::mender::data_partition::{
     self, DataPartitionChanges, KeyChange, StoreChange, StorePolicy, XattrChange, XattrPolicy,
 };
 use crate::mender::device_key::{DevicePrivateKey, write_key_pair};
+use crate::mender::image_files::{ImageFiles, PartitionWrites};
 use crate::mender::records::{ROOTFS_VERSION_PROVIDE, RecordsUpdate};
 use crate::mender::roles::{self, ClassifiedPartition, Role, partition_name};
 use crate::mender::rootfs::{DetectedTarget, detect_target};
@@ -31,8 +32,13 @@ struct DeviceKey {
     generated: bool,
 }
 
-/// Provisions the image and prints the preauthorization request.
+/// Provisions the image and prints the preauthorization request. Without an identity but with
+/// client configuration options, only writes the configuration (see [`config::run_config_only`]).
 pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
+    let client_config = config::client_config(&args.config, &args.records)?;
+    if !args.identity.is_given() && !client_config.is_empty() {
+        return config::run_config_only(args, &client_config);
+    }
     let identity = args.identity.load()?;
     let xattr_policy = xattr_policy(&args.xattrs)?;
     let time = write_time()?;
@@ -55,8 +61,12 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     }
 
     let key_pem = device_key.key.to_device_pem()?;
-    let (changes, writes) =
-        plan(&image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
+    let mut files =
+        ImageFiles::new(&image).with_context(|| format!("{}: reading partitions", args.image.display()))?;
+    let changes =
+        plan(&mut files, &image, data, key_pem.as_bytes(), &store_policy, &records, &xattr_policy, time)?;
+    let config_files = config::plan_config(&mut files, &image, Some(data), &client_config, time)?;
+    let (writes, changed) = files.into_writes().with_context(|| args.image.display().to_string())?;
     let path = args.image.display();
     if let (Some(version), Some(name)) = (&changes.stale_rootfs_version, &args.records.artifact_name) {
         log::warn!(
@@ -70,11 +80,11 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     }
 
     if args.dry_run {
-        let bytes: usize = writes.values().map(Vec::len).sum();
         log::info!(
-            "{path}: dry run, nothing was written: {}; {bytes} bytes of {} would change",
+            "{path}: dry run, nothing was written: {}{}; {}",
             summarize(&changes, &device_key, Tense::Planned),
-            partition_name(&data.partition)
+            config::summarize(&config_files, Tense::Planned),
+            config::describe_bytes(&writes, &changed)
         );
         if device_key.generated {
             log::info!("{path}: dry run: no request printed, because the generated key is not kept");
@@ -88,7 +98,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         Some(files) => Some(save_generated_key(&device_key.key, files)?),
         None => None,
     };
-    let written = match commit(&image, &data.partition, &writes, args.output.as_deref(), &args.bmap) {
+    let written = match commit_all(&image, &writes, args.output.as_deref(), &args.bmap) {
         Ok(written) => written,
         Err(error) => {
             request_output.discard();
@@ -101,7 +111,12 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         }
     };
 
-    log::info!("{}: {}", written.display(), summarize(&changes, &device_key, Tense::Done));
+    log::info!(
+        "{}: {}{}",
+        written.display(),
+        summarize(&changes, &device_key, Tense::Done),
+        config::summarize(&config_files, Tense::Done)
+    );
     if let Some((private_path, public_path)) = &saved_key {
         log::info!(
             "saved the generated key pair as {} and {}",
@@ -296,8 +311,10 @@ fn policy_for_layout(layout: StoreLayout, target: &str) -> StorePolicy {
     StorePolicy::Reconcile { layout }
 }
 
-/// Plans every change on the data partition in memory and returns the writes it needs.
+/// Plans every change on the data partition in memory, in `files`, which hands back the writes.
+#[allow(clippy::too_many_arguments)]
 fn plan(
+    files: &mut ImageFiles,
     image: &DiskImage,
     data: &ClassifiedPartition,
     key_pem: &[u8],
@@ -305,17 +322,19 @@ fn plan(
     records: &RecordsUpdate,
     xattr_policy: &XattrPolicy,
     time: i64,
-) -> anyhow::Result<(DataPartitionChanges, BTreeMap<u64, Vec<u8>>)> {
-    // A bare filesystem image is the data partition itself, so only its path is named.
-    let context = || match data.partition.number {
+) -> anyhow::Result<DataPartitionChanges> {
+    let context = || data_context(image, data);
+    let ext = files.partition_ext(&data.partition).with_context(context)?;
+    data_partition::provision(ext, key_pem, store_policy, records, xattr_policy, time).with_context(context)
+}
+
+/// Names the data partition in messages. A bare filesystem image is the data partition
+/// itself, so only its path is named.
+pub(super) fn data_context(image: &DiskImage, data: &ClassifiedPartition) -> String {
+    match data.partition.number {
         0 => image.path().display().to_string(),
         _ => format!("{}: {}", image.path().display(), partition_name(&data.partition)),
-    };
-    let mut ext = Ext::open(Staged::new(image.volume(&data.partition))).with_context(context)?;
-    let changes = data_partition::provision(&mut ext, key_pem, store_policy, records, xattr_policy, time)
-        .with_context(context)?;
-    let (_, writes) = ext.into_volume().into_parts().with_context(context)?;
-    Ok((changes, writes))
+    }
 }
 
 /// Whether a summary describes changes about to be made or made already.
@@ -327,7 +346,7 @@ pub(super) enum Tense {
 
 impl Tense {
     /// Picks the form of a verb: "would create" or "created".
-    fn verb(self, planned: &'static str, done: &'static str) -> &'static str {
+    pub(super) fn verb(self, planned: &'static str, done: &'static str) -> &'static str {
         match self {
             Tense::Planned => planned,
             Tense::Done => done,
@@ -403,7 +422,7 @@ pub(super) fn describe_store_change(change: &StoreChange, tense: Tense) -> Strin
 
 /// Turns the --xattr arguments into the attributes to set. Without any, new files inherit the
 /// SELinux label of /mender's files.
-fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy> {
+pub(super) fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy> {
     if arguments.is_empty() {
         return Ok(XattrPolicy::InheritLabel);
     }
@@ -451,6 +470,46 @@ fn write_image(
         }
         _ => {
             image.apply(partition, writes)?;
+            Ok(image.path().to_path_buf())
+        }
+    }
+}
+
+/// Applies the planned writes of several partitions in place, or to a copy at `output`, in one
+/// all-or-nothing step, then rewrites the block map next to the image unless `bmap` says not
+/// to, and returns the path written.
+pub(super) fn commit_all(
+    image: &DiskImage,
+    changes: &[PartitionWrites],
+    output: Option<&Path>,
+    bmap: &BmapArgs,
+) -> anyhow::Result<PathBuf> {
+    let written = output.unwrap_or(image.path());
+    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), written)?;
+    let written = write_all_partitions(image, changes, output)?;
+    bmap::finish(pending_map, &written)?;
+    Ok(written)
+}
+
+fn write_all_partitions(
+    image: &DiskImage,
+    changes: &[PartitionWrites],
+    output: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let changes: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
+        changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
+    match output {
+        Some(output) if !same_file(output, image.path()) => {
+            let method = image.apply_all_to_copy(&changes, output)?;
+            let how = match method {
+                CopyMethod::Reflink => "sharing its blocks (reflink)",
+                CopyMethod::DataRanges => "copying its data and keeping holes as holes",
+            };
+            log::debug!("copied {} to {} by {how}", image.path().display(), output.display());
+            Ok(output.to_path_buf())
+        }
+        _ => {
+            image.apply_all(&changes)?;
             Ok(image.path().to_path_buf())
         }
     }

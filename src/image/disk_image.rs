@@ -233,6 +233,16 @@ impl DiskImage {
         writes: &BTreeMap<u64, Vec<u8>>,
         destination: &Path,
     ) -> Result<CopyMethod, ImageError> {
+        self.apply_all_to_copy(&[(*partition, writes)], destination)
+    }
+
+    /// Writes a copy of this image with the planned writes of several partitions applied to
+    /// `destination`, as [`DiskImage::apply_to_copy`] does for one.
+    pub fn apply_all_to_copy(
+        &self,
+        changes: &[(Partition, &BTreeMap<u64, Vec<u8>>)],
+        destination: &Path,
+    ) -> Result<CopyMethod, ImageError> {
         let io_error = |source| ImageError::Io { path: destination.to_path_buf(), source };
         let _destination_lock = lock_existing_destination(destination)?;
         let directory = match destination.parent() {
@@ -247,8 +257,10 @@ impl DiskImage {
 
         let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
         let no_copies = BTreeMap::new();
-        let change = PartitionWrites { partition: *partition, writes, copies: &no_copies };
-        write_ranges(temporary.as_file(), &change, &mut 0).map_err(io_error)?;
+        for (partition, writes) in changes {
+            let change = PartitionWrites { partition: *partition, writes, copies: &no_copies };
+            write_ranges(temporary.as_file(), &change, &mut 0).map_err(io_error)?;
+        }
         temporary.as_file().sync_data().map_err(io_error)?;
         // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();

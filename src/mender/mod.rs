@@ -5,8 +5,11 @@
 pub mod artifact_info;
 pub mod data_partition;
 pub mod device_key;
+pub mod facts;
+pub mod image_config;
 pub mod image_files;
 pub mod image_path;
+pub mod mender_conf;
 pub mod provides;
 pub mod records;
 pub mod roles;

@@ -128,6 +128,18 @@ impl<'a> ImageFiles<'a> {
         matches!(self.layout, Layout::Disk { rootfs_b: Some(_), .. })
     }
 
+    /// True for a bare filesystem image, which has no root filesystem or data partition apart
+    /// from its one filesystem.
+    pub fn is_bare(&self) -> bool {
+        matches!(self.layout, Layout::Bare(_))
+    }
+
+    /// Returns the filesystem on `partition` with the writes planned so far, opening it on
+    /// first use, so that a caller can plan its own writes in the same all-or-nothing step.
+    pub fn partition_ext(&mut self, partition: &Partition) -> Result<&mut StagedExt<'a>, FilesError> {
+        self.open(partition, &partition_name(partition))
+    }
+
     /// Returns the filesystem on `partition`, opening it on first use.
     fn open(&mut self, partition: &Partition, path: &str) -> Result<&mut StagedExt<'a>, FilesError> {
         let number = partition.number;
