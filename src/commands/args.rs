@@ -218,6 +218,9 @@ pub struct ProvisionArgs {
     pub dry_run: bool,
 
     #[command(flatten)]
+    pub bmap: BmapArgs,
+
+    #[command(flatten)]
     pub request: RequestArgs,
 
     // Last, because their help headings apply to every argument after them.
@@ -407,6 +410,19 @@ pub struct StoreWriteArgs {
     /// Report what would change and write nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
+}
+
+/// Whether to rewrite bmaptool's block map next to a changed image.
+#[derive(Debug, Clone, Args)]
+pub struct BmapArgs {
+    /// Leave IMAGE.bmap, bmaptool's block map, as it is. Without this option the map of a changed
+    /// image is rewritten from the image after it was written (with --output, as NEW_IMAGE.bmap),
+    /// so that `bmaptool copy` checks the new contents.
+    #[arg(long)]
+    pub no_bmap: bool,
 }
 
 /// Arguments of `store list`.

@@ -6,6 +6,8 @@ use std::ffi::OsString;
 
 use clap::Args;
 
+use crate::commands::args::BmapArgs;
+
 /// Arguments of `ls`.
 #[derive(Debug, Clone, Args)]
 pub struct LsArgs {
@@ -59,6 +61,9 @@ pub struct CpArgs {
     /// receives the source under its own name.
     #[arg(value_name = "DST")]
     pub destination: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `install`.
@@ -86,6 +91,9 @@ pub struct InstallArgs {
     /// SRC IMAGE:/DST, or with -d IMAGE:/DIR.
     #[arg(value_name = "PATHS", num_args = 1..=2, required = true)]
     pub paths: Vec<OsString>,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `rm`.
@@ -102,6 +110,9 @@ pub struct RmArgs {
     /// File, link or directory to remove, as IMAGE:/PATH. A symbolic link is removed itself.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `mkdir`.
@@ -118,6 +129,9 @@ pub struct MkdirArgs {
     /// Directory to create, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `ln`.
@@ -139,6 +153,9 @@ pub struct LnArgs {
     /// Link to create, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/LINK")]
     pub link: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `chmod`.
@@ -156,6 +173,9 @@ pub struct ChmodArgs {
     /// File or directory to change, as IMAGE:/PATH; a symbolic link is followed.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `chown`.
@@ -178,4 +198,7 @@ pub struct ChownArgs {
     /// File or directory to change, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }

@@ -122,8 +122,10 @@ partition. `..` never leaves the partition it is in. The boot partition can be r
 only when it holds ext2/3/4; FAT is not supported yet.
 
 Every change is planned in memory and then written to every changed partition in one
-all-or-nothing step, as provision does. Exit status: 0 on success, 1 on any error (the image is
-then unchanged), 2 on a usage error.";
+all-or-nothing step, as provision does. A block map for bmaptool next to the image (IMAGE.bmap)
+is then rewritten to match, unless --no-bmap is given. Exit status: 0 on success, 1 on any error
+(the image is then unchanged, unless the message says it was written and only its block map was
+not), 2 on a usage error.";
 
 /// The --help epilogue of `cp`.
 const CP_HELP: &str = "\
@@ -140,8 +142,10 @@ Examples:
 Paths are IMAGE:/PATH, as in mender-artifact: /data/... is on the data partition; /uboot/...,
 /boot/efi/... and /boot/grub/... are on the boot partition (ext2/3/4 only for now); every other
 path is on the root filesystem, written to rootfs A and to rootfs B when it holds a filesystem.
-Symbolic links are followed inside the image, and `..` never leaves a partition. Exit status: 0
-on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+Symbolic links are followed inside the image, and `..` never leaves a partition. IMAGE.bmap, a
+block map for bmaptool, is rewritten after a copy into the image unless --no-bmap is given. Exit
+status: 0 on success, 1 on any error (the image is then unchanged, unless the message says it was
+written and only its block map was not), 2 on a usage error.";
 
 /// Examples shown at the end of `provision --help` and in its man page.
 const PROVISION_EXAMPLES: &str = "\
@@ -188,8 +192,12 @@ Examples:
     mender-preauth modify core-image.sdimg --server-url https://mender.example.com \\
         --server-cert server.crt --verification-key artifact-verify-key.pem
 
+A block map for bmaptool next to the image (IMAGE.bmap) is rewritten after the image, or written
+as NEW_IMAGE.bmap with --output, unless --no-bmap is given.
+
 Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the message says
-it was provisioned and only printing the request failed), 2 on a usage error.";
+it was provisioned and only printing the request or writing the block map failed), 2 on a usage
+error.";
 
 /// The JSON form, the warning codes and the exit status of `inspect`, shown at the end of
 /// `inspect --help` and in its man page.
@@ -239,7 +247,9 @@ Examples:
   mender-preauth store set core-image.sdimg artifact-name release-2
   mender-preauth store delete core-image.sdimg authtoken --output device-0001.sdimg
 
-Exit status: 0 on success, 1 on any error (the image is then unchanged), 2 on a usage error.";
+set and delete rewrite IMAGE.bmap, a block map for bmaptool, as provision does.
+Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the message says
+it was written and only its block map was not), 2 on a usage error.";
 
 /// Runs the subcommand that `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

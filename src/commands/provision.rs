@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::commands::UsageError;
-use crate::commands::args::{ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
+use crate::commands::args::{BmapArgs, ProvisionArgs, SectorSizeArg, TargetLayoutArg, XattrArg};
 use crate::commands::output::{LineOutput, escape_control, key_type, load_private_key, write_time};
 use crate::commands::provision_config as config;
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
+use crate::image::bmap;
 use crate::image::disk_image::{Access, DiskImage, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::sparse_copy::CopyMethod;
@@ -97,7 +98,7 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
         Some(files) => Some(save_generated_key(&device_key.key, files)?),
         None => None,
     };
-    let written = match commit_all(&image, &writes, args.output.as_deref()) {
+    let written = match commit_all(&image, &writes, args.output.as_deref(), &args.bmap) {
         Ok(written) => written,
         Err(error) => {
             request_output.discard();
@@ -435,8 +436,23 @@ pub(super) fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy
     Ok(XattrPolicy::Set(attributes))
 }
 
-/// Applies the planned writes in place, or to a copy at `output`, and returns the path written.
+/// Applies the planned writes in place, or to a copy at `output`, then rewrites the block map
+/// next to the image unless `bmap` says not to, and returns the path written.
 pub(super) fn commit(
+    image: &DiskImage,
+    partition: &Partition,
+    writes: &BTreeMap<u64, Vec<u8>>,
+    output: Option<&Path>,
+    bmap: &BmapArgs,
+) -> anyhow::Result<PathBuf> {
+    let written = output.unwrap_or(image.path());
+    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), written)?;
+    let written = write_image(image, partition, writes, output)?;
+    bmap::finish(pending_map, &written)?;
+    Ok(written)
+}
+
+fn write_image(
     image: &DiskImage,
     partition: &Partition,
     writes: &BTreeMap<u64, Vec<u8>>,
@@ -460,8 +476,22 @@ pub(super) fn commit(
 }
 
 /// Applies the planned writes of several partitions in place, or to a copy at `output`, in one
-/// all-or-nothing step, and returns the path written.
+/// all-or-nothing step, then rewrites the block map next to the image unless `bmap` says not
+/// to, and returns the path written.
 pub(super) fn commit_all(
+    image: &DiskImage,
+    changes: &[PartitionWrites],
+    output: Option<&Path>,
+    bmap: &BmapArgs,
+) -> anyhow::Result<PathBuf> {
+    let written = output.unwrap_or(image.path());
+    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), written)?;
+    let written = write_all_partitions(image, changes, output)?;
+    bmap::finish(pending_map, &written)?;
+    Ok(written)
+}
+
+fn write_all_partitions(
     image: &DiskImage,
     changes: &[PartitionWrites],
     output: Option<&Path>,

@@ -136,7 +136,7 @@ pub fn run_config_only(args: &ProvisionArgs, config: &ClientConfig) -> anyhow::R
         log::info!("{path}: the configuration was already as requested; nothing needed to change");
         return Ok(());
     }
-    let target = commit_all(&image, &writes, args.output.as_deref())?;
+    let target = commit_all(&image, &writes, args.output.as_deref(), &args.bmap)?;
     log::info!("{}: {}{store_summary}", target.display(), summarize_files(&written, Tense::Done));
     Ok(())
 }

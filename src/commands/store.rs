@@ -254,7 +254,7 @@ fn modify(
         log::info!("{path}: {}", describe_store_change(&changes.store, Tense::Done));
         return Ok(());
     }
-    let written = commit(&image, &data.partition, &writes, write.output.as_deref())?;
+    let written = commit(&image, &data.partition, &writes, write.output.as_deref(), &write.bmap)?;
     log::info!("{}: {}", written.display(), describe_store_change(&changes.store, Tense::Done));
     Ok(())
 }

@@ -44,7 +44,7 @@ fn copy_into(input: &File, output: &File, len: u64) -> io::Result<CopyMethod> {
 }
 
 /// Returns the start of the next data range at or after `offset`, or `None` when only a hole follows.
-fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
+pub(crate) fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
     match rustix::fs::seek(file, SeekFrom::Data(offset)) {
         Ok(start) => Ok(Some(start)),
         Err(rustix::io::Errno::NXIO) => Ok(None),
@@ -54,7 +54,7 @@ fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
     }
 }
 
-fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
+pub(crate) fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
     match rustix::fs::seek(file, SeekFrom::Hole(offset)) {
         Ok(end) => Ok(end),
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::OPNOTSUPP) => Ok(u64::MAX),

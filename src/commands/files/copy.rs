@@ -175,7 +175,7 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
             format!("copied {count} entries to {destination}")
         }
     };
-    commit(&image, files, &image_path, &done)
+    commit(&image, files, &image_path, &done, &args.bmap)
 }
 
 /// Copies the host tree `source` to `destination` in the image, merging into existing
@@ -385,5 +385,5 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }
     };
-    commit(&image, files, &image_path, &done)
+    commit(&image, files, &image_path, &done, &args.bmap)
 }

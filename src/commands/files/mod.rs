@@ -16,9 +16,11 @@ pub use copy::{run_cp, run_install};
 pub use listing::{run_cat, run_ls, run_stat};
 
 use crate::commands::UsageError;
+use crate::commands::args::BmapArgs;
 use crate::commands::file_args::{ChmodArgs, ChownArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
+use crate::image::bmap;
 use crate::image::disk_image::{Access, DiskImage, PlannedChange};
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
@@ -42,8 +44,15 @@ fn image_files<'a>(image: &'a DiskImage, image_path: &ImagePath) -> anyhow::Resu
     ImageFiles::new(image).with_context(|| format!("{image_path}: reading partitions"))
 }
 
-/// Writes every planned change to the image in one all-or-nothing step and logs what changed.
-fn commit(image: &DiskImage, files: ImageFiles, image_path: &ImagePath, done: &str) -> anyhow::Result<()> {
+/// Writes every planned change to the image in one all-or-nothing step, logs what changed, and
+/// then rewrites the block map next to the image unless `bmap` says not to.
+fn commit(
+    image: &DiskImage,
+    files: ImageFiles,
+    image_path: &ImagePath,
+    done: &str,
+    bmap: &BmapArgs,
+) -> anyhow::Result<()> {
     let (changes, names) = files.into_writes_with_copies();
     if changes.is_empty() {
         log::info!("{image_path}: {done}; nothing needed to change");
@@ -51,9 +60,10 @@ fn commit(image: &DiskImage, files: ImageFiles, image_path: &ImagePath, done: &s
     }
     let refs: Vec<PlannedChange<'_>> =
         changes.iter().map(|(partition, writes, copies)| (*partition, writes, copies)).collect();
+    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), image.path())?;
     image.apply_all_with_copies(&refs).with_context(|| image_path.to_string())?;
     log::info!("{image_path}: {done} on {}", names.join(" and "));
-    Ok(())
+    bmap::finish(pending_map, image.path())
 }
 
 /// Puts IMAGE:/PATH in front of an error from the namespace. The device path at the start of the
@@ -103,7 +113,7 @@ pub fn run_rm(args: &RmArgs) -> anyhow::Result<()> {
         Err(FilesError::NotFound(_)) if args.force => return Ok(()),
         Err(error) => return Err(in_image(&image_path)(error)),
     };
-    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)))
+    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)), &args.bmap)
 }
 
 /// `mkdir [-p] [-m MODE] IMAGE:/PATH`.
@@ -114,7 +124,7 @@ pub fn run_mkdir(args: &MkdirArgs) -> anyhow::Result<()> {
     let mut files = image_files(&image, &image_path)?;
     let attrs = new_attrs(mode, 0, 0)?;
     let targets = files.create_dir(&image_path.path, &attrs, args.parents).map_err(in_image(&image_path))?;
-    commit(&image, files, &image_path, &format!("created {}", describe_targets(&targets)))
+    commit(&image, files, &image_path, &format!("created {}", describe_targets(&targets)), &args.bmap)
 }
 
 /// `ln -s [-f] TARGET IMAGE:/LINK`.
@@ -128,7 +138,13 @@ pub fn run_ln(args: &LnArgs) -> anyhow::Result<()> {
     let targets =
         files.symlink(&image_path.path, target, &attrs, args.force).map_err(in_image(&image_path))?;
     let shown = String::from_utf8_lossy(target);
-    commit(&image, files, &image_path, &format!("linked {} to {shown}", describe_targets(&targets)))
+    commit(
+        &image,
+        files,
+        &image_path,
+        &format!("linked {} to {shown}", describe_targets(&targets)),
+        &args.bmap,
+    )
 }
 
 /// `chmod [-R] MODE IMAGE:/PATH`.
@@ -150,7 +166,7 @@ pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let targets =
         files.update_attrs(&image_path.path, true, args.recursive, &update).map_err(in_image(&image_path))?;
     let done = format!("changed the mode of {} ({})", describe_targets(&targets), args.mode);
-    commit(&image, files, &image_path, &done)
+    commit(&image, files, &image_path, &done, &args.bmap)
 }
 
 /// `chown [--no-dereference] OWNER[:GROUP] IMAGE:/PATH`.
@@ -180,6 +196,7 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
         files,
         &image_path,
         &format!("changed the owner of {} to {}", describe_targets(&targets), args.owner),
+        &args.bmap,
     )
 }
 
