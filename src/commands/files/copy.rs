@@ -80,7 +80,7 @@ fn destination_in_image(
     let path = &image_path.path;
     let into_directory = path.ends_with('/') || {
         let resolved = files.resolve_for_read(path, true).map_err(in_image(image_path))?;
-        resolved.inode.is_some()
+        resolved.node.is_some()
             && files.metadata(&resolved).map_err(in_image(image_path))?.kind == FileKind::Directory
     };
     if !into_directory {
@@ -152,7 +152,7 @@ fn copy_tree_in(
 
         if file_type.is_dir() {
             let resolved = files.resolve_for_read(&target, true).map_err(in_image(&shown))?;
-            let exists_as_dir = resolved.inode.is_some()
+            let exists_as_dir = resolved.node.is_some()
                 && files.metadata(&resolved).map_err(in_image(&shown))?.kind == FileKind::Directory;
             if !exists_as_dir {
                 files.create_dir(&target, &new_attrs(mode, 0, 0)?, false).map_err(in_image(&shown))?;
