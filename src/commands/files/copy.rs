@@ -310,6 +310,17 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
 
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
+    let destination = match &host_file {
+        None => image_path.path.clone(),
+        Some(_) => destination_in_image(&mut files, &image_path, Path::new(&args.paths[0]).file_name())?,
+    };
+    let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
+    if args.owner.is_some() || args.group.is_some() {
+        files.reject_on_fat(&destination, "owners").map_err(in_image(&shown))?;
+    }
+    if args.mode.is_some() && files.is_on_fat(&destination).map_err(in_image(&shown))? {
+        log::info!("{shown}: the mode is not stored, because FAT has no permission bits");
+    }
     let uid = match &args.owner {
         Some(user) => owners::user_id(&mut files, user).with_context(|| image_path.to_string())?,
         None => 0,
@@ -326,9 +337,6 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             format!("created {}", describe_targets(&targets))
         }
         Some(host_file) => {
-            let name = Path::new(&args.paths[0]).file_name();
-            let destination = destination_in_image(&mut files, &image_path, name)?;
-            let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
             let targets =
                 files.write_file(&destination, &host_file.data, &attrs).map_err(in_image(&shown))?;
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))

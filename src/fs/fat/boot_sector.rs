@@ -274,11 +274,15 @@ mod tests {
 
     #[test]
     fn cluster_count_decides_the_type() {
-        let mut sector = fat16_sector();
-        sector[SECTORS_PER_CLUSTER_OFFSET] = 16;
+        let mut few_clusters = fat16_sector();
+        few_clusters[SECTORS_PER_CLUSTER_OFFSET] = 16;
+        let mut fat32_layout = fat16_sector();
+        fat32_layout[FAT_SIZE_16_OFFSET..][..2].fill(0);
+        fat32_layout[FAT_SIZE_32_OFFSET..][..4].copy_from_slice(&32u32.to_le_bytes());
 
-        let error = parse(&sector, 16 << 20).unwrap_err();
+        let error = parse(&fat32_layout, 16 << 20).unwrap_err();
 
-        assert!(error.to_string().contains("FAT12 volume"), "{error}");
+        assert_eq!(parse(&few_clusters, 16 << 20).unwrap().fat_type, FatType::Fat12);
+        assert!(error.to_string().contains("FAT16 volume"), "{error}");
     }
 }

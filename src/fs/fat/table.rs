@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn chains_that_end_pass() {
-        let fat = fat16(&[3, 0xFFFF, 0, 0xFFF7, 6, 0xFFFF]);
+        let fat = fat16(&[3, 0xFFFF, 0, 0xFFF7, 7, 0xFFFF]);
 
         assert!(check_chains(&fat, &geometry(FatType::Fat16, 6)).is_ok());
     }

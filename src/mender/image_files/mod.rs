@@ -228,8 +228,36 @@ impl<'a> ImageFiles<'a> {
 
     /// True when `path` resolves, for a write, to a FAT filesystem.
     pub fn is_on_fat(&mut self, path: &str) -> Result<bool, FilesError> {
-        let targets = self.resolve_for_write(path, true)?;
-        Ok(targets.iter().any(|target| matches!(self.filesystem(target), OpenFilesystem::Fat(_))))
+        Ok(self.fat_target(path)?.is_some())
+    }
+
+    /// Rejects a write to `path` that would need to store `missing` (such as "owners") on FAT.
+    pub fn reject_on_fat(&mut self, path: &str, missing: &'static str) -> Result<(), FilesError> {
+        match self.fat_target(path)? {
+            Some(target) => Err(FilesError::FatHasNo {
+                path: target.device_path,
+                partition: target.partition_label,
+                missing,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Returns where a write to `path` lands on a FAT filesystem, if it does. A path whose
+    /// parents are missing (as `install -d` creates them) is judged by its deepest existing
+    /// ancestor.
+    fn fat_target(&mut self, path: &str) -> Result<Option<Resolved>, FilesError> {
+        let mut candidate = path.trim_end_matches('/').to_string();
+        let targets = loop {
+            match self.resolve_for_write(&candidate, true) {
+                Err(FilesError::NotFound(_)) if candidate.len() > 1 => {
+                    let parent_len = candidate.rfind('/').unwrap_or(0);
+                    candidate.truncate(parent_len.max(1));
+                }
+                result => break result?,
+            }
+        };
+        Ok(targets.into_iter().find(|target| matches!(self.filesystem(target), OpenFilesystem::Fat(_))))
     }
 
     /// Returns the partition of a mount, its label and the kind of its filesystem, or the error
