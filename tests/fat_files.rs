@@ -13,9 +13,9 @@ use std::process::Command;
 
 use common::{
     BOOT_PARTITION, COMMAND_TIMEOUT, EXT4_JUDGES, ROOTFS_A_PARTITION, ROOTFS_B_PARTITION, debugfs_cat,
-    e2fsck_clean, extract_partition, make_fixture, partition, run_cli, run_with_timeout, sha256_file,
+    e2fsck_clean, extract_partition, make_fixture, partition, run_with_timeout, sha256_file,
 };
-use mender_preauth::test_support::require_tools;
+use mender_preauth::test_support::{find_program, require_tools};
 
 /// Programs that build and judge the FAT fixtures.
 const FAT_TOOLS: [&str; 6] = ["mkfs.vfat", "fsck.vfat", "mcopy", "mmd", "mdir", "mtype"];
@@ -52,7 +52,8 @@ fn cli_ok(args: &[&str]) -> String {
 /// Runs `program` with `args` (mtools with `MTOOLS_SKIP_CHECK`, times in UTC) and returns
 /// its output, panicking when it fails.
 fn tool(program: &str, args: &[&str]) -> Vec<u8> {
-    let mut command = Command::new(program);
+    let path = find_program(program).unwrap_or_else(|| panic!("`{program}` is not installed"));
+    let mut command = Command::new(path);
     command.args(args).env("MTOOLS_SKIP_CHECK", "1").env("TZ", "UTC").env("LC_ALL", "C");
     let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
     assert!(
@@ -83,12 +84,16 @@ fn mtype(image: &Path, file: &str) -> Vec<u8> {
 /// found nothing to fix.
 fn assert_fat_clean(image: &Path, work: &Path) {
     let copy = extract_partition(image, BOOT_PARTITION, &work.join("boot.vfat"));
-    let mut command = Command::new("fsck.vfat");
+    let mut command = Command::new(find_program("fsck.vfat").expect("`fsck.vfat` is not installed"));
     command.arg("-n").arg(&copy);
     let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "fsck.vfat -n found problems:\n{report}");
-    assert_eq!(report.lines().count(), 2, "fsck.vfat -n printed more than its version and summary:\n{report}");
+    assert_eq!(
+        report.lines().count(),
+        2,
+        "fsck.vfat -n printed more than its version and summary:\n{report}"
+    );
 }
 
 /// Host files `mcopy` puts on every fixture's boot partition: names that need long-name entries,
@@ -160,7 +165,11 @@ fn writes_are_read_by_mtools(bits: u32) {
 
     cli_ok(&["cp", small.to_str().unwrap(), &image_arg(&image, "/uboot/Command Line Options.txt")]);
     cli_ok(&["mkdir", "-p", &image_arg(&image, "/boot/efi/EFI/mender/Long Directory Name")]);
-    cli_ok(&["cp", large.to_str().unwrap(), &image_arg(&image, "/boot/grub/EFI/mender/Long Directory Name/")]);
+    cli_ok(&[
+        "cp",
+        large.to_str().unwrap(),
+        &image_arg(&image, "/boot/grub/EFI/mender/Long Directory Name/"),
+    ]);
     cli_ok(&["cp", small.to_str().unwrap(), &image_arg(&image, "/uboot/uboot.env")]);
 
     assert_eq!(mtype(&image, "/Command Line Options.txt"), b"console=ttyS0\n");
@@ -352,7 +361,8 @@ fn damaged_fat_fails_in_one_line() {
     let Some(image) = fat_fixture(work.path(), 16, test) else { return };
     let start = partition(&image, BOOT_PARTITION).start_bytes;
     let pristine = std::fs::read(&image).unwrap();
-    let reserved_sectors = u64::from(u16::from_le_bytes([pristine[start as usize + 14], pristine[start as usize + 15]]));
+    let reserved_sectors =
+        u64::from(u16::from_le_bytes([pristine[start as usize + 14], pristine[start as usize + 15]]));
     let fat = start + reserved_sectors * 512;
     // Cluster 3 links to itself (FAT16 entry at byte 6 of the FAT), a chain that never ends.
     let cases: [(u64, &[u8], &str); 4] = [
@@ -402,7 +412,11 @@ fn random_damage_never_panics() {
         ];
         for args in &commands {
             let run = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            assert!(matches!(run.status.code(), Some(0 | 1)), "round {round}: {args:?} exited {}", run.status);
+            assert!(
+                matches!(run.status.code(), Some(0 | 1)),
+                "round {round}: {args:?} exited {}",
+                run.status
+            );
             assert!(!run.stderr.contains("panicked"), "round {round}: {args:?} panicked:\n{}", run.stderr);
         }
     }

@@ -99,11 +99,15 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
 
     let bytes_per_sector = u32::from(read_u16(sector, BYTES_PER_SECTOR_OFFSET));
     if !matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096) {
-        return Err(corrupt(format!("{bytes_per_sector} bytes per sector; expected 512, 1024, 2048 or 4096")));
+        return Err(corrupt(format!(
+            "{bytes_per_sector} bytes per sector; expected 512, 1024, 2048 or 4096"
+        )));
     }
     let sectors_per_cluster = u32::from(sector[SECTORS_PER_CLUSTER_OFFSET]);
     if !sectors_per_cluster.is_power_of_two() || sectors_per_cluster > 128 {
-        return Err(corrupt(format!("{sectors_per_cluster} sectors per cluster; expected a power of two up to 128")));
+        return Err(corrupt(format!(
+            "{sectors_per_cluster} sectors per cluster; expected a power of two up to 128"
+        )));
     }
     let reserved_sectors = u32::from(read_u16(sector, RESERVED_SECTORS_OFFSET));
     if reserved_sectors == 0 {
@@ -122,7 +126,8 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
         return Err(corrupt("the FAT size is 0 sectors"));
     }
     let total_sectors_16 = u32::from(read_u16(sector, TOTAL_SECTORS_16_OFFSET));
-    let total_sectors = if total_sectors_16 != 0 { total_sectors_16 } else { read_u32(sector, TOTAL_SECTORS_32_OFFSET) };
+    let total_sectors =
+        if total_sectors_16 != 0 { total_sectors_16 } else { read_u32(sector, TOTAL_SECTORS_32_OFFSET) };
 
     let volume_sectors = volume_len / u64::from(bytes_per_sector);
     if u64::from(total_sectors) > volume_sectors {
@@ -135,7 +140,9 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
         .and_then(|fats| fats.checked_add(reserved_sectors))
         .and_then(|sectors| sectors.checked_add(root_dir_sectors))
         .filter(|&sectors| sectors < total_sectors)
-        .ok_or_else(|| corrupt(format!("the reserved sectors, FATs and root directory fill all {total_sectors} sectors")))?;
+        .ok_or_else(|| {
+            corrupt(format!("the reserved sectors, FATs and root directory fill all {total_sectors} sectors"))
+        })?;
     let cluster_count = (total_sectors - metadata_sectors) / sectors_per_cluster;
 
     let fat_type = match cluster_count {
@@ -176,7 +183,10 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
         }
         let root = read_u32(sector, ROOT_CLUSTER_OFFSET);
         if root < 2 || root > cluster_count + 1 {
-            return Err(corrupt(format!("root directory cluster {root} is outside clusters 2 to {}", cluster_count + 1)));
+            return Err(corrupt(format!(
+                "root directory cluster {root} is outside clusters 2 to {}",
+                cluster_count + 1
+            )));
         }
         root_cluster = Some(root);
         let fs_info = u32::from(read_u16(sector, FS_INFO_SECTOR_OFFSET));
@@ -196,8 +206,8 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
         return Err(corrupt("a FAT12 or FAT16 volume with no root directory entries"));
     }
 
-    let active_fat_offset =
-        (u64::from(reserved_sectors) + u64::from(active_fat) * u64::from(fat_sectors)) * u64::from(bytes_per_sector);
+    let active_fat_offset = (u64::from(reserved_sectors) + u64::from(active_fat) * u64::from(fat_sectors))
+        * u64::from(bytes_per_sector);
     Ok(Geometry {
         fat_type,
         bytes_per_sector,

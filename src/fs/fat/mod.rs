@@ -30,8 +30,8 @@ use volume_io::{DOT_DOT_NAME, DOT_NAME, DotWrites, VolumeIo};
 /// Largest file FAT can hold: its size field has 32 bits.
 const MAX_FILE_LEN: u64 = u32::MAX as u64;
 
-/// Most entries one directory walk visits; the specification allows 65,536 entries per
-/// directory, and this bounds a walk of a damaged tree whose directories link back to a parent.
+/// Maximum number of entries one directory walk visits. It bounds a walk of a damaged tree whose
+/// directories link back to a parent; the specification allows 65,536 entries per directory.
 const MAX_WALK_ENTRIES: usize = 1 << 20;
 
 /// Mode that Linux shows for FAT files and directories with umask 022.
@@ -81,10 +81,8 @@ impl<V: VolumeMut> Fat<V> {
         let options = FsOptions::new().update_accessed_date(false).time_provider(clock);
         let dot_writes = DotWrites::default();
         let io = VolumeIo::new(Rc::clone(&volume), Rc::clone(&dot_writes));
-        let fs = FileSystem::new(io, options).map_err(|error| FatError::Corrupt {
-            structure: "boot sector",
-            detail: error.to_string(),
-        })?;
+        let fs = FileSystem::new(io, options)
+            .map_err(|error| FatError::Corrupt { structure: "boot sector", detail: error.to_string() })?;
         Ok(Fat { fs, volume, geometry, clock, dot_writes })
     }
 
@@ -144,7 +142,8 @@ impl<V: VolumeMut> Fat<V> {
         chunk_len: usize,
     ) -> Result<Result<u64, std::io::Error>, FatError> {
         let (parent, name) = split_last(path).ok_or_else(|| FatError::IsADirectory(path.to_string()))?;
-        let entry = find(&self.directory(parent)?, name, path)?.ok_or_else(|| FatError::NotFound(path.into()))?;
+        let entry =
+            find(&self.directory(parent)?, name, path)?.ok_or_else(|| FatError::NotFound(path.into()))?;
         if entry.is_dir() {
             return Err(FatError::IsADirectory(path.to_string()));
         }
@@ -275,7 +274,8 @@ impl<V: VolumeMut> Fat<V> {
         for component in path.split('/').filter(|part| !part.is_empty()) {
             walked.push('/');
             walked.push_str(component);
-            let entry = find(&directory, component, &walked)?.ok_or_else(|| FatError::NotFound(walked.clone()))?;
+            let entry =
+                find(&directory, component, &walked)?.ok_or_else(|| FatError::NotFound(walked.clone()))?;
             if !entry.is_dir() {
                 return Err(FatError::NotADirectory(walked));
             }
@@ -284,7 +284,7 @@ impl<V: VolumeMut> Fat<V> {
         Ok(directory)
     }
 
-    /// The metadata FAT stores for an entry, in the ext module's terms.
+    /// Converts what FAT stores for an entry to the ext module's metadata.
     fn metadata(&self, entry: &DirEntry<'_, VolumeIo<V>>) -> Metadata {
         let kind = if entry.is_dir() { FileKind::Directory } else { FileKind::Regular };
         let read_only = entry.attributes().contains(FileAttributes::READ_ONLY);
@@ -310,7 +310,7 @@ impl<V: VolumeMut> Fat<V> {
     }
 }
 
-/// The root directory, which has no directory entry and so no times.
+/// Returns the metadata of the root directory, which has no directory entry and so no times.
 fn root_metadata() -> Metadata {
     Metadata {
         kind: FileKind::Directory,

@@ -7,7 +7,7 @@
 use super::boot_sector::{FatType, Geometry};
 use super::error::FatError;
 
-/// What one FAT entry says about its cluster.
+/// The state of one cluster as its FAT entry records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
     Free,
@@ -24,7 +24,7 @@ fn entry(fat: &[u8], fat_type: FatType, cluster: u32) -> Option<Entry> {
             // Two entries share three bytes: the even one takes the low 12 bits of the pair.
             let offset = index + index / 2;
             let pair = u16::from_le_bytes([*fat.get(offset)?, *fat.get(offset + 1)?]);
-            let value = if index % 2 == 0 { pair & 0x0FFF } else { pair >> 4 };
+            let value = if index.is_multiple_of(2) { pair & 0x0FFF } else { pair >> 4 };
             (u32::from(value), 0xFF7, 0xFF8)
         }
         FatType::Fat16 => {
@@ -33,7 +33,8 @@ fn entry(fat: &[u8], fat_type: FatType, cluster: u32) -> Option<Entry> {
         }
         FatType::Fat32 => {
             let offset = index * 4;
-            let bytes = [*fat.get(offset)?, *fat.get(offset + 1)?, *fat.get(offset + 2)?, *fat.get(offset + 3)?];
+            let bytes =
+                [*fat.get(offset)?, *fat.get(offset + 1)?, *fat.get(offset + 2)?, *fat.get(offset + 3)?];
             // The top four bits are reserved and ignored.
             (u32::from_le_bytes(bytes) & 0x0FFF_FFFF, 0x0FFF_FFF7, 0x0FFF_FFF8)
         }
@@ -66,7 +67,9 @@ pub fn check_chains(fat: &[u8], geometry: &Geometry) -> Result<(), FatError> {
         };
         let Entry::Next(target) = value else { continue };
         if target < first || target > last {
-            return Err(corrupt(format!("cluster {cluster} links to {target}, outside clusters {first} to {last}")));
+            return Err(corrupt(format!(
+                "cluster {cluster} links to {target}, outside clusters {first} to {last}"
+            )));
         }
         if linked_from[target as usize] {
             return Err(corrupt(format!("cluster {target} is linked from two chains")));
@@ -76,7 +79,7 @@ pub fn check_chains(fat: &[u8], geometry: &Geometry) -> Result<(), FatError> {
     }
 
     // Every cluster has at most one predecessor now, so a walk from a cluster nothing links to
-    // can never enter a loop; an allocated cluster that no such walk reaches lies on a loop.
+    // can never enter a loop. An allocated cluster that no such walk reaches lies on a loop.
     let mut reached = vec![false; slots];
     for head in first..=last {
         if linked_from[head as usize] || reached[head as usize] {
@@ -163,9 +166,18 @@ mod tests {
         let outside = fat16(&[9, 0xFFFF]);
         let into_free = fat16(&[3, 0]);
 
-        assert!(check_chains(&cross, &geometry(FatType::Fat16, 3)).unwrap_err().to_string().contains("two chains"));
-        assert!(check_chains(&outside, &geometry(FatType::Fat16, 2)).unwrap_err().to_string().contains("outside"));
-        assert!(check_chains(&into_free, &geometry(FatType::Fat16, 2)).unwrap_err().to_string().contains("free"));
+        assert!(
+            check_chains(&cross, &geometry(FatType::Fat16, 3))
+                .unwrap_err()
+                .to_string()
+                .contains("two chains")
+        );
+        assert!(
+            check_chains(&outside, &geometry(FatType::Fat16, 2)).unwrap_err().to_string().contains("outside")
+        );
+        assert!(
+            check_chains(&into_free, &geometry(FatType::Fat16, 2)).unwrap_err().to_string().contains("free")
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ enum FilesystemKind {
     Fat,
 }
 
-/// What a resolved path names on its filesystem.
+/// The file or directory a resolved path names on its filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     /// An inode of an ext filesystem.

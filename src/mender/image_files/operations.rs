@@ -52,7 +52,7 @@ impl<'a> ImageFiles<'a> {
         }
     }
 
-    /// The error for an operation that FAT cannot store, such as a symbolic link.
+    /// Builds the error for an operation that FAT cannot store, such as a symbolic link.
     fn fat_has_no(resolved: &Resolved, missing: &'static str) -> FilesError {
         FilesError::FatHasNo {
             path: resolved.device_path.clone(),
@@ -73,7 +73,9 @@ impl<'a> ImageFiles<'a> {
                 ext.metadata(*ino).map_err(Self::ext_error(resolved))
             }
             (_, Node::FatEntry(metadata)) => Ok(metadata.clone()),
-            (OpenFilesystem::Fat(_), Node::Inode(_)) => Err(FilesError::NotFound(resolved.device_path.clone())),
+            (OpenFilesystem::Fat(_), Node::Inode(_)) => {
+                Err(FilesError::NotFound(resolved.device_path.clone()))
+            }
         }
     }
 
@@ -127,7 +129,11 @@ impl<'a> ImageFiles<'a> {
                 .map_err(Self::ext_error(directory))?
                 .into_iter()
                 .filter(|entry| entry.name != b"." && entry.name != b"..")
-                .map(|entry| ListedEntry { name: entry.name, node: Node::Inode(entry.inode), kind: entry.kind })
+                .map(|entry| ListedEntry {
+                    name: entry.name,
+                    node: Node::Inode(entry.inode),
+                    kind: entry.kind,
+                })
                 .collect(),
             (OpenFilesystem::Fat(fat), _) => fat
                 .read_dir(&directory.inner)
@@ -296,7 +302,9 @@ impl<'a> ImageFiles<'a> {
             OpenFilesystem::Ext(ext) => {
                 ext.create_dir(&target.inner, attrs).map(drop).map_err(Self::ext_error(target))
             }
-            OpenFilesystem::Fat(fat) => fat.create_dir(&target.inner, attrs.time).map_err(Self::fat_error(target)),
+            OpenFilesystem::Fat(fat) => {
+                fat.create_dir(&target.inner, attrs.time).map_err(Self::fat_error(target))
+            }
         }
     }
 

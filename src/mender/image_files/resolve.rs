@@ -23,7 +23,7 @@ pub struct Resolved {
     pub inner: String,
     /// The device path after following symbolic links.
     pub device_path: String,
-    /// What is at the path, or `None` when the last component does not exist.
+    /// The file or directory at the path, or `None` when the last component does not exist.
     pub node: Option<Node>,
 }
 
