@@ -34,6 +34,13 @@ const MAX_FILE_LEN: u64 = u32::MAX as u64;
 /// directories link back to a parent; the specification allows 65,536 entries per directory.
 const MAX_WALK_ENTRIES: usize = 1 << 20;
 
+/// Maximum number of directories a path descends through. A damaged directory entry can link
+/// back to a parent, and `fatfs` exposes no cluster numbers to detect that, so a walk that goes
+/// deeper is taken for such a loop.
+/// NOTE: FAT itself sets no depth limit; Windows' 260-character MAX_PATH keeps real trees far
+/// shallower than this.
+const MAX_DEPTH: usize = 128;
+
 /// Mode that Linux shows for FAT files and directories with umask 022.
 const FAT_MODE: u16 = 0o755;
 
@@ -271,7 +278,15 @@ impl<V: VolumeMut> Fat<V> {
     fn directory(&self, path: &str) -> Result<Dir<'_, VolumeIo<V>>, FatError> {
         let mut directory = self.fs.root_dir();
         let mut walked = String::new();
-        for component in path.split('/').filter(|part| !part.is_empty()) {
+        for (depth, component) in path.split('/').filter(|part| !part.is_empty()).enumerate() {
+            if depth >= MAX_DEPTH {
+                return Err(FatError::Corrupt {
+                    structure: "directory tree",
+                    detail: format!(
+                        "{path} is more than {MAX_DEPTH} directories deep, as when a damaged entry links back to a parent"
+                    ),
+                });
+            }
             walked.push('/');
             walked.push_str(component);
             let entry =
