@@ -68,6 +68,9 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     env_logger::Builder::new()
         .filter_level(level)
+        // fatfs warns about valid but unusual boot sectors, such as mkfs.vfat's 4 reserved
+        // sectors on FAT16, which a user cannot act on. Its errors arrive as results.
+        .filter_module("fatfs", log::LevelFilter::Off)
         .format(|out, record| match record.level() {
             log::Level::Info => writeln!(out, "mender-preauth: {}", record.args()),
             log::Level::Warn => writeln!(out, "mender-preauth: warning: {}", record.args()),

@@ -321,8 +321,8 @@ fn bad_paths_fail_in_one_line() {
             "the image has no data partition".into(),
         ),
         (
-            vec!["cp".into(), host.into(), img("/uboot/x")],
-            "the boot partition is FAT, which file commands cannot read or write yet".into(),
+            vec!["ln".into(), "-s".into(), "x".into(), img("/uboot/x")],
+            "the boot partition (partition 1) is FAT, which has no symbolic links".into(),
         ),
         (vec!["cat".into(), img("/etc")], format!("{}: is a directory", img("/etc"))),
         (

@@ -118,8 +118,10 @@ boot partition; every other path is on the root filesystem. Writes to the root f
 rootfs A and also to rootfs B when it holds a filesystem, in one step; reads come from rootfs A.
 A bare filesystem image has no mapping: the path names a file of that filesystem. Symbolic
 links are followed inside the image: /var/lib/mender -> /data/mender leads to the data
-partition. `..` never leaves the partition it is in. The boot partition can be read and written
-only when it holds ext2/3/4; FAT is not supported yet.
+partition. `..` never leaves the partition it is in. A FAT boot partition (FAT12/16/32, long
+names) is read and written too; FAT stores no symbolic links, modes or owners, so ln -s, chmod,
+chown and install -o/-g fail there, install -m and mkdir -m drop the mode, and ls -l shows 0755
+and owner 0:0 (0555 for read-only files). FAT times are stored as UTC.
 
 Every change is planned in memory and then written to every changed partition in one
 all-or-nothing step, as provision does. A block map for bmaptool next to the image (IMAGE.bmap)

@@ -1,3 +1,4 @@
 //! Filesystems read and written in place through a [`crate::image::volume::Volume`].
 
 pub mod ext;
+pub mod fat;

@@ -335,8 +335,7 @@ fn edit(conf: &mut MenderConf, set: &[(&str, String)], removed: &[&str]) -> Vec<
 
 /// Reads and parses the configuration file at a resolved path, `None` when it is missing.
 fn read_conf(files: &ImageFiles, target: &Resolved) -> Result<Option<MenderConf>, ConfigError> {
-    let Some(ino) = target.inode else { return Ok(None) };
-    let ext = files.ext(target);
+    let Some((ext, ino)) = files.ext_file(target) else { return Ok(None) };
     let ext_error = |source| ConfigError::Ext {
         path: target.device_path.clone(),
         partition: target.partition_label.clone(),
@@ -409,8 +408,7 @@ fn contains_file(
     data: &[u8],
     attrs: &NewAttrs,
 ) -> Result<bool, ConfigError> {
-    let Some(ino) = target.inode else { return Ok(false) };
-    let ext = files.ext(target);
+    let Some((ext, ino)) = files.ext_file(target) else { return Ok(false) };
     let ext_error = |source| ConfigError::Ext {
         path: target.device_path.clone(),
         partition: target.partition_label.clone(),

@@ -134,7 +134,7 @@ fn destination_in_image(
     let path = &image_path.path;
     let into_directory = path.ends_with('/') || {
         let resolved = files.resolve_for_read(path, true).map_err(in_image(image_path))?;
-        resolved.inode.is_some()
+        resolved.node.is_some()
             && files.metadata(&resolved).map_err(in_image(image_path))?.kind == FileKind::Directory
     };
     if !into_directory {
@@ -205,7 +205,7 @@ fn copy_tree_in(
 
         if file_type.is_dir() {
             let resolved = files.resolve_for_read(&target, true).map_err(in_image(&shown))?;
-            let exists_as_dir = resolved.inode.is_some()
+            let exists_as_dir = resolved.node.is_some()
                 && files.metadata(&resolved).map_err(in_image(&shown))?.kind == FileKind::Directory;
             if !exists_as_dir {
                 files.create_dir(&target, &new_attrs(mode, 0, 0)?, false).map_err(in_image(&shown))?;
@@ -362,6 +362,17 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
 
     let image = open_image(&image_path, Access::ReadWrite)?;
     let mut files = image_files(&image, &image_path)?;
+    let destination = match &host_file {
+        None => image_path.path.clone(),
+        Some(_) => destination_in_image(&mut files, &image_path, Path::new(&args.paths[0]).file_name())?,
+    };
+    let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
+    if args.owner.is_some() || args.group.is_some() {
+        files.reject_on_fat(&destination, "owners").map_err(in_image(&shown))?;
+    }
+    if args.mode.is_some() && files.is_on_fat(&destination).map_err(in_image(&shown))? {
+        log::info!("{shown}: the mode is not stored, because FAT has no permission bits");
+    }
     let uid = match &args.owner {
         Some(user) => owners::user_id(&mut files, user).with_context(|| image_path.to_string())?,
         None => 0,
@@ -378,9 +389,6 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             format!("created {}", describe_targets(&targets))
         }
         Some(host_file) => {
-            let name = Path::new(&args.paths[0]).file_name();
-            let destination = destination_in_image(&mut files, &image_path, name)?;
-            let shown = ImagePath { image: image_path.image.clone(), path: destination.clone() };
             let targets = host_file.write_to(&mut files, &destination, &attrs).map_err(in_image(&shown))?;
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }

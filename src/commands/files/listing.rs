@@ -8,7 +8,7 @@ use super::{image_files, in_image, open_image, parse_image_path};
 use crate::commands::file_args::{CatArgs, LsArgs, StatArgs};
 use crate::fs::ext::{FileKind, Metadata};
 use crate::image::disk_image::Access;
-use crate::mender::image_files::{CopyOutError, FilesError, ImageFiles, Listing, Resolved};
+use crate::mender::image_files::{CopyOutError, FilesError, ImageFiles, Listing, Node, Resolved};
 
 /// Maximum number of directories `ls -R` lists, which bounds the walk of a damaged filesystem
 /// whose directories form a cycle.
@@ -54,7 +54,7 @@ pub fn run_ls(args: &LsArgs) -> anyhow::Result<()> {
             for entry in listing.entries.iter().filter(|entry| entry.kind == FileKind::Directory) {
                 match files.child(&listing, entry) {
                     Ok(child) => subdirectories.push(child),
-                    Err(error @ (FilesError::FatBoot { .. } | FilesError::NoPartition { .. })) => {
+                    Err(error @ FilesError::NoPartition { .. }) => {
                         log::warn!("{}: not listed: {error}", image_path.image.display());
                     }
                     Err(error) => return Err(in_image(&image_path)(error)),
@@ -81,13 +81,13 @@ fn print_listing(
         }
         return Ok(());
     }
-    let ext = files.ext(&listing.directory);
     let mut rows = Vec::with_capacity(listing.entries.len());
     for entry in &listing.entries {
-        let metadata =
-            ext.metadata(entry.inode).with_context(|| format!("{shown_path}: reading an entry"))?;
+        let metadata = files
+            .entry_metadata(listing, entry)
+            .with_context(|| format!("{shown_path}: reading an entry"))?;
         let target = if metadata.kind == FileKind::Symlink {
-            Some(ext.read_link(entry.inode).with_context(|| format!("{shown_path}: reading a link"))?)
+            Some(files.entry_link(listing, entry).with_context(|| format!("{shown_path}: reading a link"))?)
         } else {
             None
         };
@@ -165,8 +165,12 @@ pub fn run_stat(args: &StatArgs) -> anyhow::Result<()> {
     let resolved =
         files.resolve_for_read(&image_path.path, args.dereference).map_err(in_image(&image_path))?;
     let metadata = files.metadata(&resolved).map_err(in_image(&image_path))?;
-    let inode = resolved.inode.map(|ino| ino.get()).unwrap_or_default();
-    let sectors = metadata.blocks * u64::from(files.ext(&resolved).block_size()) / 512;
+    // FAT has no inodes; stat(1) on a mounted FAT shows numbers the kernel makes up.
+    let inode = match &resolved.node {
+        Some(Node::Inode(ino)) => ino.get().to_string(),
+        _ => "-".to_string(),
+    };
+    let sectors = metadata.blocks * u64::from(files.block_size(&resolved)) / 512;
 
     let mut text = format!("  File: {}", image_path.path);
     if metadata.kind == FileKind::Symlink {

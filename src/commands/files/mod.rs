@@ -53,7 +53,7 @@ fn commit(
     done: &str,
     bmap: &BmapArgs,
 ) -> anyhow::Result<()> {
-    let (changes, names) = files.into_writes_with_copies();
+    let (changes, names) = files.into_writes_with_copies().with_context(|| image_path.to_string())?;
     if changes.is_empty() {
         log::info!("{image_path}: {done}; nothing needed to change");
         return Ok(());

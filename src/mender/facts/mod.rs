@@ -211,13 +211,17 @@ fn read_file(
     slot: RootfsSlot,
 ) -> Result<Option<(Resolved, Vec<u8>)>, String> {
     let resolved = files.resolve(path, true, slot).map_err(|error| error.to_string())?;
-    let Some(ino) = resolved.inode else { return Ok(None) };
+    if resolved.node.is_none() {
+        return Ok(None);
+    }
     let metadata = files.metadata(&resolved).map_err(|error| error.to_string())?;
     if metadata.kind != FileKind::Regular {
         return Err(format!("{path}: not a regular file"));
     }
-    let bytes = files
-        .ext(&resolved)
+    let Some((ext, ino)) = files.ext_file(&resolved) else {
+        return Err(format!("{path}: not on an ext2/3/4 filesystem"));
+    };
+    let bytes = ext
         .read_file(ino, MAX_SMALL_FILE_LEN)
         .map_err(|error| format!("{path}: {error}"))?;
     Ok(Some((resolved, bytes)))
@@ -279,7 +283,7 @@ fn rootfs_facts(
 fn identity_script(files: &mut ImageFiles, slot: RootfsSlot) -> IdentityScriptFact {
     let missing = |error| IdentityScriptFact { present: false, executable: false, mode: None, error };
     let resolved = match files.resolve(IDENTITY_SCRIPT_PATH, true, slot) {
-        Ok(resolved) if resolved.inode.is_some() => resolved,
+        Ok(resolved) if resolved.node.is_some() => resolved,
         Ok(_) => return missing(None),
         Err(error) => return missing(Some(error.to_string())),
     };
@@ -297,7 +301,7 @@ fn identity_script(files: &mut ImageFiles, slot: RootfsSlot) -> IdentityScriptFa
 fn state_dir(files: &mut ImageFiles, slot: RootfsSlot) -> StateDirFact {
     let mut fact = StateDirFact { link_target: None, resolved: None, leads_to_data: false, error: None };
     match files.resolve(STATE_DIR, false, slot) {
-        Ok(link) if link.inode.is_some() => {
+        Ok(link) if link.node.is_some() => {
             let is_link = files.metadata(&link).is_ok_and(|metadata| metadata.kind == FileKind::Symlink);
             if is_link {
                 fact.link_target =
@@ -315,10 +319,10 @@ fn state_dir(files: &mut ImageFiles, slot: RootfsSlot) -> StateDirFact {
     }
     match files.resolve(STATE_DIR, true, slot) {
         Ok(target) => {
-            let is_dir = target.inode.is_some()
+            let is_dir = target.node.is_some()
                 && files.metadata(&target).is_ok_and(|metadata| metadata.kind == FileKind::Directory);
             fact.leads_to_data = is_dir && target.mount == Mount::Data && target.inner == "/mender";
-            if target.inode.is_none() {
+            if target.node.is_none() {
                 fact.error = Some(format!("{}: no such file or directory", target.device_path));
             }
             fact.resolved = Some(target.device_path);

@@ -1,12 +1,15 @@
 //! The file operations on an image's namespace: reading, listing, and the writes, each of which
 //! changes every partition its path resolves to (rootfs A and B for the root filesystem).
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::{FilesError, ImageFiles, Resolved, RootfsSlot, StagedExt, existing};
-use crate::fs::ext::{ExtError, FileKind, InodeIndex, Metadata, NewAttrs, SetAttrs};
+use super::{FilesError, ImageFiles, Node, OpenFilesystem, Resolved, RootfsSlot, existing};
+use crate::fs::ext::{ExtError, FileKind, Metadata, NewAttrs, SetAttrs};
+use crate::fs::fat::FatError;
 use crate::mender::image_path::mount_of;
 
 /// Mode of the parent directories that `mkdir -p` creates.
@@ -19,11 +22,34 @@ const MAX_WALK_ENTRIES: usize = 1 << 22;
 /// Bytes copied per read when streaming a file out of the image.
 const READ_CHUNK_LEN: usize = 1 << 20;
 
+/// Contents of a regular file to write.
+#[derive(Clone, Copy)]
+enum Contents<'s> {
+    Bytes(&'s [u8]),
+    /// A host file, whose blocks ext copies when the writes are applied.
+    HostFile(&'s Arc<File>),
+}
+
+impl Contents<'_> {
+    /// Returns the contents in memory, reading a host file whole.
+    fn bytes(&self) -> std::io::Result<Cow<'_, [u8]>> {
+        match self {
+            Contents::Bytes(data) => Ok(Cow::Borrowed(data)),
+            Contents::HostFile(file) => {
+                let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+                let mut data = vec![0; len];
+                file.read_exact_at(&mut data, 0)?;
+                Ok(Cow::Owned(data))
+            }
+        }
+    }
+}
+
 /// One entry of a listed directory.
 #[derive(Debug, Clone)]
 pub struct ListedEntry {
     pub name: Vec<u8>,
-    pub inode: InodeIndex,
+    pub node: Node,
     pub kind: FileKind,
 }
 
@@ -44,33 +70,112 @@ impl<'a> ImageFiles<'a> {
         }
     }
 
+    /// Wraps an error of the FAT layer with the path and partition it happened on.
+    fn fat_error(resolved: &Resolved) -> impl Fn(FatError) -> FilesError + '_ {
+        move |source| FilesError::Fat {
+            path: resolved.device_path.clone(),
+            partition: resolved.partition_label.clone(),
+            source,
+        }
+    }
+
+    /// Builds the error for an operation that FAT cannot store, such as a symbolic link.
+    fn fat_has_no(resolved: &Resolved, missing: &'static str) -> FilesError {
+        FilesError::FatHasNo {
+            path: resolved.device_path.clone(),
+            partition: resolved.partition_label.clone(),
+            missing,
+        }
+    }
+
     /// Reads the attributes of an existing resolved path.
     pub fn metadata(&self, resolved: &Resolved) -> Result<Metadata, FilesError> {
-        let ino = existing(resolved)?;
-        self.ext(resolved).metadata(ino).map_err(Self::ext_error(resolved))
+        self.node_metadata(resolved, existing(resolved)?)
+    }
+
+    /// Reads the attributes of `node` on the filesystem of `resolved`.
+    fn node_metadata(&self, resolved: &Resolved, node: &Node) -> Result<Metadata, FilesError> {
+        match (self.filesystem(resolved), node) {
+            (OpenFilesystem::Ext(ext), Node::Inode(ino)) => {
+                ext.metadata(*ino).map_err(Self::ext_error(resolved))
+            }
+            (_, Node::FatEntry(metadata)) => Ok(metadata.clone()),
+            (OpenFilesystem::Fat(_), Node::Inode(_)) => {
+                Err(FilesError::NotFound(resolved.device_path.clone()))
+            }
+        }
     }
 
     /// Reads the target of the symbolic link at a resolved path.
     pub fn read_link(&self, resolved: &Resolved) -> Result<Vec<u8>, FilesError> {
-        let ino = existing(resolved)?;
-        self.ext(resolved).read_link(ino).map_err(Self::ext_error(resolved))
+        self.node_link(resolved, existing(resolved)?)
+    }
+
+    /// Reads the target of the symbolic link `node` on the filesystem of `resolved`.
+    fn node_link(&self, resolved: &Resolved, node: &Node) -> Result<Vec<u8>, FilesError> {
+        match (self.filesystem(resolved), node) {
+            (OpenFilesystem::Ext(ext), Node::Inode(ino)) => {
+                ext.read_link(*ino).map_err(Self::ext_error(resolved))
+            }
+            _ => Err(Self::fat_has_no(resolved, "symbolic links")),
+        }
+    }
+
+    /// Reads the attributes of an entry of a listed directory.
+    pub fn entry_metadata(&self, listing: &Listing, entry: &ListedEntry) -> Result<Metadata, FilesError> {
+        self.node_metadata(&listing.directory, &entry.node)
+    }
+
+    /// Reads the target of an entry of a listed directory that is a symbolic link.
+    pub fn entry_link(&self, listing: &Listing, entry: &ListedEntry) -> Result<Vec<u8>, FilesError> {
+        self.node_link(&listing.directory, &entry.node)
+    }
+
+    /// Bytes per block of the filesystem of a resolved path: the ext block or the FAT cluster.
+    pub fn block_size(&self, resolved: &Resolved) -> u32 {
+        match self.filesystem(resolved) {
+            OpenFilesystem::Ext(ext) => ext.block_size(),
+            OpenFilesystem::Fat(fat) => fat.cluster_len(),
+        }
+    }
+
+    /// True when a resolved path lies on a FAT filesystem.
+    pub fn is_fat(&self, resolved: &Resolved) -> bool {
+        matches!(self.filesystem(resolved), OpenFilesystem::Fat(_))
     }
 
     /// Lists the directory at a resolved path.
     pub fn list(&self, directory: &Resolved) -> Result<Listing, FilesError> {
-        let ino = existing(directory)?;
-        let ext = self.ext(directory);
-        let metadata = ext.metadata(ino).map_err(Self::ext_error(directory))?;
+        let metadata = self.metadata(directory)?;
         if metadata.kind != FileKind::Directory {
             return Err(FilesError::NotADirectory(directory.device_path.clone()));
         }
-        let mut entries: Vec<ListedEntry> = ext
-            .read_dir(ino)
-            .map_err(Self::ext_error(directory))?
-            .into_iter()
-            .filter(|entry| entry.name != b"." && entry.name != b"..")
-            .map(|entry| ListedEntry { name: entry.name, inode: entry.inode, kind: entry.kind })
-            .collect();
+        let mut entries: Vec<ListedEntry> = match (self.filesystem(directory), existing(directory)?) {
+            (OpenFilesystem::Ext(ext), Node::Inode(ino)) => ext
+                .read_dir(*ino)
+                .map_err(Self::ext_error(directory))?
+                .into_iter()
+                .filter(|entry| entry.name != b"." && entry.name != b"..")
+                .map(|entry| ListedEntry {
+                    name: entry.name,
+                    node: Node::Inode(entry.inode),
+                    kind: entry.kind,
+                })
+                .collect(),
+            (OpenFilesystem::Fat(fat), _) => fat
+                .read_dir(&directory.inner)
+                .map_err(Self::fat_error(directory))?
+                .into_iter()
+                .map(|entry| ListedEntry {
+                    name: entry.name.into_bytes(),
+                    kind: entry.metadata.kind,
+                    node: Node::FatEntry(entry.metadata),
+                })
+                .collect(),
+            (OpenFilesystem::Ext(_), Node::FatEntry(_)) => {
+                return Err(FilesError::NotFound(directory.device_path.clone()));
+            }
+        };
         entries.sort_by(|first, second| first.name.cmp(&second.name));
         Ok(Listing { directory: directory.clone(), entries })
     }
@@ -98,19 +203,29 @@ impl<'a> ImageFiles<'a> {
         }
         let inner =
             if directory.inner == "/" { format!("/{name}") } else { format!("{}/{name}", directory.inner) };
-        Ok(Resolved { inner, device_path, inode: Some(entry.inode), ..directory.clone() })
+        Ok(Resolved { inner, device_path, node: Some(entry.node.clone()), ..directory.clone() })
     }
 
     /// Copies the regular file at a resolved path to `output`, streaming it.
     pub fn copy_out(&self, resolved: &Resolved, output: &mut dyn Write) -> Result<u64, CopyOutError> {
-        let ino = existing(resolved)?;
-        let ext = self.ext(resolved);
-        let metadata = ext.metadata(ino).map_err(Self::ext_error(resolved))?;
+        let metadata = self.metadata(resolved)?;
         match metadata.kind {
             FileKind::Regular => {}
             FileKind::Directory => return Err(FilesError::IsADirectory(resolved.device_path.clone()).into()),
             _ => return Err(FilesError::NotFound(resolved.device_path.clone()).into()),
         }
+        let (ext, ino) = match (self.filesystem(resolved), existing(resolved)?) {
+            (OpenFilesystem::Ext(ext), Node::Inode(ino)) => (ext, *ino),
+            (OpenFilesystem::Fat(fat), _) => {
+                let copied = fat
+                    .copy_to(&resolved.inner, output, READ_CHUNK_LEN)
+                    .map_err(Self::fat_error(resolved))?;
+                return copied.map_err(CopyOutError::Output);
+            }
+            (OpenFilesystem::Ext(_), Node::FatEntry(_)) => {
+                return Err(FilesError::NotFound(resolved.device_path.clone()).into());
+            }
+        };
         let mut buffer = vec![0u8; READ_CHUNK_LEN.min(metadata.size as usize).max(1)];
         let mut offset = 0u64;
         while offset < metadata.size {
@@ -132,44 +247,56 @@ impl<'a> ImageFiles<'a> {
         data: &[u8],
         attrs: &NewAttrs,
     ) -> Result<Vec<Resolved>, FilesError> {
-        self.write_each_target(path, attrs.time, |ext, inner| ext.write_file(inner, data, attrs))
+        self.write_each_target(path, attrs, Contents::Bytes(data))
     }
 
     /// Writes the contents of the host file `source` as the regular file `path`, like
-    /// [`ImageFiles::write_file`]. Its whole blocks are copied from `source` only when the
-    /// writes are applied, so `source` must not change until then.
+    /// [`ImageFiles::write_file`]. On ext, its whole blocks are copied from `source` only when
+    /// the writes are applied, so `source` must not change until then; FAT gets the file read
+    /// into memory.
     pub fn write_file_from(
         &mut self,
         path: &str,
         source: &Arc<File>,
         attrs: &NewAttrs,
     ) -> Result<Vec<Resolved>, FilesError> {
-        self.write_each_target(path, attrs.time, |ext, inner| {
-            ext.write_file_from(inner, Arc::clone(source), attrs)
-        })
+        self.write_each_target(path, attrs, Contents::HostFile(source))
     }
 
-    /// Runs `write` on every place `path` resolves to for a write, after removing a symbolic
-    /// link or other non-regular file there.
+    /// Writes `contents` on every place `path` resolves to for a write, after removing a
+    /// symbolic link or other non-regular file there.
     fn write_each_target(
         &mut self,
         path: &str,
-        time: i64,
-        mut write: impl FnMut(&mut StagedExt<'a>, &str) -> Result<InodeIndex, ExtError>,
+        attrs: &NewAttrs,
+        contents: Contents,
     ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, false)?;
         for target in &targets {
             self.check_replaceable(target)?;
             let kind = self.existing_kind(target)?;
-            let ext = self.open(&target.partition, &target.device_path)?;
-            match kind {
-                Some(FileKind::Directory) => {
-                    return Err(FilesError::IsADirectory(target.device_path.clone()));
-                }
-                Some(FileKind::Regular) | None => {}
-                Some(_) => ext.remove_file(&target.inner, time).map_err(Self::ext_error(target))?,
+            if kind == Some(FileKind::Directory) {
+                return Err(FilesError::IsADirectory(target.device_path.clone()));
             }
-            write(ext, &target.inner).map_err(Self::ext_error(target))?;
+            let ext = match self.filesystem_mut(target) {
+                OpenFilesystem::Ext(ext) => ext,
+                OpenFilesystem::Fat(fat) => {
+                    let data = contents.bytes().map_err(|source| FilesError::HostFile {
+                        path: target.device_path.clone(),
+                        source,
+                    })?;
+                    fat.write_file(&target.inner, &data, attrs.time).map_err(Self::fat_error(target))?;
+                    continue;
+                }
+            };
+            if !matches!(kind, Some(FileKind::Regular) | None) {
+                ext.remove_file(&target.inner, attrs.time).map_err(Self::ext_error(target))?;
+            }
+            match contents {
+                Contents::Bytes(data) => ext.write_file(&target.inner, data, attrs),
+                Contents::HostFile(source) => ext.write_file_from(&target.inner, Arc::clone(source), attrs),
+            }
+            .map_err(Self::ext_error(target))?;
         }
         Ok(targets)
     }
@@ -187,11 +314,10 @@ impl<'a> ImageFiles<'a> {
         }
         let targets = self.resolve_for_write(path, false)?;
         for target in &targets {
-            if target.inode.is_some() {
+            if target.node.is_some() {
                 return Err(FilesError::AlreadyExists(target.device_path.clone()));
             }
-            let ext = self.open(&target.partition, &target.device_path)?;
-            ext.create_dir(&target.inner, attrs).map_err(Self::ext_error(target))?;
+            self.create_one_dir(target, attrs)?;
         }
         Ok(targets)
     }
@@ -216,15 +342,25 @@ impl<'a> ImageFiles<'a> {
                 match self.existing_kind(target)? {
                     Some(FileKind::Directory) => {}
                     Some(_) => return Err(FilesError::NotADirectory(target.device_path.clone())),
-                    None => {
-                        let ext = self.open(&target.partition, &target.device_path)?;
-                        ext.create_dir(&target.inner, attrs).map_err(Self::ext_error(target))?;
-                    }
+                    None => self.create_one_dir(target, attrs)?,
                 }
             }
             last = targets;
         }
         Ok(last)
+    }
+
+    /// Creates the directory at a resolved path whose parent exists. FAT stores no mode, so
+    /// `attrs.mode` applies to ext only.
+    fn create_one_dir(&mut self, target: &Resolved, attrs: &NewAttrs) -> Result<(), FilesError> {
+        match self.filesystem_mut(target) {
+            OpenFilesystem::Ext(ext) => {
+                ext.create_dir(&target.inner, attrs).map(drop).map_err(Self::ext_error(target))
+            }
+            OpenFilesystem::Fat(fat) => {
+                fat.create_dir(&target.inner, attrs.time).map_err(Self::fat_error(target))
+            }
+        }
     }
 
     /// Removes the file or symbolic link `path`, or with `recursive` also a directory and
@@ -236,15 +372,21 @@ impl<'a> ImageFiles<'a> {
             let kind = self
                 .existing_kind(target)?
                 .ok_or_else(|| FilesError::NotFound(target.device_path.clone()))?;
-            let ext = self.open(&target.partition, &target.device_path)?;
-            match kind {
-                FileKind::Directory if !recursive => {
-                    return Err(FilesError::IsADirectoryNeedsRecursive(target.device_path.clone()));
-                }
-                FileKind::Directory => ext.remove_tree(&target.inner, time),
-                _ => ext.remove_file(&target.inner, time),
+            if kind == FileKind::Directory && !recursive {
+                return Err(FilesError::IsADirectoryNeedsRecursive(target.device_path.clone()));
             }
-            .map_err(Self::ext_error(target))?;
+            match self.filesystem_mut(target) {
+                OpenFilesystem::Ext(ext) => match kind {
+                    FileKind::Directory => ext.remove_tree(&target.inner, time),
+                    _ => ext.remove_file(&target.inner, time),
+                }
+                .map_err(Self::ext_error(target))?,
+                OpenFilesystem::Fat(fat) => match kind {
+                    FileKind::Directory => fat.remove_tree(&target.inner),
+                    _ => fat.remove(&target.inner),
+                }
+                .map_err(Self::fat_error(target))?,
+            }
         }
         Ok(targets)
     }
@@ -262,7 +404,9 @@ impl<'a> ImageFiles<'a> {
         for target in &targets {
             self.check_replaceable(target)?;
             let kind = self.existing_kind(target)?;
-            let ext = self.open(&target.partition, &target.device_path)?;
+            let OpenFilesystem::Ext(ext) = self.filesystem_mut(target) else {
+                return Err(Self::fat_has_no(target, "symbolic links"));
+            };
             match kind {
                 None => {}
                 Some(FileKind::Directory) => {
@@ -301,8 +445,13 @@ impl<'a> ImageFiles<'a> {
     ) -> Result<Vec<Resolved>, FilesError> {
         let targets = self.resolve_for_write(path, follow_last)?;
         for target in &targets {
-            let top = existing(target)?;
-            let ext = self.open(&target.partition, &target.device_path)?;
+            let top = match existing(target)? {
+                Node::Inode(ino) => *ino,
+                Node::FatEntry(_) => return Err(Self::fat_has_no(target, "permission bits or owners")),
+            };
+            let OpenFilesystem::Ext(ext) = self.filesystem_mut(target) else {
+                return Err(Self::fat_has_no(target, "permission bits or owners"));
+            };
             let mut pending = vec![(target.inner.clone(), top)];
             let mut visited = 0usize;
             while let Some((inner, ino)) = pending.pop() {
@@ -330,11 +479,11 @@ impl<'a> ImageFiles<'a> {
         Ok(targets)
     }
 
-    /// Returns the kind of the inode at a resolved path, `None` when nothing is there.
+    /// Returns the kind of what is at a resolved path, `None` when nothing is there.
     fn existing_kind(&self, resolved: &Resolved) -> Result<Option<FileKind>, FilesError> {
-        match resolved.inode {
+        match &resolved.node {
             None => Ok(None),
-            Some(ino) => Ok(Some(self.ext(resolved).metadata(ino).map_err(Self::ext_error(resolved))?.kind)),
+            Some(node) => Ok(Some(self.node_metadata(resolved, node)?.kind)),
         }
     }
 

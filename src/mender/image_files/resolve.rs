@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::{FilesError, ImageFiles, Layout, RootfsSlot};
+use super::{FilesError, FilesystemKind, ImageFiles, Layout, Node, OpenFilesystem, RootfsSlot};
 use crate::fs::ext::{FileKind, InodeIndex};
 use crate::image::partition_table::Partition;
 use crate::mender::image_path::{Mount, join_components, leads_to_mount_point, mount_of};
@@ -23,8 +23,8 @@ pub struct Resolved {
     pub inner: String,
     /// The device path after following symbolic links.
     pub device_path: String,
-    /// The inode at the path, or `None` when the last component does not exist.
-    pub inode: Option<InodeIndex>,
+    /// The file or directory at the path, or `None` when the last component does not exist.
+    pub node: Option<Node>,
 }
 
 impl Resolved {
@@ -61,7 +61,7 @@ impl ImageFiles<'_> {
         let mut pending: VecDeque<Vec<u8>> = split(path.as_bytes());
         let mut stack: Vec<Vec<u8>> = Vec::new();
         let mut links_followed = 0;
-        let mut inode = None;
+        let mut node = None;
 
         while let Some(part) = pending.pop_front() {
             if part == b"." {
@@ -73,43 +73,36 @@ impl ImageFiles<'_> {
                     return Err(FilesError::ClimbsOut { path: path.to_string(), mount: mount.name() });
                 }
                 stack.pop();
-                inode = None;
+                node = None;
                 continue;
             }
             stack.push(part);
             let (mount, prefix) = self.mount(&stack);
             let device_path = join_components(&stack);
-            let (partition, _) = self.slot(mount, rootfs, &device_path)?;
+            let (partition, _, kind) = self.slot(mount, rootfs, &device_path)?;
             let inner = join_components(&stack[prefix..]);
-            let ext = self.open(&partition, &device_path)?;
-            let found = ext.lookup(&inner).map_err(|source| FilesError::Ext {
-                path: device_path.clone(),
-                partition: super::partition_name(&partition),
-                source,
-            })?;
+            let found = self.look_up(&partition, kind, &inner, &device_path)?;
             let is_last = pending.is_empty();
-            let Some(ino) = found else {
+            let Some((found_node, file_kind)) = found else {
                 if !is_last && self.passes_to_mount_point(&stack) {
                     continue;
                 }
                 if is_last {
-                    inode = None;
+                    node = None;
                     break;
                 }
                 return Err(FilesError::NotFound(device_path));
             };
-            let metadata = ext.metadata(ino).map_err(|source| FilesError::Ext {
-                path: device_path.clone(),
-                partition: super::partition_name(&partition),
-                source,
-            })?;
-            match metadata.kind {
-                FileKind::Symlink if !is_last || follow_last => {
+            match (file_kind, &found_node) {
+                (FileKind::Symlink, Node::Inode(ino)) if !is_last || follow_last => {
                     links_followed += 1;
                     if links_followed > MAX_SYMLINKS {
                         return Err(FilesError::TooManySymlinks(path.to_string()));
                     }
-                    let target = ext.read_link(ino).map_err(|source| FilesError::Ext {
+                    let OpenFilesystem::Ext(ext) = self.open(&partition, kind, &device_path)? else {
+                        return Err(FilesError::NotFound(device_path));
+                    };
+                    let target = ext.read_link(*ino).map_err(|source| FilesError::Ext {
                         path: device_path.clone(),
                         partition: super::partition_name(&partition),
                         source,
@@ -123,30 +116,29 @@ impl ImageFiles<'_> {
                     }
                     if pending.is_empty() {
                         // A link to "/" or "." names the directory reached so far.
-                        inode = None;
+                        node = None;
                     }
                 }
-                FileKind::Directory => inode = Some(ino),
+                (FileKind::Directory, _) => node = Some(found_node),
                 _ if !is_last => return Err(FilesError::NotADirectory(device_path)),
-                _ => inode = Some(ino),
+                _ => node = Some(found_node),
             }
         }
 
         let (mount, prefix) = self.mount(&stack);
         let device_path = join_components(&stack);
-        let (partition, partition_label) = self.slot(mount, rootfs, &device_path)?;
+        let (partition, partition_label, kind) = self.slot(mount, rootfs, &device_path)?;
         let inner = join_components(&stack[prefix..]);
-        let ext = self.open(&partition, &device_path)?;
-        if inner == "/" || inode.is_none() && stack.len() <= prefix {
-            inode = Some(InodeIndex::ROOT);
-        } else if inode.is_none() {
-            inode = ext.lookup(&inner).map_err(|source| FilesError::Ext {
-                path: device_path.clone(),
-                partition: super::partition_name(&partition),
-                source,
-            })?;
+        self.open(&partition, kind, &device_path)?;
+        let at_root = inner == "/" || node.is_none() && stack.len() <= prefix;
+        if at_root && kind == FilesystemKind::Ext {
+            node = Some(Node::Inode(InodeIndex::ROOT));
+        } else if at_root {
+            node = self.look_up(&partition, kind, "/", &device_path)?.map(|(found, _)| found);
+        } else if node.is_none() {
+            node = self.look_up(&partition, kind, &inner, &device_path)?.map(|(found, _)| found);
         }
-        let resolved = Resolved { partition, partition_label, mount, inner, device_path, inode };
+        let resolved = Resolved { partition, partition_label, mount, inner, device_path, node };
         if path.ends_with('/') {
             self.check_trailing_slash(path, &resolved, rootfs)?;
         }
@@ -161,17 +153,10 @@ impl ImageFiles<'_> {
         resolved: &Resolved,
         rootfs: RootfsSlot,
     ) -> Result<(), FilesError> {
-        let Some(ino) = resolved.inode else { return Ok(()) };
-        let ext = self.open(&resolved.partition, &resolved.device_path)?;
-        let kind = ext
-            .metadata(ino)
-            .map_err(|source| FilesError::Ext {
-                path: resolved.device_path.clone(),
-                partition: super::partition_name(&resolved.partition),
-                source,
-            })?
-            .kind;
-        match kind {
+        if resolved.node.is_none() {
+            return Ok(());
+        }
+        match self.metadata(resolved)?.kind {
             FileKind::Directory => Ok(()),
             FileKind::Symlink => self.resolve(path, true, rootfs).map(|_| ()),
             _ => Err(FilesError::NotADirectory(resolved.device_path.clone())),
