@@ -156,6 +156,7 @@ fn provisioned_image_has_no_warnings() {
     assert_eq!(fingerprint, openssl_fingerprint(&key, dir.path()));
     assert_eq!(report["device_key"]["key_type"], "RSA 2048");
     let mender = &report["mender"];
+    // provision --artifact-name writes artifact_info too, as mender-artifact modify -n does.
     assert_eq!(mender["artifact_name"]["artifact_info"], "release-1");
     assert_eq!(mender["artifact_name"]["store"], "release-1");
     assert_eq!(mender["device_type"]["value"], "qemux86-64");

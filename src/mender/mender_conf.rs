@@ -9,6 +9,9 @@
 //! member goes after the last one, with that member's line break, indentation and separator.
 //! A removed member takes its comma with it. Every other byte stays as it was, so keys keep
 //! their order and the file keeps its formatting.
+//!
+//! Keys are matched ignoring ASCII case, because Go's `json.Unmarshal` matches them
+//! case-insensitively: the client reads `"serverurl"` as `ServerURL`.
 
 use serde_json::Value;
 
@@ -53,6 +56,15 @@ struct Member {
     value_end: usize,
 }
 
+impl Member {
+    /// Returns true when the member's key names `key` for the client.
+    // NOTE: Go's EqualFold also folds non-ASCII letters (the Kelvin sign matches `k`), which no
+    // key of the client contains, so ASCII folding finds the same members in practice.
+    fn is(&self, key: &str) -> bool {
+        self.key.eq_ignore_ascii_case(key)
+    }
+}
+
 /// A parsed configuration file: its text and where each top-level member lies in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MenderConf {
@@ -92,28 +104,28 @@ impl MenderConf {
     /// Returns the value of `key`, the last one when the key appears more than once, as the
     /// client takes it.
     pub fn get(&self, key: &str) -> Option<Value> {
-        let member = self.members.iter().rev().find(|member| member.key == key)?;
+        let member = self.members.iter().rev().find(|member| member.is(key))?;
         serde_json::from_str(&self.text[member.value_start..member.value_end]).ok()
     }
 
     /// Returns true when the file contains `key`, whatever its value.
     pub fn contains(&self, key: &str) -> bool {
-        self.members.iter().any(|member| member.key == key)
+        self.members.iter().any(|member| member.is(key))
     }
 
-    /// Sets `key` to the string `value`. Every existing member of that name gets the new value
-    /// in place, and without one a member is added at the end. Returns false when the file
+    /// Sets `key` to the string `value`. Every existing member of that name, in any case, gets
+    /// the new value in place, and without one a member is added at the end. Returns false when the file
     /// already contained exactly that value.
     pub fn set_string(&mut self, key: &str, value: &str) -> bool {
         if self.get(key).as_ref().and_then(Value::as_str) == Some(value)
-            && self.members.iter().filter(|member| member.key == key).count() == 1
+            && self.members.iter().filter(|member| member.is(key)).count() == 1
         {
             return false;
         }
         let encoded = Value::String(value.to_string()).to_string();
 
         let mut text = self.text.clone();
-        let existing: Vec<&Member> = self.members.iter().filter(|member| member.key == key).collect();
+        let existing: Vec<&Member> = self.members.iter().filter(|member| member.is(key)).collect();
         if existing.is_empty() {
             let encoded_key = Value::String(key.to_string()).to_string();
             let (at, prefix, separator) = self.insertion_point();
@@ -128,10 +140,10 @@ impl MenderConf {
         true
     }
 
-    /// Removes every member named `key`. Returns false when there was none.
+    /// Removes every member named `key`, in any case. Returns false when there was none.
     pub fn remove(&mut self, key: &str) -> bool {
         let mut removed = false;
-        while let Some(index) = self.members.iter().position(|member| member.key == key) {
+        while let Some(index) = self.members.iter().position(|member| member.is(key)) {
             let span = self.member_span(index);
             let mut text = self.text.clone();
             text.replace_range(span, "");
@@ -394,6 +406,17 @@ mod tests {
         assert!(single.remove("A"));
         assert_eq!(text(&single), "{ }");
         assert!(!single.remove("A"));
+    }
+
+    #[test]
+    fn key_case_is_ignored_like_go() {
+        let mut conf = parse(r#"{"serverurl":"a","tenantToken":"t"}"#);
+
+        assert!(conf.contains(SERVER_URL_KEY));
+        conf.set_string(SERVER_URL_KEY, "b");
+        assert!(conf.remove(TENANT_TOKEN_KEY));
+
+        assert_eq!(text(&conf), r#"{"serverurl":"b"}"#);
     }
 
     #[test]

@@ -355,11 +355,11 @@ fn find<'a, V: VolumeMut>(
     name: &str,
     path: &str,
 ) -> Result<Option<DirEntry<'a, VolumeIo<V>>>, FatError> {
-    let wanted = fold_case(name);
+    let expected = fold_case(name);
     let mut seen = 0usize;
     for entry in directory.iter() {
         let entry = entry.map_err(|error| from_fatfs(error, path))?;
-        if fold_case(&entry.file_name()) == wanted || fold_case(&entry.short_file_name()) == wanted {
+        if fold_case(&entry.file_name()) == expected || fold_case(&entry.short_file_name()) == expected {
             return Ok(Some(entry));
         }
         seen += 1;
