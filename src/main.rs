@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mender_preauth::commands::{self, Cli, UsageError};
+use mender_preauth::commands::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         // A reader such as `head` that closes the pipe early wants no more output, so the run
         // ends quietly with status 0.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
-        Err(error) if error.chain().any(|cause| cause.is::<UsageError>()) => {
+        Err(error) if commands::is_usage_error(&error) => {
             eprintln!("mender-preauth: error: {}", one_line_message(&error));
             ExitCode::from(2)
         }

@@ -3,8 +3,26 @@
 //! their man pages.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::Args;
+
+use crate::commands::args::SectorSizeArg;
+
+/// Where a modifying file command writes the changed image, and how to read its partitions.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageWriteArgs {
+    /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.
+    /// NEW_IMAGE is compressed when its name ends in .gz, .xz, .zst or .bz2 and uncompressed
+    /// otherwise. Required for a compressed IMAGE. Without it IMAGE is changed in place.
+    #[arg(long, value_name = "NEW_IMAGE")]
+    pub output: Option<PathBuf>,
+
+    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
+    /// lies or at which size the MBR's partitions hold filesystems.
+    #[arg(long, value_enum, value_name = "BYTES")]
+    pub sector_size: Option<SectorSizeArg>,
+}
 
 /// Arguments of `ls`.
 #[derive(Debug, Clone, Args)]
@@ -59,6 +77,9 @@ pub struct CpArgs {
     /// receives the source under its own name.
     #[arg(value_name = "DST")]
     pub destination: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `install`.
@@ -86,6 +107,9 @@ pub struct InstallArgs {
     /// SRC IMAGE:/DST, or with -d IMAGE:/DIR.
     #[arg(value_name = "PATHS", num_args = 1..=2, required = true)]
     pub paths: Vec<OsString>,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `rm`.
@@ -102,6 +126,9 @@ pub struct RmArgs {
     /// File, link or directory to remove, as IMAGE:/PATH. A symbolic link is removed itself.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `mkdir`.
@@ -118,6 +145,9 @@ pub struct MkdirArgs {
     /// Directory to create, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `ln`.
@@ -139,6 +169,9 @@ pub struct LnArgs {
     /// Link to create, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/LINK")]
     pub link: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `chmod`.
@@ -156,6 +189,9 @@ pub struct ChmodArgs {
     /// File or directory to change, as IMAGE:/PATH; a symbolic link is followed.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `chown`.
@@ -178,4 +214,7 @@ pub struct ChownArgs {
     /// File or directory to change, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }

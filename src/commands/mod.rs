@@ -57,6 +57,16 @@ pub struct Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Tells whether `error` comes from a combination of arguments that cannot work, for exit
+/// status 2: a [`UsageError`], or a compressed image to be changed in place without --output.
+pub fn is_usage_error(error: &anyhow::Error) -> bool {
+    use crate::image::disk_image::ImageError;
+    error.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || matches!(cause.downcast_ref::<ImageError>(), Some(ImageError::CompressedInPlace { .. }))
+    })
+}
+
 /// One subcommand and its arguments.
 #[derive(Debug, Subcommand)]
 pub enum Command {
