@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::commands::args::{InspectArgs, SectorSizeArg};
 use crate::commands::output::{escape_control, print_line};
 use crate::fs::ext::Ext;
+use crate::image::compressed::Compression;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Volume;
 use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
@@ -24,7 +25,11 @@ const MAX_SHOWN_VALUE_LEN: usize = 200;
 #[derive(Debug, Serialize)]
 struct Report {
     image: String,
+    /// Decompressed size for a compressed image.
     size: u64,
+    /// Compression format of the image file (gzip, xz, zstd, bzip2); absent when uncompressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<&'static str>,
     partition_table: &'static str,
     sector_size: u64,
     partitions: Vec<PartitionReport>,
@@ -151,6 +156,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
     Ok(Report {
         image: path,
         size: image.file_len().with_context(|| image.path().display().to_string())?,
+        compression: image.compression().map(Compression::name),
         partition_table: image.table().kind.name(),
         sector_size: image.table().sector_size.bytes(),
         partitions: partitions.iter().map(partition_report).collect(),
@@ -275,8 +281,11 @@ fn render_text(report: &Report) -> String {
         "none" => "none".to_string(),
         kind => format!("{kind}, {}-byte sectors", report.sector_size),
     };
-    let mut lines =
-        vec![format!("image: {} ({} bytes, partition table: {table})", report.image, report.size)];
+    let size = match report.compression {
+        Some(compression) => format!("{compression}-compressed, {} bytes decompressed", report.size),
+        None => format!("{} bytes", report.size),
+    };
+    let mut lines = vec![format!("image: {} ({size}, partition table: {table})", report.image)];
     lines.extend(render_partitions(&report.partitions));
 
     match &report.target {

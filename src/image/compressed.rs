@@ -42,7 +42,8 @@ pub enum Compression {
 
 impl Compression {
     /// Every format, in the order their magic bytes are checked.
-    pub const ALL: [Compression; 4] = [Compression::Gzip, Compression::Xz, Compression::Zstd, Compression::Bzip2];
+    pub const ALL: [Compression; 4] =
+        [Compression::Gzip, Compression::Xz, Compression::Zstd, Compression::Bzip2];
 
     /// The format whose magic bytes `start` begins with. The magic numbers are those of the
     /// format specifications: 1F 8B (gzip), FD '7zXZ' 00 (xz), 28 B5 2F FD (zstd frame) and
@@ -195,7 +196,8 @@ pub fn decompress_sparse(input: &File, compression: Compression, output: &File) 
 
 /// Compresses all of `input` into `output` as `compression`, and syncs it.
 pub fn compress_file(input: &File, compression: Compression, output: File) -> io::Result<()> {
-    let mut reader = io::BufReader::with_capacity(CHUNK_LEN, FileFromStart { file: input.try_clone()?, offset: 0 });
+    let mut reader =
+        io::BufReader::with_capacity(CHUNK_LEN, FileFromStart { file: input.try_clone()?, offset: 0 });
     let output = compression.compress(&mut reader, output)?;
     output.sync_all()
 }
@@ -380,7 +382,8 @@ impl DecodeState {
     fn decode_next(&mut self) -> io::Result<usize> {
         let mut chunk = vec![0u8; CHUNK_LEN];
         let compression = self.compression;
-        let read = read_full(&mut self.decoder, &mut chunk).map_err(|error| decode_error(compression, error))?;
+        let read =
+            read_full(&mut self.decoder, &mut chunk).map_err(|error| decode_error(compression, error))?;
         if read == 0 {
             return Ok(0);
         }

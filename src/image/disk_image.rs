@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::image::compressed::{Compression, CompressedImage, compress_file, decompress_sparse};
+use crate::image::compressed::{CompressedImage, Compression, compress_file, decompress_sparse};
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError, SectorSize};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::undo_log::{self, Recovery, UndoError};
@@ -54,8 +54,8 @@ pub enum ImageError {
     #[error("{path}: {source}")]
     Recovery { path: PathBuf, source: UndoError },
     #[error(
-        "{path}: is a {} image, which cannot be changed in place; use --output NEW_IMAGE to write a \
-         changed copy (NEW_IMAGE ending in .{} keeps the compression)",
+        "{path}: is compressed with {} and cannot be changed in place; use --output NEW_IMAGE to \
+         write a changed copy (a NEW_IMAGE ending in .{} is compressed the same way)",
         compression.name(),
         compression.suffix()
     )]
@@ -281,9 +281,8 @@ impl DiskImage {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        let temporary_file = || {
-            tempfile::Builder::new().prefix(".mender-preauth-").suffix(".tmp").tempfile_in(directory)
-        };
+        let temporary_file =
+            || tempfile::Builder::new().prefix(".mender-preauth-").suffix(".tmp").tempfile_in(directory);
         let temporary = temporary_file().map_err(io_error)?;
 
         let method = match &self.compressed {
@@ -327,14 +326,14 @@ fn open_compressed(path: &Path, file: &File) -> Result<Option<CompressedImage>, 
     CompressedImage::open(path, file, compression).map(Some).map_err(io_error)
 }
 
-/// Returns [`ImageError::CompressedInPlace`] for a compressed image file, before anything
-/// opens it for writing.
-fn reject_compressed(path: &Path) -> Result<(), ImageError> {
-    let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(io_error)?;
-    match Compression::detect_file(&file).map_err(io_error)? {
-        Some(compression) => Err(ImageError::CompressedInPlace { path: path.to_path_buf(), compression }),
-        None => Ok(()),
+/// Returns [`ImageError::CompressedInPlace`] for a compressed image file, so that a command
+/// that would change it in place stops before it opens it or does any other work. A file that
+/// cannot be read passes, for the open that follows to report.
+pub fn reject_compressed(path: &Path) -> Result<(), ImageError> {
+    let Ok(file) = File::open(path) else { return Ok(()) };
+    match Compression::detect_file(&file) {
+        Ok(Some(compression)) => Err(ImageError::CompressedInPlace { path: path.to_path_buf(), compression }),
+        Ok(None) | Err(_) => Ok(()),
     }
 }
 

@@ -153,7 +153,7 @@ impl Volume for FileVolume<'_> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
-        self.file.read_image_at( buf, self.start + offset)?;
+        self.file.read_image_at(buf, self.start + offset)?;
         self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -162,7 +162,7 @@ impl Volume for FileVolume<'_> {
 impl VolumeMut for FileVolume<'_> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(offset, data.len(), self.len)?;
-        self.file.write_image_at( data, self.start + offset)
+        self.file.write_image_at(data, self.start + offset)
     }
 }
 

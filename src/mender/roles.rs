@@ -1,10 +1,9 @@
 //! Which partition plays which part in a Mender image, decided by content rather than by number:
 //! the boot partition, rootfs A and B, and the data partition that holds `/mender`.
 
-
-use crate::image::volume::ReadAt;
 use crate::fs::ext::{Ext, FileKind};
 use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable};
+use crate::image::volume::ReadAt;
 use crate::image::volume::{FileVolume, Volume};
 
 /// Bytes read from the start of a partition to tell an unformatted one from unknown content.

@@ -19,8 +19,8 @@ pub use listing::{run_cat, run_ls, run_stat};
 
 use crate::commands::args::SectorSizeArg;
 use crate::commands::file_args::{ChmodArgs, ChownArgs, ImageWriteArgs, LnArgs, MkdirArgs, RmArgs};
-use crate::commands::provision::check_output_path;
 use crate::commands::output::write_time;
+use crate::commands::provision::check_output_path;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::partition_table::Partition;
@@ -43,7 +43,8 @@ fn open_image(
         bail!("{image_path}: image {} does not exist", image_path.image.display());
     }
     let sector_size = sector_size.map(SectorSizeArg::sector_size);
-    DiskImage::open_with_sector_size(&image_path.image, access, sector_size).with_context(|| image_path.to_string())
+    DiskImage::open_with_sector_size(&image_path.image, access, sector_size)
+        .with_context(|| image_path.to_string())
 }
 
 /// Opens the image of `image_path` for a modifying command: for writing in place, or for
