@@ -129,8 +129,10 @@ partition. `..` never leaves the partition it is in. The boot partition can be r
 only when it holds ext2/3/4; FAT is not supported yet.
 
 Every change is planned in memory and then written to every changed partition in one
-all-or-nothing step, as provision does. Exit status: 0 on success, 1 on any error (the image is
-then unchanged), 2 on a usage error.";
+all-or-nothing step, as provision does, or with --output NEW_IMAGE to a copy. IMAGE may be
+compressed with gzip, xz, zstd or bzip2 (found by content); it is then read without being
+decompressed to disk, and changing it needs --output. Exit status: 0 on success, 1 on any error
+(the image is then unchanged), 2 on a usage error.";
 
 /// The --help epilogue of `cp`.
 const CP_HELP: &str = "\
@@ -186,7 +188,9 @@ it was provisioned and only printing the request failed), 2 on a usage error.";
 const INSPECT_JSON_SCHEMA: &str = "\
 With --json, one object:
   image            path as given
-  size             image size in bytes
+  size             image size in bytes (decompressed size for a compressed image)
+  compression      \"gzip\", \"xz\", \"zstd\" or \"bzip2\" for a compressed image file; absent
+                   for an uncompressed one
   partition_table  \"mbr\", \"gpt\" or \"none\" (a bare filesystem image)
   sector_size      logical sector size in bytes the table was read with: 512 or 4096 (512
                    for a bare filesystem image)

@@ -157,6 +157,14 @@ fn decode_error(compression: Compression, source: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{} data is corrupt: {cause}", compression.name()))
 }
 
+/// A chunk of zeros, to compare decoded chunks with.
+static ZEROS: [u8; CHUNK_LEN] = [0; CHUNK_LEN];
+
+/// Returns true when every byte of `data`, at most one chunk, is zero.
+fn is_zero(data: &[u8]) -> bool {
+    data == &ZEROS[..data.len()]
+}
+
 /// Reads up to `buf.len()` bytes, stopping early only at the end of the stream. Returns the
 /// number of bytes read.
 fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -184,7 +192,7 @@ pub fn decompress_sparse(input: &File, compression: Compression, output: &File) 
             break;
         }
         let data = &chunk[..read];
-        if data.iter().any(|&byte| byte != 0) {
+        if !is_zero(data) {
             output.write_all_at(data, offset)?;
         }
         offset += read as u64;
@@ -216,6 +224,8 @@ struct DecodeState {
     input: File,
     compression: Compression,
     decoder: Box<dyn Read + Send>,
+    /// The chunk being decoded.
+    buffer: Vec<u8>,
     /// Index of the next chunk the decoder returns.
     next_chunk: u64,
     /// One bit per chunk, set for a chunk whose bytes are all zero.
@@ -230,15 +240,64 @@ impl std::fmt::Debug for DecodeState {
         formatter
             .debug_struct("DecodeState")
             .field("next_chunk", &self.next_chunk)
-            .field("cached_bytes", &self.cache.bytes)
+            .field("cached_bytes", &self.cache.bytes())
             .field("restarts", &self.restarts)
             .finish()
     }
 }
 
-/// Non-zero chunks kept in memory, evicted least recently used first.
-#[derive(Default)]
+/// Non-zero chunks kept in memory in two tiers, each evicting its least recently used chunk
+/// first. Chunks a reader asked for (superblocks, inode tables, directories) go to the
+/// `requested` tier, so that decoding past hundreds of MiB of file data on the way to a later
+/// chunk, which fills the `passed` tier, does not push them out.
 struct ChunkCache {
+    requested: LruChunks,
+    passed: LruChunks,
+}
+
+impl Default for ChunkCache {
+    fn default() -> Self {
+        ChunkCache {
+            requested: LruChunks::new(REQUESTED_BUDGET),
+            passed: LruChunks::new(CACHE_BUDGET - REQUESTED_BUDGET),
+        }
+    }
+}
+
+/// Number of chunks at the start of an image kept as if requested: 1 MiB, which holds an MBR
+/// with its first extended boot records, or a GPT header with its entry array.
+const TABLE_CHUNKS: u64 = (1024 * 1024 / CHUNK_LEN) as u64;
+
+/// Part of [`CACHE_BUDGET`] kept for chunks that readers asked for.
+const REQUESTED_BUDGET: usize = CACHE_BUDGET / 4;
+
+impl ChunkCache {
+    /// Returns chunk `index` for a reader, moving it to the `requested` tier.
+    fn get(&mut self, index: u64) -> Option<&[u8]> {
+        if let Some(data) = self.passed.remove(index) {
+            self.requested.insert(index, data);
+        }
+        self.requested.get(index)
+    }
+
+    /// Keeps a chunk that the decoder passed. The chunks of the first [`TABLE_CHUNKS`] go to
+    /// the `requested` tier, because every command reads the partition table there first.
+    fn insert_passed(&mut self, index: u64, data: Vec<u8>) {
+        if index < TABLE_CHUNKS {
+            self.requested.insert(index, data);
+        } else if !self.requested.contains(index) {
+            self.passed.insert(index, data);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.requested.bytes + self.passed.bytes
+    }
+}
+
+/// Chunks up to a byte budget, evicted least recently used first.
+struct LruChunks {
+    budget: usize,
     chunks: HashMap<u64, (Vec<u8>, u64)>,
     /// Chunk indices by the tick of their last use.
     by_use: BTreeMap<u64, u64>,
@@ -246,7 +305,15 @@ struct ChunkCache {
     bytes: usize,
 }
 
-impl ChunkCache {
+impl LruChunks {
+    fn new(budget: usize) -> Self {
+        LruChunks { budget, chunks: HashMap::new(), by_use: BTreeMap::new(), tick: 0, bytes: 0 }
+    }
+
+    fn contains(&self, index: u64) -> bool {
+        self.chunks.contains_key(&index)
+    }
+
     fn get(&mut self, index: u64) -> Option<&[u8]> {
         self.tick += 1;
         let tick = self.tick;
@@ -257,8 +324,16 @@ impl ChunkCache {
         Some(data)
     }
 
+    fn remove(&mut self, index: u64) -> Option<Vec<u8>> {
+        let (data, last_use) = self.chunks.remove(&index)?;
+        self.by_use.remove(&last_use);
+        self.bytes -= data.len();
+        Some(data)
+    }
+
     fn insert(&mut self, index: u64, data: Vec<u8>) {
-        while self.bytes + data.len() > CACHE_BUDGET {
+        self.remove(index);
+        while self.bytes + data.len() > self.budget {
             let Some((_, oldest)) = self.by_use.pop_first() else { break };
             if let Some((evicted, _)) = self.chunks.remove(&oldest) {
                 self.bytes -= evicted.len();
@@ -267,10 +342,7 @@ impl ChunkCache {
         self.tick += 1;
         self.bytes += data.len();
         self.by_use.insert(self.tick, index);
-        if let Some((replaced, last_use)) = self.chunks.insert(index, (data, self.tick)) {
-            self.bytes -= replaced.len();
-            self.by_use.remove(&last_use);
-        }
+        self.chunks.insert(index, (data, self.tick));
     }
 }
 
@@ -284,6 +356,7 @@ impl CompressedImage {
             input,
             compression,
             decoder,
+            buffer: vec![0u8; CHUNK_LEN],
             next_chunk: 0,
             zero_chunks: Vec::new(),
             cache: ChunkCache::default(),
@@ -294,7 +367,7 @@ impl CompressedImage {
             "{}: {} image of {len} bytes decompressed; {} bytes of non-zero chunks cached",
             path.display(),
             compression.name(),
-            state.cache.bytes
+            state.cache.bytes()
         );
         Ok(CompressedImage { path: path.to_path_buf(), compression, len, state: Mutex::new(state) })
     }
@@ -380,19 +453,18 @@ impl DecodeState {
     /// Decodes the next chunk, recording it as zero or caching it. Returns its length, 0 at the
     /// end of the stream.
     fn decode_next(&mut self) -> io::Result<usize> {
-        let mut chunk = vec![0u8; CHUNK_LEN];
         let compression = self.compression;
-        let read =
-            read_full(&mut self.decoder, &mut chunk).map_err(|error| decode_error(compression, error))?;
+        let read = read_full(&mut self.decoder, &mut self.buffer)
+            .map_err(|error| decode_error(compression, error))?;
         if read == 0 {
             return Ok(0);
         }
-        chunk.truncate(read);
+        let chunk = &self.buffer[..read];
         let index = self.next_chunk;
-        if chunk.iter().all(|&byte| byte == 0) {
+        if is_zero(chunk) {
             self.mark_zero(index);
         } else {
-            self.cache.insert(index, chunk);
+            self.cache.insert_passed(index, chunk.to_vec());
         }
         self.next_chunk += 1;
         Ok(read)
