@@ -1,7 +1,7 @@
-//! Compressed images (`.sdimg.gz`, `.xz`, `.zst`, `.bz2`), compressed at test time with the real
-//! gzip, pigz, xz, zstd and bzip2: reading commands give the same bytes as on the uncompressed
-//! image, modifying commands need --output and write a copy that the real tool decompresses and
-//! e2fsck, debugfs and mender-artifact judge, and damaged archives fail with one line.
+//! Compressed images (`.sdimg.gz`, `.xz`, `.zst`, `.bz2`), made at test time with the real gzip,
+//! pigz, xz, zstd and bzip2. Reading commands must give the same bytes as on the uncompressed
+//! image. Modifying commands need --output, and the copy they write is decompressed by the real
+//! tool and judged by e2fsck, debugfs and mender-artifact. Damaged archives fail with one line.
 
 mod common;
 

@@ -27,8 +27,9 @@ use crate::image::volume::ReadAt;
 const CHUNK_LEN: usize = 64 * 1024;
 
 /// Maximum number of bytes of decompressed non-zero chunks kept in memory. Together with the
-/// decoder's own state (at most 64 MiB for an xz dictionary, usually 8 MiB) and one bit per
-/// chunk for the zero map, this bounds the memory a read of any image takes.
+/// decoder's own state and one bit per chunk for the zero map, this bounds the memory a read
+/// takes. NOTE: the decoder's state is set by the file: 64 MiB for the dictionary of `xz -9`,
+/// the largest preset, and up to 1.5 GiB for a custom xz dictionary, which liblzma accepts.
 pub const CACHE_BUDGET: usize = 128 * 1024 * 1024;
 
 /// A compression format of an image file.
@@ -79,7 +80,7 @@ impl Compression {
         Ok(Compression::detect(&start[..filled]))
     }
 
-    /// The format that the file name's suffix asks for (`.gz`, `.xz`, `.zst`, `.bz2`), or
+    /// The format that the file name's suffix selects (`.gz`, `.xz`, `.zst`, `.bz2`), or
     /// `None` for any other name, which means an uncompressed image.
     pub fn from_suffix(path: &Path) -> Option<Compression> {
         let extension = path.extension()?.to_str()?;
@@ -219,7 +220,7 @@ pub struct CompressedImage {
     state: Mutex<DecodeState>,
 }
 
-/// Where the decoder is, which chunks are zero and the cache of non-zero chunks.
+/// Decoder position, zero map and cache of non-zero chunks.
 struct DecodeState {
     input: File,
     compression: Compression,
@@ -247,9 +248,9 @@ impl std::fmt::Debug for DecodeState {
 }
 
 /// Non-zero chunks kept in memory in two tiers, each evicting its least recently used chunk
-/// first. Chunks a reader asked for (superblocks, inode tables, directories) go to the
-/// `requested` tier, so that decoding past hundreds of MiB of file data on the way to a later
-/// chunk, which fills the `passed` tier, does not push them out.
+/// first. Chunks a reader requested (superblocks, inode tables, directories) go to the
+/// `requested` tier. Decoding past hundreds of MiB of file data fills only the `passed` tier,
+/// so it does not push them out.
 struct ChunkCache {
     requested: LruChunks,
     passed: LruChunks,
@@ -264,8 +265,8 @@ impl Default for ChunkCache {
     }
 }
 
-/// Number of chunks at the start of an image kept as if requested: 1 MiB, which holds an MBR
-/// with its first extended boot records, or a GPT header with its entry array.
+/// Number of chunks at the start of an image kept as if requested: 1 MiB, which contains the
+/// MBR, or the protective MBR and the primary GPT header with its usual 16 KiB entry array.
 const TABLE_CHUNKS: u64 = (1024 * 1024 / CHUNK_LEN) as u64;
 
 /// Part of [`CACHE_BUDGET`] kept for chunks that readers asked for.
