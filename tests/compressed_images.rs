@@ -329,6 +329,37 @@ fn file_cp_output_keeps_compression() {
 }
 
 #[test]
+fn plain_image_output_is_compressed_by_suffix() {
+    let test = "plain_image_output_is_compressed_by_suffix";
+    if !require_all(test) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(work.path(), "device.sdimg", &[], test) else { return };
+    let image_hash = sha256_file(&image);
+    let host = work.path().join("motd");
+    std::fs::write(&host, b"compressed copy\n").unwrap();
+    let output = work.path().join("changed.sdimg.bz2");
+
+    cli_bytes(&[
+        "cp",
+        "--output",
+        output.to_str().unwrap(),
+        host.to_str().unwrap(),
+        &image_arg(&image, "/etc/motd"),
+    ]);
+
+    assert_eq!(sha256_file(&image), image_hash);
+    assert_eq!(&std::fs::read(&output).unwrap()[..3], b"BZh");
+    let plain = work.path().join("changed.sdimg");
+    decompress(&output, &FORMATS[4], &plain);
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), std::fs::metadata(&image).unwrap().len());
+    let rootfs = extract_partition(&plain, ROOTFS_A_PARTITION, &work.path().join("rootfs.ext4"));
+    e2fsck_clean(&rootfs);
+    assert_eq!(debugfs_cat(&rootfs, "/etc/motd"), b"compressed copy\n");
+}
+
+#[test]
 fn modifying_without_output_is_usage_error() {
     let test = "modifying_without_output_is_usage_error";
     if !require_all(test) {
