@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::commands::args::SectorSizeArg;
 
-/// Where a modifying file command writes the changed image, and how to read its partitions.
+/// Output path and sector size options of the modifying file commands.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ImageWriteArgs {
     /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.

@@ -182,7 +182,7 @@ fn copy_out(args: &CpArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.source)?;
     if let Some(output) = &args.write.output {
         return Err(UsageError(format!(
-            "--output {}: only a copy into an image changes the image; copying out of {} writes no new image",
+            "--output {}: applies only when copying into an image; copying out of {} changes no image, so leave --output out",
             output.display(),
             image_path.image.display()
         ))

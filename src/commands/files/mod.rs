@@ -128,6 +128,7 @@ pub fn run_rm(args: &RmArgs) -> anyhow::Result<()> {
     let output = args.write.output.as_deref();
     let targets = match files.remove(&image_path.path, args.recursive, time) {
         Ok(targets) => targets,
+        Err(FilesError::NotFound(_)) if args.force && output.is_none() => return Ok(()),
         Err(FilesError::NotFound(_)) if args.force => {
             return commit(&image, files, &image_path, "nothing to remove", output);
         }
