@@ -469,3 +469,24 @@ impl Format {
         if self.program == "pigz" { "gzip" } else { self.program }
     }
 }
+
+#[test]
+fn copy_out_rejects_output() {
+    let work = tempfile::tempdir().unwrap();
+    let image = work.path().join("device.sdimg.gz");
+    std::fs::write(&image, b"not read").unwrap();
+    let output = work.path().join("new.sdimg");
+
+    let run = run_cli([
+        "cp",
+        "--output",
+        output.to_str().unwrap(),
+        &image_arg(&image, "/etc/hostname"),
+        work.path().join("hostname").to_str().unwrap(),
+    ]);
+
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("applies only when copying into an image"), "{}", run.stderr);
+    assert!(!output.exists());
+    assert!(!work.path().join("hostname").exists());
+}
