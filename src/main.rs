@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mender_preauth::commands::{self, Cli, UsageError, WarningsFound};
+use mender_preauth::commands::{self, Cli, WarningsFound};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             eprintln!("mender-preauth: {error}");
             ExitCode::from(WarningsFound::EXIT_CODE)
         }
-        Err(error) if error.chain().any(|cause| cause.is::<UsageError>()) => {
+        Err(error) if commands::is_usage_error(&error) => {
             eprintln!("mender-preauth: error: {}", one_line_message(&error));
             ExitCode::from(2)
         }

@@ -150,7 +150,7 @@ pub struct RequestArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ProvisionArgs {
     /// Disk image (.sdimg, .biosimg: MBR; .uefiimg, .gptimg: GPT) or bare ext2/3/4 data
-    /// filesystem (.dataimg, .ext4).
+    /// filesystem (.dataimg, .ext4), possibly compressed with gzip, xz, zstd or bzip2.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
@@ -178,7 +178,9 @@ pub struct ProvisionArgs {
 
     /// Write the provisioned image to this path and leave IMAGE unchanged; holes stay holes.
     /// NEW_IMAGE gets IMAGE's permission bits for its owner only (0600 for a 0644 image),
-    /// because it contains the private key. Without --output IMAGE is changed in place.
+    /// because it contains the private key. NEW_IMAGE is compressed when its name ends in .gz,
+    /// .xz, .zst or .bz2 and uncompressed otherwise. Required for a compressed IMAGE. Without
+    /// --output IMAGE is changed in place.
     #[arg(short, long, value_name = "NEW_IMAGE")]
     pub output: Option<PathBuf>,
 
@@ -336,7 +338,8 @@ impl RecordsArgs {
 /// Arguments of `inspect`.
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// Disk image (MBR or GPT) or bare ext2/3/4 filesystem image.
+    /// Disk image (MBR or GPT) or bare ext2/3/4 filesystem image, possibly compressed with gzip,
+    /// xz, zstd or bzip2 (found by content, read without decompressing to disk).
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
 
@@ -398,7 +401,8 @@ pub struct StoreImageArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreWriteArgs {
     /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.
-    /// Without it IMAGE is changed in place.
+    /// NEW_IMAGE is compressed when its name ends in .gz, .xz, .zst or .bz2 and uncompressed
+    /// otherwise. Required for a compressed IMAGE. Without it IMAGE is changed in place.
     #[arg(short, long, value_name = "NEW_IMAGE")]
     pub output: Option<PathBuf>,
 

@@ -3,10 +3,26 @@
 //! their man pages.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::commands::args::BmapArgs;
+use crate::commands::args::{BmapArgs, SectorSizeArg};
+
+/// Output path and sector size options of the modifying file commands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageWriteArgs {
+    /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.
+    /// NEW_IMAGE is compressed when its name ends in .gz, .xz, .zst or .bz2 and uncompressed
+    /// otherwise. Required for a compressed IMAGE. Without it IMAGE is changed in place.
+    #[arg(long, value_name = "NEW_IMAGE")]
+    pub output: Option<PathBuf>,
+
+    /// Logical sector size of IMAGE in bytes, instead of detecting it from where the GPT header
+    /// lies or at which size the MBR's partitions hold filesystems.
+    #[arg(long, value_enum, value_name = "BYTES")]
+    pub sector_size: Option<SectorSizeArg>,
+}
 
 /// Arguments of `ls`.
 #[derive(Debug, Clone, Args)]
@@ -64,6 +80,9 @@ pub struct CpArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `install`.
@@ -94,6 +113,9 @@ pub struct InstallArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `rm`.
@@ -113,6 +135,9 @@ pub struct RmArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `mkdir`.
@@ -132,6 +157,9 @@ pub struct MkdirArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `ln`.
@@ -156,6 +184,9 @@ pub struct LnArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `chmod`.
@@ -176,6 +207,9 @@ pub struct ChmodArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }
 
 /// Arguments of `chown`.
@@ -201,4 +235,7 @@ pub struct ChownArgs {
 
     #[command(flatten)]
     pub bmap: BmapArgs,
+
+    #[command(flatten)]
+    pub write: ImageWriteArgs,
 }

@@ -59,6 +59,16 @@ pub struct Cli {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// Tells whether `error` comes from a combination of arguments that cannot work, for exit
+/// status 2: a [`UsageError`], or a compressed image to be changed in place without --output.
+pub fn is_usage_error(error: &anyhow::Error) -> bool {
+    use crate::image::disk_image::ImageError;
+    error.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || matches!(cause.downcast_ref::<ImageError>(), Some(ImageError::CompressedInPlace { .. }))
+    })
+}
+
 /// One subcommand and its arguments. One value exists per run, so its size does not matter.
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)]
@@ -124,10 +134,12 @@ chown and install -o/-g fail there, install -m and mkdir -m drop the mode, and l
 and owner 0:0 (0555 for read-only files). FAT times are stored as UTC.
 
 Every change is planned in memory and then written to every changed partition in one
-all-or-nothing step, as provision does. A block map for bmaptool next to the image (IMAGE.bmap)
-is then rewritten to match, unless --no-bmap is given. Exit status: 0 on success, 1 on any error
-(the image is then unchanged, unless the message says it was written and only its block map was
-not), 2 on a usage error.";
+all-or-nothing step, as provision does, or with --output NEW_IMAGE to a copy. A block map for
+bmaptool next to the image (IMAGE.bmap) is then rewritten to match, or written as
+NEW_IMAGE.bmap, unless --no-bmap is given. IMAGE may be compressed with gzip, xz, zstd or bzip2
+(found by content); it is then read without being decompressed to disk, and changing it needs
+--output. Exit status: 0 on success, 1 on any error (the image is then unchanged, unless the
+message says it was written and only its block map was not), 2 on a usage error.";
 
 /// The --help epilogue of `cp`.
 const CP_HELP: &str = "\

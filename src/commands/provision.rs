@@ -13,7 +13,7 @@ use crate::commands::provision_config as config;
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::bmap;
-use crate::image::disk_image::{Access, DiskImage, same_file};
+use crate::image::disk_image::{Access, DiskImage, reject_compressed, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::sparse_copy::CopyMethod;
 use crate::mender::data_partition::{
@@ -43,6 +43,9 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
     let xattr_policy = xattr_policy(&args.xattrs)?;
     let time = write_time()?;
     check_output_path(args.output.as_deref(), &args.image)?;
+    if access(args) == Access::ReadWrite {
+        reject_compressed(&args.image)?;
+    }
     let device_key = obtain_key(args)?;
     let request = args.request.request_json(&identity, &device_key.key.public_key())?;
     let key_files = generated_key_files(args, &device_key)?;

@@ -15,7 +15,7 @@ use crate::commands::provision::{
     FoundTarget, Tense, check_output_path, commit, describe_store_change, find_target, store_policy,
 };
 use crate::fs::ext::Ext;
-use crate::image::disk_image::{Access, DiskImage};
+use crate::image::disk_image::{Access, DiskImage, reject_compressed};
 use crate::image::volume::Staged;
 use crate::mender::data_partition::{self, STORE_PATH, StoreChange, StorePolicy, XattrPolicy};
 use crate::mender::provides::parse_provides;
@@ -144,6 +144,9 @@ fn check_value(key: &str, value: &[u8]) -> anyhow::Result<()> {
 }
 
 fn delete(args: &StoreDeleteArgs) -> anyhow::Result<()> {
+    if args.write.output.is_none() && !args.write.dry_run {
+        reject_compressed(&args.image.image)?;
+    }
     if read_records(&args.image)?.is_none() {
         bail!(
             "{}: there is no {STORE_PATH} on the data partition, so no record to delete",

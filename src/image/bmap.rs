@@ -483,8 +483,17 @@ impl PendingMap {
 }
 
 /// Prepares the map of `written` unless `skip` (--no-bmap) is set; see [`prepare`].
+/// A compressed `written` image gets no map: bmaptool maps the decompressed image, which this
+/// tool does not write to disk.
 pub fn prepare_unless(skip: bool, source: &Path, written: &Path) -> Result<Option<PendingMap>, BmapError> {
-    if skip { Ok(None) } else { prepare(source, written) }
+    if skip {
+        return Ok(None);
+    }
+    if let Some(compression) = crate::image::compressed::Compression::from_suffix(written) {
+        log::debug!("{}: {} output, so no block map is written", written.display(), compression.name());
+        return Ok(None);
+    }
+    prepare(source, written)
 }
 
 /// Writes a prepared map after the image `written` was written, and logs the result. The

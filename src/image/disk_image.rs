@@ -7,10 +7,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::image::compressed::{CompressedImage, Compression, compress_file, decompress_sparse};
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError, SectorSize};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::undo_log::{self, Recovery, UndoError};
-use crate::image::volume::{FileRange, FileVolume};
+use crate::image::volume::{FileRange, FileVolume, ReadAt};
 
 /// Access mode of an opened image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,13 @@ pub enum ImageError {
     HalfWritten { path: PathBuf, log: PathBuf, write_error: io::Error, rollback_error: UndoError },
     #[error("{path}: {source}")]
     Recovery { path: PathBuf, source: UndoError },
+    #[error(
+        "{path}: is compressed with {} and cannot be changed in place; use --output NEW_IMAGE to \
+         write a changed copy (a NEW_IMAGE ending in .{} is compressed the same way)",
+        compression.name(),
+        compression.suffix()
+    )]
+    CompressedInPlace { path: PathBuf, compression: Compression },
 }
 
 /// A disk image opened for reading or for modification in place.
@@ -63,6 +71,8 @@ pub enum ImageError {
 pub struct DiskImage {
     path: PathBuf,
     file: File,
+    /// The decompressed bytes of a compressed image file; `None` for an uncompressed one.
+    compressed: Option<CompressedImage>,
     table: PartitionTable,
     access: Access,
 }
@@ -83,6 +93,9 @@ impl DiskImage {
     ) -> Result<Self, ImageError> {
         let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
         check_file_type(path)?;
+        if access == Access::ReadWrite {
+            reject_compressed(path)?;
+        }
         recover_interrupted_run(path)?;
         let file = OpenOptions::new().read(true).write(access == Access::ReadWrite).open(path).map_err(
             |source| {
@@ -104,12 +117,17 @@ impl DiskImage {
             Err(TryLockError::Error(source)) => return Err(io_error(source)),
         }
 
-        let table = PartitionTable::read(&file, sector_size)
+        let compressed = open_compressed(path, &file)?;
+        let bytes: &dyn ReadAt = match &compressed {
+            Some(compressed) => compressed,
+            None => &file,
+        };
+        let table = PartitionTable::read(bytes, sector_size)
             .map_err(|source| ImageError::Table { path: path.to_path_buf(), source })?;
         for warning in &table.warnings {
             log::warn!("{}: {warning}", path.display());
         }
-        Ok(DiskImage { path: path.to_path_buf(), file, table, access })
+        Ok(DiskImage { path: path.to_path_buf(), file, compressed, table, access })
     }
 
     /// Path the image was opened from.
@@ -122,19 +140,28 @@ impl DiskImage {
         &self.table
     }
 
-    /// The open file, for layers that read whole partitions.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The bytes of the image, decompressed if the file is compressed, for layers that read
+    /// whole partitions.
+    pub fn file(&self) -> &dyn ReadAt {
+        match &self.compressed {
+            Some(compressed) => compressed,
+            None => &self.file,
+        }
     }
 
-    /// Size of the image file in bytes.
+    /// The compression format of the image file, `None` for an uncompressed image.
+    pub fn compression(&self) -> Option<Compression> {
+        self.compressed.as_ref().map(CompressedImage::compression)
+    }
+
+    /// Size of the image in bytes, decompressed if the file is compressed.
     pub fn file_len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.file().image_len()
     }
 
     /// A read window onto `partition`.
     pub fn volume(&self, partition: &Partition) -> FileVolume<'_> {
-        FileVolume::new(&self.file, partition.start, partition.len)
+        FileVolume::new(self.file(), partition.start, partition.len)
     }
 
     /// Writes `writes` (offsets relative to `partition`) into this image, all or nothing: the
@@ -241,6 +268,11 @@ impl DiskImage {
     /// renamed over `destination` only when complete, so a failure leaves no partial file. The
     /// copy gets the source's permission bits for its owner only, because it contains a private
     /// key. An existing destination must be a regular file that no other run has locked.
+    ///
+    /// The copy is compressed when the destination's name ends in `.gz`, `.xz`, `.zst` or
+    /// `.bz2`, in that format, and uncompressed otherwise, whether or not this image is
+    /// compressed. A compressed copy is built from an uncompressed temporary file in the same
+    /// directory, which is removed afterwards.
     pub fn apply_to_copy(
         &self,
         partition: &Partition,
@@ -263,25 +295,59 @@ impl DiskImage {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        let temporary = tempfile::Builder::new()
-            .prefix(".mender-preauth-")
-            .suffix(".tmp")
-            .tempfile_in(directory)
-            .map_err(io_error)?;
+        let temporary_file =
+            || tempfile::Builder::new().prefix(".mender-preauth-").suffix(".tmp").tempfile_in(directory);
+        let temporary = temporary_file().map_err(io_error)?;
 
-        let method = copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?;
+        let method = match &self.compressed {
+            Some(compressed) => {
+                decompress_sparse(&self.file, compressed.compression(), temporary.as_file())
+                    .map_err(|source| ImageError::Io { path: self.path.clone(), source })?;
+                CopyMethod::DataRanges
+            }
+            None => copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?,
+        };
         let no_copies = BTreeMap::new();
         for (partition, writes) in changes {
             let change = PartitionWrites { partition: *partition, writes, copies: &no_copies };
             write_ranges(temporary.as_file(), &change, &mut 0).map_err(io_error)?;
         }
         temporary.as_file().sync_data().map_err(io_error)?;
+
+        let finished = match Compression::from_suffix(destination) {
+            Some(compression) => {
+                let compressed = temporary_file().map_err(io_error)?;
+                compress_file(temporary.as_file(), compression, compressed.reopen().map_err(io_error)?)
+                    .map_err(io_error)?;
+                compressed
+            }
+            None => temporary,
+        };
         // The copy contains a private key, so only the owner keeps the source's permission bits.
         let source_mode = self.file.metadata().map_err(io_error)?.permissions().mode();
         let mode = source_mode & 0o700;
-        temporary.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
-        temporary.persist(destination).map_err(|error| io_error(error.error))?;
+        finished.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io_error)?;
+        finished.persist(destination).map_err(|error| io_error(error.error))?;
         Ok(method)
+    }
+}
+
+/// Detects a compressed image file and decompresses it once for reading (see
+/// [`CompressedImage`]).
+fn open_compressed(path: &Path, file: &File) -> Result<Option<CompressedImage>, ImageError> {
+    let io_error = |source| ImageError::Io { path: path.to_path_buf(), source };
+    let Some(compression) = Compression::detect_file(file).map_err(io_error)? else { return Ok(None) };
+    CompressedImage::open(path, file, compression).map(Some).map_err(io_error)
+}
+
+/// Returns [`ImageError::CompressedInPlace`] for a compressed image file, so that a command
+/// that would change it in place stops before it opens it or does any other work. A file that
+/// cannot be read passes, for the open that follows to report.
+pub fn reject_compressed(path: &Path) -> Result<(), ImageError> {
+    let Ok(file) = File::open(path) else { return Ok(()) };
+    match Compression::detect_file(&file) {
+        Ok(Some(compression)) => Err(ImageError::CompressedInPlace { path: path.to_path_buf(), compression }),
+        Ok(None) | Err(_) => Ok(()),
     }
 }
 

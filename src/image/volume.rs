@@ -92,11 +92,38 @@ fn check_range(offset: u64, len: usize, volume_len: u64) -> io::Result<()> {
     }
 }
 
-/// A window of `len` bytes starting at `start` inside a file: one partition of a disk image, or
-/// the whole file for a bare filesystem image.
+/// Positioned access to the bytes of a whole image: an image file, or the decompressed bytes of
+/// a compressed image file.
+pub trait ReadAt: std::fmt::Debug + Sync {
+    /// Fills `buf` from `offset`; reading past the end is an `UnexpectedEof` error.
+    fn read_image_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+
+    /// Length of the image in bytes.
+    fn image_len(&self) -> io::Result<u64>;
+
+    /// Writes all of `data` at `offset`; an image that cannot be changed in place returns an error.
+    fn write_image_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_image_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn image_len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn write_image_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, data, offset)
+    }
+}
+
+/// A window of `len` bytes starting at `start` inside an image: one partition of a disk image,
+/// or the whole image for a bare filesystem image.
 #[derive(Debug)]
 pub struct FileVolume<'a> {
-    file: &'a File,
+    file: &'a dyn ReadAt,
     start: u64,
     len: u64,
     bytes_read: AtomicU64,
@@ -104,7 +131,7 @@ pub struct FileVolume<'a> {
 
 impl<'a> FileVolume<'a> {
     /// Creates a window over `file`; the caller has checked that the window lies inside the file.
-    pub fn new(file: &'a File, start: u64, len: u64) -> Self {
+    pub fn new(file: &'a dyn ReadAt, start: u64, len: u64) -> Self {
         FileVolume { file, start, len, bytes_read: AtomicU64::new(0) }
     }
 
@@ -126,7 +153,7 @@ impl Volume for FileVolume<'_> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(offset, buf.len(), self.len)?;
-        self.file.read_exact_at(buf, self.start + offset)?;
+        self.file.read_image_at(buf, self.start + offset)?;
         self.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -135,7 +162,7 @@ impl Volume for FileVolume<'_> {
 impl VolumeMut for FileVolume<'_> {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         check_range(offset, data.len(), self.len)?;
-        self.file.write_all_at(data, self.start + offset)
+        self.file.write_image_at(data, self.start + offset)
     }
 }
 

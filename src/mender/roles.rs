@@ -1,10 +1,9 @@
 //! Which partition plays which part in a Mender image, decided by content rather than by number:
 //! the boot partition, rootfs A and B, and the data partition that holds `/mender`.
 
-use std::fs::File;
-
 use crate::fs::ext::{Ext, FileKind};
 use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable};
+use crate::image::volume::ReadAt;
 use crate::image::volume::{FileVolume, Volume};
 
 /// Bytes read from the start of a partition to tell an unformatted one from unknown content.
@@ -122,7 +121,7 @@ pub enum DataPartitionError {
 
 /// Classifies every partition of `table` in `file`. Reading errors inside one partition make
 /// that partition `Unknown` rather than failing the whole image.
-pub fn classify(file: &File, table: &PartitionTable) -> std::io::Result<Vec<ClassifiedPartition>> {
+pub fn classify(file: &dyn ReadAt, table: &PartitionTable) -> std::io::Result<Vec<ClassifiedPartition>> {
     let mut classified = Vec::with_capacity(table.partitions.len());
     for partition in &table.partitions {
         let volume = FileVolume::new(file, partition.start, partition.len);

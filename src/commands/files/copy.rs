@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use walkdir::WalkDir;
 
 use super::{
-    commit, describe_targets, image_files, in_image, new_attrs, open_image, owners, parse_image_path,
-    parse_mode,
+    commit, describe_targets, image_files, in_image, new_attrs, open_for_change, open_image, owners,
+    parse_image_path, parse_mode,
 };
 use crate::commands::UsageError;
 use crate::commands::file_args::{CpArgs, InstallArgs};
@@ -158,7 +158,7 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
     }
     let host_file = if is_tree { None } else { Some(read_host_file(&args.source, &image_path.image)?) };
 
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let name = if args.source == "-" { None } else { source.file_name() };
     let destination = destination_in_image(&mut files, &image_path, name)?;
@@ -175,7 +175,7 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
             format!("copied {count} entries to {destination}")
         }
     };
-    commit(&image, files, &image_path, &done, &args.bmap)
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }
 
 /// Copies the host tree `source` to `destination` in the image, merging into existing
@@ -232,7 +232,15 @@ fn copy_tree_in(
 /// Copies a file or tree out of the image to the host.
 fn copy_out(args: &CpArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.source)?;
-    let image = open_image(&image_path, Access::ReadOnly)?;
+    if let Some(output) = &args.write.output {
+        return Err(UsageError(format!(
+            "--output {}: applies only when copying into an image; copying out of {} changes no image, so leave --output out",
+            output.display(),
+            image_path.image.display()
+        ))
+        .into());
+    }
+    let image = open_image(&image_path, Access::ReadOnly, args.write.sector_size)?;
     let mut files = image_files(&image, &image_path)?;
     let resolved = files.resolve_for_read(&image_path.path, true).map_err(in_image(&image_path))?;
     let metadata = files.metadata(&resolved).map_err(in_image(&image_path))?;
@@ -360,7 +368,7 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
     let host_file =
         if args.directory { None } else { Some(read_host_file(&args.paths[0], &image_path.image)?) };
 
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let destination = match &host_file {
         None => image_path.path.clone(),
@@ -393,5 +401,5 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }
     };
-    commit(&image, files, &image_path, &done, &args.bmap)
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }

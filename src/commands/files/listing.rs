@@ -17,7 +17,7 @@ const MAX_LISTED_DIRECTORIES: usize = 1 << 20;
 /// `ls [-l] [-R] IMAGE:/PATH`.
 pub fn run_ls(args: &LsArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let image = open_image(&image_path, Access::ReadOnly)?;
+    let image = open_image(&image_path, Access::ReadOnly, None)?;
     let mut files = image_files(&image, &image_path)?;
     let resolved = files.resolve_for_read(&image_path.path, true).map_err(in_image(&image_path))?;
     let metadata = files.metadata(&resolved).map_err(in_image(&image_path))?;
@@ -145,7 +145,7 @@ fn long_line(
 /// `cat IMAGE:/PATH`.
 pub fn run_cat(args: &CatArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let image = open_image(&image_path, Access::ReadOnly)?;
+    let image = open_image(&image_path, Access::ReadOnly, None)?;
     let mut files = image_files(&image, &image_path)?;
     let resolved = files.resolve_for_read(&image_path.path, true).map_err(in_image(&image_path))?;
     let stdout = std::io::stdout();
@@ -160,7 +160,7 @@ pub fn run_cat(args: &CatArgs) -> anyhow::Result<()> {
 /// `stat [-L] IMAGE:/PATH`.
 pub fn run_stat(args: &StatArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let image = open_image(&image_path, Access::ReadOnly)?;
+    let image = open_image(&image_path, Access::ReadOnly, None)?;
     let mut files = image_files(&image, &image_path)?;
     let resolved =
         files.resolve_for_read(&image_path.path, args.dereference).map_err(in_image(&image_path))?;

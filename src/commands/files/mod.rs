@@ -8,7 +8,9 @@ mod listing;
 mod mode;
 mod owners;
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::path::Path;
 
 use anyhow::{Context, bail};
 
@@ -16,12 +18,14 @@ pub use copy::{run_cp, run_install};
 pub use listing::{run_cat, run_ls, run_stat};
 
 use crate::commands::UsageError;
-use crate::commands::args::BmapArgs;
-use crate::commands::file_args::{ChmodArgs, ChownArgs, LnArgs, MkdirArgs, RmArgs};
+use crate::commands::args::{BmapArgs, SectorSizeArg};
+use crate::commands::file_args::{ChmodArgs, ChownArgs, ImageWriteArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
+use crate::commands::provision::check_output_path;
 use crate::fs::ext::{FileKind, Metadata, NewAttrs, SetAttrs};
 use crate::image::bmap;
 use crate::image::disk_image::{Access, DiskImage, PlannedChange};
+use crate::image::partition_table::Partition;
 use crate::mender::image_files::{FilesError, ImageFiles, Resolved};
 use crate::mender::image_path::ImagePath;
 use mode::ModeChange;
@@ -32,11 +36,25 @@ fn parse_image_path(argument: &OsStr) -> anyhow::Result<ImagePath> {
 }
 
 /// Opens the image of `image_path`, naming IMAGE:/PATH in any error.
-fn open_image(image_path: &ImagePath, access: Access) -> anyhow::Result<DiskImage> {
+fn open_image(
+    image_path: &ImagePath,
+    access: Access,
+    sector_size: Option<SectorSizeArg>,
+) -> anyhow::Result<DiskImage> {
     if !image_path.image.exists() {
         bail!("{image_path}: image {} does not exist", image_path.image.display());
     }
-    DiskImage::open(&image_path.image, access).with_context(|| image_path.to_string())
+    let sector_size = sector_size.map(SectorSizeArg::sector_size);
+    DiskImage::open_with_sector_size(&image_path.image, access, sector_size)
+        .with_context(|| image_path.to_string())
+}
+
+/// Opens the image of `image_path` for a modifying command: for writing in place, or for
+/// reading only when the change goes to a copy at --output.
+fn open_for_change(image_path: &ImagePath, write: &ImageWriteArgs) -> anyhow::Result<DiskImage> {
+    check_output_path(write.output.as_deref(), &image_path.image)?;
+    let access = if write.output.is_some() { Access::ReadOnly } else { Access::ReadWrite };
+    open_image(image_path, access, write.sector_size)
 }
 
 /// Finds the partitions of an opened image.
@@ -44,15 +62,26 @@ fn image_files<'a>(image: &'a DiskImage, image_path: &ImagePath) -> anyhow::Resu
     ImageFiles::new(image).with_context(|| format!("{image_path}: reading partitions"))
 }
 
-/// Writes every planned change to the image in one all-or-nothing step, logs what changed, and
-/// then rewrites the block map next to the image unless `bmap` says not to.
+/// Writes every planned change to the image in one all-or-nothing step, or to a copy at
+/// `output` (written even when nothing changed), logs what changed, and then rewrites the block
+/// map next to the written image unless `bmap` says not to.
 fn commit(
     image: &DiskImage,
     files: ImageFiles,
     image_path: &ImagePath,
     done: &str,
+    output: Option<&Path>,
     bmap: &BmapArgs,
 ) -> anyhow::Result<()> {
+    if let Some(output) = output {
+        let (changes, _) = files.into_writes().with_context(|| image_path.to_string())?;
+        let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
+            changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
+        let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), output)?;
+        image.apply_all_to_copy(&refs, output).with_context(|| image_path.to_string())?;
+        log::info!("{image_path}: {done}, written to {}", output.display());
+        return bmap::finish(pending_map, output);
+    }
     let (changes, names) = files.into_writes_with_copies().with_context(|| image_path.to_string())?;
     if changes.is_empty() {
         log::info!("{image_path}: {done}; nothing needed to change");
@@ -105,53 +134,53 @@ fn describe_targets(targets: &[Resolved]) -> String {
 /// `rm [-r] [-f] IMAGE:/PATH`.
 pub fn run_rm(args: &RmArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let time = write_time()?;
+    let output = args.write.output.as_deref();
     let targets = match files.remove(&image_path.path, args.recursive, time) {
         Ok(targets) => targets,
-        Err(FilesError::NotFound(_)) if args.force => return Ok(()),
+        Err(FilesError::NotFound(_)) if args.force && output.is_none() => return Ok(()),
+        Err(FilesError::NotFound(_)) if args.force => {
+            return commit(&image, files, &image_path, "nothing to remove", output, &args.bmap);
+        }
         Err(error) => return Err(in_image(&image_path)(error)),
     };
-    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)), &args.bmap)
+    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)), output, &args.bmap)
 }
 
 /// `mkdir [-p] [-m MODE] IMAGE:/PATH`.
 pub fn run_mkdir(args: &MkdirArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
     let mode = parse_mode(&args.mode)?;
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let attrs = new_attrs(mode, 0, 0)?;
     let targets = files.create_dir(&image_path.path, &attrs, args.parents).map_err(in_image(&image_path))?;
-    commit(&image, files, &image_path, &format!("created {}", describe_targets(&targets)), &args.bmap)
+    let done = format!("created {}", describe_targets(&targets));
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }
 
 /// `ln -s [-f] TARGET IMAGE:/LINK`.
 pub fn run_ln(args: &LnArgs) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let image_path = parse_image_path(&args.link)?;
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let attrs = new_attrs(0o777, 0, 0)?;
     let target = args.target.as_bytes();
     let targets =
         files.symlink(&image_path.path, target, &attrs, args.force).map_err(in_image(&image_path))?;
     let shown = String::from_utf8_lossy(target);
-    commit(
-        &image,
-        files,
-        &image_path,
-        &format!("linked {} to {shown}", describe_targets(&targets)),
-        &args.bmap,
-    )
+    let done = format!("linked {} to {shown}", describe_targets(&targets));
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }
 
 /// `chmod [-R] MODE IMAGE:/PATH`.
 pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
     let change = ModeChange::parse(&args.mode).map_err(|error| UsageError(error.to_string()))?;
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let time = write_time()?;
     // Symbolic links found by -R keep their mode, as with chmod(1), which never changes links.
@@ -166,13 +195,13 @@ pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let targets =
         files.update_attrs(&image_path.path, true, args.recursive, &update).map_err(in_image(&image_path))?;
     let done = format!("changed the mode of {} ({})", describe_targets(&targets), args.mode);
-    commit(&image, files, &image_path, &done, &args.bmap)
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }
 
 /// `chown [--no-dereference] OWNER[:GROUP] IMAGE:/PATH`.
 pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
     let image_path = parse_image_path(&args.path)?;
-    let image = open_image(&image_path, Access::ReadWrite)?;
+    let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let (user, group) = match args.owner.split_once(':') {
         Some((user, group)) => (user, Some(group)),
@@ -191,13 +220,8 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
     let targets = files
         .update_attrs(&image_path.path, !args.no_dereference, args.recursive, &|_| attrs)
         .map_err(in_image(&image_path))?;
-    commit(
-        &image,
-        files,
-        &image_path,
-        &format!("changed the owner of {} to {}", describe_targets(&targets), args.owner),
-        &args.bmap,
-    )
+    let done = format!("changed the owner of {} to {}", describe_targets(&targets), args.owner);
+    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
 }
 
 #[cfg(test)]

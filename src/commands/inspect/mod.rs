@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::commands::args::{InspectArgs, SectorSizeArg};
 use crate::commands::output::print_line;
 use crate::fs::ext::Ext;
+use crate::image::compressed::Compression;
 use crate::image::disk_image::{Access, DiskImage};
 use crate::image::volume::Volume;
 use crate::mender::data_partition::{DEVICE_KEY_PATH, STORE_PATH};
@@ -36,7 +37,10 @@ const MAX_SHOWN_VALUE_LEN: usize = 200;
 struct Report {
     schema_version: u32,
     image: String,
+    /// Decompressed size for a compressed image.
     size: u64,
+    /// Compression format of the image file (gzip, xz, zstd, bzip2); null when uncompressed.
+    compression: Option<&'static str>,
     partition_table: &'static str,
     sector_size: u64,
     partitions: Vec<PartitionReport>,
@@ -195,6 +199,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
         schema_version: SCHEMA_VERSION,
         image: path,
         size: image.file_len().with_context(|| image.path().display().to_string())?,
+        compression: image.compression().map(Compression::name),
         partition_table: image.table().kind.name(),
         sector_size: image.table().sector_size.bytes(),
         partitions: partitions.iter().map(|partition| partition_report(image, partition)).collect(),

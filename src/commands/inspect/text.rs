@@ -12,8 +12,11 @@ pub(super) fn render_text(report: &Report) -> String {
         "none" => "none".to_string(),
         kind => format!("{kind}, {}-byte sectors", report.sector_size),
     };
-    let mut lines =
-        vec![format!("image: {} ({} bytes, partition table: {table})", report.image, report.size)];
+    let size = match report.compression {
+        Some(compression) => format!("{compression}-compressed, {} bytes decompressed", report.size),
+        None => format!("{} bytes", report.size),
+    };
+    let mut lines = vec![format!("image: {} ({size}, partition table: {table})", report.image)];
     lines.extend(render_partitions(&report.partitions));
 
     match &report.target {

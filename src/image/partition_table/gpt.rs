@@ -11,9 +11,8 @@
 //! fall back to the backup entry array when only the primary array is damaged. CRC32 comes from
 //! the `crc` crate, whose `CRC_32_ISO_HDLC` is the CRC32 the specification uses.
 
+use crate::image::volume::ReadAt;
 use std::fmt;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use super::mbr::{self, GPT_PROTECTIVE_TYPE};
 use super::{
@@ -171,7 +170,7 @@ struct Header {
 /// The image file and its sector size and last LBA, which locate the GPT structures.
 #[derive(Debug, Clone, Copy)]
 struct Layout<'a> {
-    file: &'a File,
+    file: &'a dyn ReadAt,
     sector_size: SectorSize,
     /// The image's last LBA, where the backup header normally is.
     last_lba: u64,
@@ -179,7 +178,7 @@ struct Layout<'a> {
 
 /// Returns the byte offset of a primary GPT header signature, at LBA 1 for 512-byte or for
 /// 4096-byte sectors, or `None` when neither contains one.
-pub(super) fn find_primary_header(file: &File, image_len: u64) -> std::io::Result<Option<u64>> {
+pub(super) fn find_primary_header(file: &dyn ReadAt, image_len: u64) -> std::io::Result<Option<u64>> {
     for size in [SectorSize::Bytes512, SectorSize::Bytes4096] {
         if has_signature(file, image_len, size.bytes())? {
             return Ok(Some(size.bytes()));
@@ -188,12 +187,12 @@ pub(super) fn find_primary_header(file: &File, image_len: u64) -> std::io::Resul
     Ok(None)
 }
 
-fn has_signature(file: &File, image_len: u64, offset: u64) -> std::io::Result<bool> {
+fn has_signature(file: &dyn ReadAt, image_len: u64, offset: u64) -> std::io::Result<bool> {
     if offset.saturating_add(SIGNATURE.len() as u64) > image_len {
         return Ok(false);
     }
     let mut bytes = [0u8; 8];
-    file.read_exact_at(&mut bytes, offset)?;
+    file.read_image_at(&mut bytes, offset)?;
     Ok(&bytes == SIGNATURE)
 }
 
@@ -201,7 +200,7 @@ fn has_signature(file: &File, image_len: u64, offset: u64) -> std::io::Result<bo
 /// else the size that [`detect_sector_size`] finds. Uses the primary GPT when it is valid, else
 /// the backup; fails when neither is.
 pub(super) fn read(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     first_sector: &[u8; 512],
     requested: Option<SectorSize>,
@@ -277,7 +276,7 @@ pub(super) fn read(
 fn truncation(layout: &Layout, image_len: u64) -> Result<Option<String>, PartitionTableError> {
     let sector_bytes = layout.sector_size.bytes();
     let mut sector = vec![0u8; sector_bytes as usize];
-    layout.file.read_exact_at(&mut sector, sector_bytes)?;
+    layout.file.read_image_at(&mut sector, sector_bytes)?;
     if &sector[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 8] != SIGNATURE {
         return Ok(None);
     }
@@ -342,7 +341,7 @@ impl From<std::io::Error> for Problem {
 /// at the last LBA), else the size of the protective MBR entry, which covers the whole disk in
 /// sectors. Falls back to 512.
 fn detect_sector_size(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     first_sector: &[u8; 512],
 ) -> Result<SectorSize, PartitionTableError> {
@@ -375,7 +374,7 @@ fn detect_sector_size(
 /// When the caller chose a sector size and a GPT header lies where the other size puts it,
 /// returns a sentence saying so, to append to an error.
 fn other_sector_size_hint(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     requested: Option<SectorSize>,
 ) -> Result<String, PartitionTableError> {
@@ -395,7 +394,7 @@ fn other_sector_size_hint(
 fn read_header(layout: &Layout, lba: u64, copy: Copy) -> Result<Header, Problem> {
     let sector_bytes = layout.sector_size.bytes();
     let mut sector = vec![0u8; sector_bytes as usize];
-    layout.file.read_exact_at(&mut sector, lba * sector_bytes)?;
+    layout.file.read_image_at(&mut sector, lba * sector_bytes)?;
     Ok(parse_header(&sector, lba, copy, layout)?)
 }
 
@@ -507,7 +506,7 @@ fn read_entries(layout: &Layout, header: &Header) -> Result<Vec<Partition>, Prob
     let sector_bytes = layout.sector_size.bytes();
     let entry_size = header.entry_size as usize;
     let mut array = vec![0u8; header.entry_count as usize * entry_size];
-    layout.file.read_exact_at(&mut array, header.entry_array_lba * sector_bytes)?;
+    layout.file.read_image_at(&mut array, header.entry_array_lba * sector_bytes)?;
     let computed_crc = CRC32.checksum(&array);
     if computed_crc != header.entry_array_crc {
         return Err(Problem::Invalid(format!(

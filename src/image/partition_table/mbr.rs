@@ -3,9 +3,8 @@
 //! and in the UEFI specification's "Legacy Master Boot Record" section; Linux's
 //! `block/partitions/msdos.c` shows that EBR links are relative to the extended partition.
 
-use std::fs::File;
+use crate::image::volume::ReadAt;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use super::{
     EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionName, PartitionTable, PartitionTableError,
@@ -83,7 +82,7 @@ pub(super) fn clear_protective_boot_flags(sector: &mut [u8; 512]) -> Vec<String>
 /// Reads an MBR partition table whose first sector is `first_sector`, with `requested` sectors
 /// or else the size that [`detect_sector_size`] finds.
 pub(super) fn read(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     first_sector: &[u8; 512],
     requested: Option<SectorSize>,
@@ -106,7 +105,7 @@ pub(super) fn read(
 }
 
 fn read_partitions(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     header: &mbrman::MBRHeader,
     sector_size: SectorSize,
@@ -148,7 +147,7 @@ fn read_partitions(
 /// every partition then still fits in the image. A tie, such as an image whose partitions are
 /// all unformatted or logical, is read with 512.
 fn detect_sector_size(
-    file: &File,
+    file: &dyn ReadAt,
     image_len: u64,
     header: &mbrman::MBRHeader,
 ) -> Result<SectorSize, PartitionTableError> {
@@ -184,12 +183,12 @@ fn detect_sector_size(
 }
 
 /// Returns true when an ext superblock or a FAT boot sector starts at byte `start`.
-fn holds_filesystem(file: &File, image_len: u64, start: u64) -> io::Result<bool> {
+fn holds_filesystem(file: &dyn ReadAt, image_len: u64, start: u64) -> io::Result<bool> {
     let read_at = |offset: u64, buf: &mut [u8]| -> io::Result<bool> {
         if start.saturating_add(offset).saturating_add(buf.len() as u64) > image_len {
             return Ok(false);
         }
-        file.read_exact_at(buf, start + offset)?;
+        file.read_image_at(buf, start + offset)?;
         Ok(true)
     };
 
@@ -213,7 +212,7 @@ fn holds_filesystem(file: &File, image_len: u64, start: u64) -> io::Result<bool>
 /// partition (its start relative to the EBR), entry 1 the next EBR (its start relative to the
 /// extended partition). The chain must move forward and stays inside the extended partition.
 fn read_logical_partitions(
-    file: &File,
+    file: &dyn ReadAt,
     extended: &Partition,
     image_len: u64,
     sector_size: SectorSize,
@@ -228,7 +227,7 @@ fn read_logical_partitions(
             return Err(invalid(format!("more than {MAX_LOGICAL_PARTITIONS} logical partitions")));
         }
         let mut sector = [0u8; 512];
-        file.read_exact_at(&mut sector, ebr_offset)?;
+        file.read_image_at(&mut sector, ebr_offset)?;
         if !has_boot_signature(&sector) {
             // An extended partition without an EBR in its first sector has no logical partitions.
             if partitions.is_empty() {
@@ -293,6 +292,8 @@ pub(super) fn to_partition(
 mod tests {
     use super::super::tests::image_with;
     use super::*;
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
 
     /// Builds an MBR sector with the given (type, start sector, sector count) entries.
     fn mbr_sector(entries: &[(u8, u32, u32)]) -> Vec<u8> {

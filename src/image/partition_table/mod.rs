@@ -6,10 +6,9 @@
 mod gpt;
 mod mbr;
 
+use crate::image::volume::ReadAt;
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 pub use gpt::{Guid, PartitionName};
 
@@ -163,13 +162,13 @@ impl PartitionTable {
     /// at byte 1024 makes a bare filesystem, and a GPT header alone makes GPT. `sector_size`
     /// overrides the detected sector size. Every partition is checked to lie inside the file and
     /// not to overlap another.
-    pub fn read(file: &File, sector_size: Option<SectorSize>) -> Result<Self, PartitionTableError> {
-        let len = file.metadata()?.len();
+    pub fn read(file: &dyn ReadAt, sector_size: Option<SectorSize>) -> Result<Self, PartitionTableError> {
+        let len = file.image_len()?;
         if len < MIN_IMAGE_LEN {
             return Err(PartitionTableError::TooSmall(len));
         }
         let mut first_sector = [0u8; 512];
-        file.read_exact_at(&mut first_sector, 0)?;
+        file.read_image_at(&mut first_sector, 0)?;
 
         if mbr::has_boot_signature(&first_sector) {
             if mbr::is_protective(&first_sector) {
@@ -205,9 +204,9 @@ impl PartitionTable {
     }
 }
 
-fn read_array<const N: usize>(file: &File, offset: u64) -> io::Result<[u8; N]> {
+fn read_array<const N: usize>(file: &dyn ReadAt, offset: u64) -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
-    file.read_exact_at(&mut bytes, offset)?;
+    file.read_image_at(&mut bytes, offset)?;
     Ok(bytes)
 }
 
