@@ -350,3 +350,48 @@ fn dangling_map_link_fails_before_writing() {
     assert!(run.stderr.contains(&message), "no error naming the link:\n{}", run.stderr);
     assert!(std::fs::read(&image).unwrap() == old_image, "the image changed although the run failed");
 }
+
+/// Compresses `image` with the real `xz` into `IMAGE.xz`, keeping `image`.
+fn xz_compressed(image: &Path, test: &str) -> Option<PathBuf> {
+    require_tools(&["xz"], test)?;
+    let status =
+        std::process::Command::new("xz").args(["-k", "-1", "-T1", path_str(image)]).status().unwrap();
+    assert!(status.success(), "xz failed");
+    let mut compressed = image.as_os_str().to_owned();
+    compressed.push(".xz");
+    Some(PathBuf::from(compressed))
+}
+
+#[test]
+fn compressed_source_uses_map_named_after_uncompressed_image() {
+    let test = "compressed_source_uses_map_named_after_uncompressed_image";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fixture_with_map(work.path(), test) else { return };
+    let Some(compressed) = xz_compressed(&image, test) else { return };
+    // Yocto deploys core-image.sdimg.xz beside core-image.sdimg.bmap.
+    std::fs::remove_file(&image).unwrap();
+    let output = work.path().join("device-0001.sdimg");
+
+    provision(&compressed, &["--output", path_str(&output)]).assert_success("provision --output");
+
+    assert_map_verifies(&output, &map_of(&output), work.path());
+}
+
+#[test]
+fn compressed_output_warns_about_its_stale_map() {
+    let test = "compressed_output_warns_about_its_stale_map";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fixture_with_map(work.path(), test) else { return };
+    let Some(compressed) = xz_compressed(&image, test) else { return };
+    let output = work.path().join("device-0001.sdimg.xz");
+    let stale = map_of(&output);
+    std::fs::copy(map_of(&image), &stale).unwrap();
+    let old_map = std::fs::read(&stale).unwrap();
+
+    let run = provision(&compressed, &["--output", path_str(&output)]);
+
+    run.assert_success("provision --output IMAGE.xz");
+    let warning = format!("{}: left as it was, so it no longer matches", stale.display());
+    assert!(run.stderr.contains(&warning), "{}", run.stderr);
+    assert_eq!(std::fs::read(&stale).unwrap(), old_map);
+}

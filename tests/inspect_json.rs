@@ -527,7 +527,7 @@ fn dumped_field(dump: &str, name: &str) -> String {
 }
 
 /// Runs the real Mender client on `main` and `fallback` and returns its debug dump of the loaded
-/// configuration, or `None` when it failed to load them.
+/// configuration, or `None` when it failed to load them or refused the merged result.
 fn client_configuration(main: &Path, fallback: &Path, data_dir: &Path) -> Option<String> {
     let mender = find_program("mender").expect("the test required mender");
     let mut command = std::process::Command::new(mender);
@@ -542,7 +542,10 @@ fn client_configuration(main: &Path, fallback: &Path, data_dir: &Path) -> Option
     command.args(["--data", path_str(data_dir), "show-artifact"]);
     let output = common::run_with_timeout(&mut command, common::COMMAND_TIMEOUT);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if stderr.contains("Error loading configuration from file") {
+    // The first: a file the client cannot decode; the second: Validate refusing the merged result.
+    if stderr.contains("Error loading configuration from file")
+        || stderr.contains("Both Servers AND ServerURL given")
+    {
         return None;
     }
     let line = stderr.lines().find(|line| line.contains("Loaded configuration = "));
@@ -556,7 +559,7 @@ fn config_merge_matches_mender_client() {
     let Some((image, _)) = provisioned(dir.path(), test) else { return };
     let Some(_) = require_tools(&["mender"], test) else { return };
     // (main /etc/mender/mender.conf, fallback /var/lib/mender/mender.conf)
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 8] = [
         (
             r#"{"ServerURL": "https://main", "TenantToken": ""}"#,
             r#"{"TenantToken": "data-token", "ServerURL": "https://data"}"#,
@@ -572,6 +575,8 @@ fn config_merge_matches_mender_client() {
         ),
         (r#"{"ServerURL": "https://main"}"#, r#"{"TenantToken": 42}"#),
         (r#"{"ServerURL": "#, "{}"),
+        (r#"{"Servers": [{"ServerURL": "https://a"}], "ServerURL": "https://e"}"#, "{}"),
+        (r#"{"Servers": [{"ServerURL": "https://a"}]}"#, r#"{"ServerURL": "https://data"}"#),
     ];
     let client_dir = dir.path().join("client-data");
     std::fs::create_dir(&client_dir).unwrap();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -112,6 +113,29 @@ fn provision_in_place_writes_key_and_empty_store() {
     assert_eq!((store_stat.mode, store_stat.uid, store_stat.gid), (0o600, 0, 0));
     assert_eq!(mdb_dump_records(&store_from(&data, dir.path())), Vec::<(String, String)>::new());
     assert!(!run.stderr.contains("BEGIN"), "stderr shows key material: {}", run.stderr);
+}
+
+#[test]
+fn character_device_takes_the_request_but_not_the_image() {
+    let test = "character_device_takes_the_request_but_not_the_image";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(dir.path(), "device.sdimg", &[], test) else { return };
+    let key = openssl_rsa_key(dir.path(), "device.pem");
+
+    // /dev/null cannot be synced (EINVAL); the request is still written there and the run succeeds.
+    let run = provision_with_key(&image, &key, &["--preauth-out", "/dev/null"]);
+
+    run.assert_success("provision --preauth-out /dev/null");
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+
+    // --output replaces its path with a new file, so a device there is refused before any write.
+    let run = provision_with_key(&image, &key, &["--output", "/dev/null"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.trim(),
+        "mender-preauth: error: /dev/null: is not a regular file; --output writes a new image file there"
+    );
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
 }
 
 #[test]

@@ -141,7 +141,13 @@ impl RequestArgs {
 /// so that an unwritable path fails the run while the image is still unchanged.
 pub enum LineOutput {
     Stdout,
-    File { path: PathBuf, file: File },
+    /// `regular` is false for a device, FIFO or socket such as `/dev/null` or `/dev/stdout`,
+    /// which is neither synced nor removed.
+    File {
+        path: PathBuf,
+        file: File,
+        regular: bool,
+    },
 }
 
 impl LineOutput {
@@ -151,7 +157,8 @@ impl LineOutput {
             None => Ok(LineOutput::Stdout),
             Some(path) => {
                 let file = File::create(path).with_context(|| path.display().to_string())?;
-                Ok(LineOutput::File { path: path.to_path_buf(), file })
+                let regular = file.metadata().with_context(|| path.display().to_string())?.is_file();
+                Ok(LineOutput::File { path: path.to_path_buf(), file, regular })
             }
         }
     }
@@ -163,15 +170,16 @@ impl LineOutput {
                 let mut stdout = std::io::stdout().lock();
                 writeln!(stdout, "{line}").and_then(|()| stdout.flush()).context("writing to stdout")
             }
-            LineOutput::File { path, mut file } => writeln!(file, "{line}")
-                .and_then(|()| file.sync_all())
+            LineOutput::File { path, mut file, regular } => writeln!(file, "{line}")
+                .and_then(|()| if regular { file.sync_all() } else { Ok(()) })
                 .with_context(|| path.display().to_string()),
         }
     }
 
-    /// Removes a file created by [`LineOutput::open`] when the run fails before writing to it.
+    /// Removes a regular file created by [`LineOutput::open`] when the run fails before writing
+    /// to it.
     pub fn discard(self) {
-        if let LineOutput::File { path, .. } = self {
+        if let LineOutput::File { path, regular: true, .. } = self {
             let _ = std::fs::remove_file(path);
         }
     }

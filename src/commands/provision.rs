@@ -13,6 +13,7 @@ use crate::commands::provision_config as config;
 use crate::commands::records::records_update;
 use crate::fs::ext::Ext;
 use crate::image::bmap;
+use crate::image::compressed::Compression;
 use crate::image::disk_image::{Access, DiskImage, reject_compressed, same_file};
 use crate::image::partition_table::Partition;
 use crate::image::sparse_copy::CopyMethod;
@@ -140,10 +141,23 @@ pub fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
 pub(super) fn check_output_path(output: Option<&Path>, image: &Path) -> anyhow::Result<()> {
     let Some(output) = output else { return Ok(()) };
     if same_file(output, image) {
-        bail!(
-            "{}: --output names the input image itself; leave --output out to change IMAGE in place",
+        let compressed =
+            std::fs::File::open(image).ok().and_then(|file| Compression::detect_file(&file).ok().flatten());
+        let hint = match compressed {
+            Some(_) => "give another path, because a compressed image cannot be changed in place",
+            None => "leave --output out to change IMAGE in place",
+        };
+        return Err(UsageError(format!(
+            "{}: --output names the input image itself; {hint}",
             output.display()
-        );
+        ))
+        .into());
+    }
+    if let Ok(metadata) = std::fs::metadata(output)
+        && !metadata.is_file()
+        && !metadata.is_dir()
+    {
+        bail!("{}: is not a regular file; --output writes a new image file there", output.display());
     }
     let directory = match output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,

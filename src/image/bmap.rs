@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::image::compressed::Compression;
 use crate::image::sparse_copy::{next_data, next_hole};
 
 /// Suffix Yocto gives the block map of an image: `core-image.sdimg.bmap`.
@@ -352,6 +353,14 @@ pub fn map_path(image: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Returns where Yocto puts the map of a compressed image: beside it, named after the
+/// uncompressed image (`core-image.sdimg.bmap` for `core-image.sdimg.xz`), as bmaptool also
+/// looks for it. `None` when the name has no compression suffix.
+pub fn stem_map_path(image: &Path) -> Option<PathBuf> {
+    Compression::from_suffix(image)?;
+    Some(map_path(&image.with_extension("")))
+}
+
 /// A map to write once the image has been written: where it goes, in which format, and the
 /// temporary file it is built in. Preparing it before the image is written makes an
 /// unwritable directory fail while the image is still unchanged.
@@ -375,10 +384,10 @@ pub struct PendingMap {
 /// or is not a block map is logged as a warning and replaced by a new one. A Yocto build deploys
 /// the map only for flashing the image, and a broken map cannot serve that.
 pub fn prepare(source: &Path, written: &Path) -> Result<Option<PendingMap>, BmapError> {
-    let source_map = map_path(source);
     let written_map = map_path(written);
-    let template = [&source_map, &written_map].into_iter().find(|path| path.symlink_metadata().is_ok());
-    let Some(template) = template.cloned() else { return Ok(None) };
+    let candidates = [Some(map_path(source)), stem_map_path(source), Some(written_map.clone())];
+    let template = candidates.into_iter().flatten().find(|path| path.symlink_metadata().is_ok());
+    let Some(template) = template else { return Ok(None) };
 
     let path = match written_map.symlink_metadata() {
         Ok(_) => resolve(&written_map)?,
@@ -489,8 +498,18 @@ pub fn prepare_unless(skip: bool, source: &Path, written: &Path) -> Result<Optio
     if skip {
         return Ok(None);
     }
-    if let Some(compression) = crate::image::compressed::Compression::from_suffix(written) {
-        log::debug!("{}: {} output, so no block map is written", written.display(), compression.name());
+    if Compression::from_suffix(written).is_some() {
+        for map in [Some(map_path(written)), stem_map_path(written)].into_iter().flatten() {
+            if map.symlink_metadata().is_ok() {
+                log::warn!(
+                    "{}: left as it was, so it no longer matches {}: block maps are written only \
+                     for uncompressed images (write an uncompressed --output, or run bmaptool create \
+                     on the decompressed image)",
+                    map.display(),
+                    written.display()
+                );
+            }
+        }
         return Ok(None);
     }
     prepare(source, written)
@@ -566,6 +585,15 @@ mod tests {
         assert!(parse_format(&MAP_2_0.replace("4096", "0")).is_err());
         assert!(parse_format(&MAP_2_0.replace("<BlockSize>", "<Block>")).is_err());
         assert!(parse_format(&MAP_2_0.replace("ChecksumType", "Checksum")).is_err());
+    }
+
+    #[test]
+    fn compressed_image_map_is_named_after_the_uncompressed_image() {
+        assert_eq!(
+            stem_map_path(Path::new("deploy/core-image.sdimg.xz")).unwrap(),
+            Path::new("deploy/core-image.sdimg.bmap")
+        );
+        assert_eq!(stem_map_path(Path::new("deploy/core-image.sdimg")), None);
     }
 
     #[test]

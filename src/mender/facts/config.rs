@@ -30,6 +30,8 @@ pub struct ConfigValues {
     /// `HttpsClient.Key`.
     pub https_client_key: Option<String>,
     pub device_type_file: Option<String>,
+    /// True when `Servers` is given (not absent or `null`), even as an empty list.
+    pub servers_given: bool,
 }
 
 impl ConfigValues {
@@ -60,6 +62,7 @@ impl ConfigValues {
                 .flatten(),
             https_client_key: https_client.map(|https| string_field(https, "Key")).transpose()?.flatten(),
             device_type_file: string_field(object, "DeviceTypeFile")?,
+            servers_given: !matches!(field(object, "Servers"), None | Some(Value::Null)),
         })
     }
 
@@ -75,7 +78,14 @@ impl ConfigValues {
             auth_private_key: pick(&main.auth_private_key, &fallback.auth_private_key),
             https_client_key: pick(&main.https_client_key, &fallback.https_client_key),
             device_type_file: pick(&main.device_type_file, &fallback.device_type_file),
+            servers_given: main.servers_given || fallback.servers_given,
         }
+    }
+
+    /// True when the merged configuration gives both `Servers` and a non-empty `ServerURL`,
+    /// which the client 3.4 refuses (`Validate` in `conf/config.go`).
+    pub fn servers_conflict(&self) -> bool {
+        self.servers_given && self.server_url.as_deref().is_some_and(|url| !url.is_empty())
     }
 
     /// Returns the server URL the client connects to: the first of `Servers` when given, else `ServerURL`.
@@ -192,6 +202,16 @@ mod tests {
         let merged = ConfigValues::merged(&main, &fallback);
         assert!(!merged.tenant_token_set());
         assert_eq!(merged.effective_server_url(), Some("https://b"));
+    }
+
+    #[test]
+    fn servers_beside_server_url_conflict_across_files() {
+        let main = ConfigValues::parse(br#"{"Servers": [{"ServerURL": "https://a"}]}"#).unwrap();
+        let fallback = ConfigValues::parse(br#"{"ServerURL": "https://b"}"#).unwrap();
+        assert!(!main.servers_conflict());
+        assert!(ConfigValues::merged(&main, &fallback).servers_conflict());
+        let empty_url = ConfigValues::parse(br#"{"Servers": [], "ServerURL": ""}"#).unwrap();
+        assert!(!empty_url.servers_conflict());
     }
 
     #[test]

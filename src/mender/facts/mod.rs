@@ -221,9 +221,7 @@ fn read_file(
     let Some((ext, ino)) = files.ext_file(&resolved) else {
         return Err(format!("{path}: not on an ext2/3/4 filesystem"));
     };
-    let bytes = ext
-        .read_file(ino, MAX_SMALL_FILE_LEN)
-        .map_err(|error| format!("{path}: {error}"))?;
+    let bytes = ext.read_file(ino, MAX_SMALL_FILE_LEN).map_err(|error| format!("{path}: {error}"))?;
     Ok(Some((resolved, bytes)))
 }
 
@@ -379,11 +377,13 @@ fn rootfs_warnings(rootfs: &[RootfsFacts], bare: bool, effective: &ConfigValues)
     let mut warnings = Vec::new();
     if bare {
         warnings.extend(key_file_warning(effective, "the data partition's mender.conf"));
+        warnings.extend(servers_warning(effective, "the data partition's mender.conf"));
         return warnings;
     }
     for facts in rootfs {
         let name = format!("rootfs {}", facts.slot.to_uppercase());
         warnings.extend(key_file_warning(&facts.config, &format!("mender.conf on {name}")));
+        warnings.extend(servers_warning(&facts.config, &format!("mender.conf on {name}")));
         if !facts.var_lib_mender.leads_to_data {
             let place = match (&facts.var_lib_mender.link_target, &facts.var_lib_mender.resolved) {
                 (Some(target), _) => format!("is a link to {target}"),
@@ -411,6 +411,20 @@ fn rootfs_warnings(rootfs: &[RootfsFacts], bare: bool, effective: &ConfigValues)
         warnings.extend(mismatch_warnings(rootfs_a, rootfs_b));
     }
     warnings
+}
+
+/// Warns when the merged configuration gives both `Servers` and `ServerURL`, which makes the
+/// client refuse to start.
+fn servers_warning(config: &ConfigValues, source: &str) -> Option<Warning> {
+    config.servers_conflict().then(|| {
+        Warning::new(
+            "conf-invalid",
+            format!(
+                "{source} gives both Servers and ServerURL (counting {STATE_DIR}/mender.conf): \
+                 the Mender client refuses to start"
+            ),
+        )
+    })
 }
 
 /// Warns when the client signs with another file than the one `provision` writes.
