@@ -96,18 +96,21 @@ pub struct WrittenFile {
 pub enum ConfigError {
     #[error(transparent)]
     Files(#[from] FilesError),
-    #[error("{path} on the {partition}: {source}")]
+    #[error("{path} on {partition}: {source}")]
     Conf { path: String, partition: String, source: MenderConfError },
-    #[error("{path} on the {partition}: {source}")]
+    #[error("{path} on {partition}: {source}")]
     Ext { path: String, partition: String, source: ExtError },
-    #[error("{path} on the {partition} is not a regular file")]
+    #[error("{path} on {partition} is not a regular file")]
     NotRegular { path: String, partition: String },
     #[error(
-        "{path} on the {partition} sets Servers, and the Mender client 3.4 rejects ServerURL beside it; \
+        "{path} on {partition} sets Servers, and the Mender client 3.4 rejects ServerURL beside it; \
          change Servers there instead of giving --server-url"
     )]
     ServersConflict { path: String, partition: String },
-    #[error("a bare filesystem image has no root filesystem for {0}; give a whole disk image")]
+    #[error(
+        "a bare filesystem image has no root filesystem for {0}; give a whole disk image \
+         (--config-on-data puts the server settings on the data partition)"
+    )]
     NoRootfs(String),
 }
 
