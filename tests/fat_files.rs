@@ -246,6 +246,20 @@ fn rm_and_mkdir_are_seen_by_mdir() {
 }
 
 #[test]
+fn rm_stamps_the_parent_directory_with_the_write_time() {
+    let test = "rm_stamps_the_parent_directory_with_the_write_time";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fat_fixture(work.path(), 16, test) else { return };
+
+    cli_ok(&["rm", &image_arg(&image, "/uboot/EFI/BOOT/grub.cfg")]);
+
+    let efi = mdir(&image, "/EFI");
+    let boot = efi.lines().find(|line| line.starts_with("BOOT")).unwrap_or_else(|| panic!("{efi}"));
+    assert!(boot.contains("2023-11-14  22:13"), "rm did not stamp SOURCE_DATE_EPOCH on the parent:\n{efi}");
+    assert_fat_clean(&image, work.path());
+}
+
+#[test]
 fn full_fat_leaves_image_unchanged() {
     let test = "full_fat_leaves_image_unchanged";
     let work = tempfile::tempdir().unwrap();

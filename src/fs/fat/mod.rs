@@ -243,17 +243,19 @@ impl<V: VolumeMut> Fat<V> {
         Ok(())
     }
 
-    /// Removes the file or empty directory `path`.
-    pub fn remove(&mut self, path: &str) -> Result<(), FatError> {
+    /// Removes the file or empty directory `path`; the parent directory's times become `time`.
+    pub fn remove(&mut self, path: &str, time: i64) -> Result<(), FatError> {
         let (parent, name) = split_last(path).ok_or_else(|| FatError::IsADirectory(path.to_string()))?;
+        self.clock.set(time);
         let directory = self.directory(parent)?;
         let entry = find(&directory, name, path)?.ok_or_else(|| FatError::NotFound(path.to_string()))?;
         // fatfs removes by name, so pass the name as stored, which also matches case-insensitively.
         directory.remove(&entry.file_name()).map_err(|error| from_fatfs(error, path))
     }
 
-    /// Removes the directory `path` and everything below it, deepest entries first.
-    pub fn remove_tree(&mut self, path: &str) -> Result<(), FatError> {
+    /// Removes the directory `path` and everything below it, deepest entries first, stamping
+    /// the changed directories with `time`.
+    pub fn remove_tree(&mut self, path: &str, time: i64) -> Result<(), FatError> {
         let mut pending = vec![(path.to_string(), false)];
         let mut visited = 0usize;
         while let Some((current, listed)) = pending.pop() {
@@ -263,7 +265,7 @@ impl<V: VolumeMut> Fat<V> {
             }
             let is_dir = self.lookup(&current)?.is_some_and(|metadata| metadata.kind == FileKind::Directory);
             if !is_dir || listed {
-                self.remove(&current)?;
+                self.remove(&current, time)?;
                 continue;
             }
             pending.push((current.clone(), true));

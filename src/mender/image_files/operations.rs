@@ -382,8 +382,8 @@ impl<'a> ImageFiles<'a> {
                 }
                 .map_err(Self::ext_error(target))?,
                 OpenFilesystem::Fat(fat) => match kind {
-                    FileKind::Directory => fat.remove_tree(&target.inner),
-                    _ => fat.remove(&target.inner),
+                    FileKind::Directory => fat.remove_tree(&target.inner, time),
+                    _ => fat.remove(&target.inner, time),
                 }
                 .map_err(Self::fat_error(target))?,
             }
