@@ -15,6 +15,8 @@ pub struct ImageWriteArgs {
     /// Write the changed image to this path and leave IMAGE unchanged; holes stay holes.
     /// NEW_IMAGE is compressed when its name ends in .gz, .xz, .zst or .bz2 and uncompressed
     /// otherwise. Required for a compressed IMAGE. Without it IMAGE is changed in place.
+    /// NEW_IMAGE keeps only the owner's permission bits of IMAGE, because an image may hold a
+    /// device key.
     #[arg(long, value_name = "NEW_IMAGE")]
     pub output: Option<PathBuf>,
 
