@@ -192,3 +192,62 @@ fn missing_partitions_fail_in_one_line() {
     ];
     assert_all_rejected(&no_boot, &cases);
 }
+
+/// Replaces the only occurrence of `old` in `image` with `new`, which has the same length: a
+/// directory entry's name on a filesystem without metadata checksums, so nothing else changes.
+fn rename_entry_bytes(image: &Path, old: &[u8], new: &[u8]) {
+    assert_eq!(old.len(), new.len());
+    let mut bytes = std::fs::read(image).unwrap();
+    let found: Vec<usize> =
+        bytes.windows(old.len()).enumerate().filter(|(_, w)| *w == old).map(|(at, _)| at).collect();
+    assert_eq!(found.len(), 1, "{} occurrences of the placeholder", found.len());
+    bytes[found[0]..found[0] + new.len()].copy_from_slice(new);
+    std::fs::write(image, bytes).unwrap();
+}
+
+/// Runs `cp -r IMAGE:/data DEST` and checks that it fails with one line containing `cause`.
+fn assert_copy_out_refused(image: &Path, destination: &Path, cause: &str) {
+    let run = run_cli(["cp", "-r", &image_arg(image, "/data"), destination.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains(cause), "{}", run.stderr);
+}
+
+#[test]
+fn entry_name_with_slash_cannot_lead_cp_out_of_its_destination() {
+    let test = "entry_name_with_slash_cannot_lead_cp_out_of_its_destination";
+    let dir = tempfile::tempdir().unwrap();
+    let options = ["--data-fs-options", "-b 4096 -O ^metadata_csum"];
+    let Some(image) = small_fixture(dir.path(), "hostile.sdimg", &options, test) else { return };
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, "from the image\n").unwrap();
+    run_cli(["cp", payload.to_str().unwrap(), &image_arg(&image, "/data/QQQQQQQQQQQQQQQQ")])
+        .assert_success("cp");
+    rename_entry_bytes(&image, b"QQQQQQQQQQQQQQQQ", b"../escaped-file1");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+
+    assert_copy_out_refused(&image, &out.join("data"), "../escaped-file1 is not a usable file name");
+
+    assert!(!out.join("escaped-file1").exists(), "cp -r wrote outside its destination");
+}
+
+#[test]
+fn link_and_directory_of_one_name_cannot_lead_cp_out_of_its_destination() {
+    let test = "link_and_directory_of_one_name_cannot_lead_cp_out_of_its_destination";
+    let dir = tempfile::tempdir().unwrap();
+    let options = ["--data-fs-options", "-b 4096 -O ^metadata_csum"];
+    let Some(image) = small_fixture(dir.path(), "hostile.sdimg", &options, test) else { return };
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, "from the image\n").unwrap();
+    run_cli(["ln", "-s", victim.to_str().unwrap(), &image_arg(&image, "/data/LNKA")]).assert_success("ln");
+    run_cli(["mkdir", &image_arg(&image, "/data/LNKB")]).assert_success("mkdir");
+    run_cli(["cp", payload.to_str().unwrap(), &image_arg(&image, "/data/LNKB/payload")]).assert_success("cp");
+    rename_entry_bytes(&image, b"LNKB", b"LNKA");
+
+    assert_copy_out_refused(&image, &dir.path().join("out"), "exists and is not a directory");
+
+    assert!(!victim.join("payload").exists(), "cp -r wrote through a link it made");
+}

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::commands::UsageError;
 use crate::commands::file_args::{CpArgs, InstallArgs};
+use crate::commands::output::escape_control;
 use crate::fs::ext::{FileKind, NewAttrs};
 use crate::image::disk_image::Access;
 use crate::mender::image_files::{CopyOutError, FilesError, ImageFiles, Resolved};
@@ -259,7 +260,7 @@ fn copy_out(args: &CpArgs) -> anyhow::Result<()> {
             log::info!("{image_path}: copied {count} entries to {}", destination.display());
         }
         _ => {
-            let size = write_host_file(&files, &resolved, &destination, metadata.mode, &image_path)?;
+            let size = write_host_file(&files, &resolved, &destination, metadata.mode, &image_path, false)?;
             log::info!("{image_path}: copied {size} bytes to {}", destination.display());
         }
     }
@@ -268,18 +269,25 @@ fn copy_out(args: &CpArgs) -> anyhow::Result<()> {
 
 /// Writes the image file at `resolved` to the host path `destination` with `mode`, as
 /// mender-artifact gives a copied-out file the mode it has in the image.
+///
+/// Inside a copied tree (`in_tree`), a symbolic link at `destination` is never followed: the
+/// link may have been made by this copy from the image, and must not lead a write out of the
+/// destination.
 fn write_host_file(
     files: &ImageFiles,
     resolved: &Resolved,
     destination: &Path,
     mode: u16,
     image_path: &ImagePath,
+    in_tree: bool,
 ) -> anyhow::Result<u64> {
+    let no_follow = if in_tree { rustix::fs::OFlags::NOFOLLOW.bits() as i32 } else { 0 };
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(u32::from(mode))
+        .custom_flags(no_follow)
         .open(destination)
         .with_context(|| destination.display().to_string())?;
     let mut out = BufWriter::new(file);
@@ -297,8 +305,25 @@ fn write_host_file(
     Ok(size)
 }
 
+/// Checks that an entry name read from the image names one entry in a host directory: not
+/// empty, not `.` or `..`, and without `/` or NUL. A damaged or hostile image can hold any of
+/// these, and joined to a host path they would lead the copy out of its destination.
+fn check_entry_name(name: &[u8], directory: &Resolved, image_path: &ImagePath) -> anyhow::Result<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        bail!(
+            "{}: {}: directory entry {} is not a usable file name (damaged filesystem?); nothing more was copied",
+            image_path.image.display(),
+            directory.device_path,
+            escape_control(&String::from_utf8_lossy(name)),
+        );
+    }
+    Ok(())
+}
+
 /// Copies the image directory `top` to the host directory `destination`. Directory modes are
-/// set last, so that a read-only directory still receives its entries.
+/// set last, so that a read-only directory still receives its entries. Below `destination`,
+/// only real directories are entered, never symbolic links, whether they were there before or
+/// made by this copy.
 fn copy_tree_out(
     files: &mut ImageFiles,
     top: Resolved,
@@ -309,9 +334,19 @@ fn copy_tree_out(
     let mut directory_modes = Vec::new();
     let mut count = 0;
     while let Some((directory, host_directory)) = pending.pop() {
+        let is_top = host_directory == destination;
+        let is_real_directory = |path: &Path| match is_top {
+            true => path.is_dir(),
+            false => path.symlink_metadata().is_ok_and(|metadata| metadata.is_dir()),
+        };
         match std::fs::create_dir(&host_directory) {
             Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && host_directory.is_dir() => {}
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AlreadyExists
+                    && is_real_directory(&host_directory) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!("{}: exists and is not a directory", host_directory.display())
+            }
             Err(error) => return Err(error).with_context(|| host_directory.display().to_string()),
         }
         let mode = files.metadata(&directory).map_err(in_image(image_path))?.mode;
@@ -320,13 +355,14 @@ fn copy_tree_out(
 
         let listing = files.list(&directory).map_err(in_image(image_path))?;
         for entry in &listing.entries {
+            check_entry_name(&entry.name, &directory, image_path)?;
             let child = files.child(&listing, entry).map_err(in_image(image_path))?;
             let host_path = host_directory.join(OsStr::from_bytes(&entry.name));
             match entry.kind {
                 FileKind::Directory => pending.push((child, host_path)),
                 FileKind::Regular => {
                     let mode = files.metadata(&child).map_err(in_image(image_path))?.mode;
-                    write_host_file(files, &child, &host_path, mode, image_path)?;
+                    write_host_file(files, &child, &host_path, mode, image_path, true)?;
                     count += 1;
                 }
                 FileKind::Symlink => {
