@@ -227,7 +227,7 @@ fn entry_name_with_slash_cannot_lead_cp_out_of_its_destination() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
 
-    assert_copy_out_refused(&image, &out.join("data"), "../escaped-file1 is not a usable file name");
+    assert_copy_out_refused(&image, &out.join("data"), "../escaped-file1 has an invalid file name");
 
     assert!(!out.join("escaped-file1").exists(), "cp -r wrote outside its destination");
 }

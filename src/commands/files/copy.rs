@@ -311,7 +311,7 @@ fn write_host_file(
 fn check_entry_name(name: &[u8], directory: &Resolved, image_path: &ImagePath) -> anyhow::Result<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
         bail!(
-            "{}: {}: directory entry {} is not a usable file name (damaged filesystem?); nothing more was copied",
+            "{}: {}: directory entry {} has an invalid file name, so the filesystem is damaged; nothing more was copied",
             image_path.image.display(),
             directory.device_path,
             escape_control(&String::from_utf8_lossy(name)),
