@@ -462,34 +462,7 @@ pub(super) fn commit(
     output: Option<&Path>,
     bmap: &BmapArgs,
 ) -> anyhow::Result<PathBuf> {
-    let written = output.unwrap_or(image.path());
-    let pending_map = bmap::prepare_unless(bmap.no_bmap, image.path(), written)?;
-    let written = write_image(image, partition, writes, output)?;
-    bmap::finish(pending_map, &written)?;
-    Ok(written)
-}
-
-fn write_image(
-    image: &DiskImage,
-    partition: &Partition,
-    writes: &BTreeMap<u64, Vec<u8>>,
-    output: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    match output {
-        Some(output) if !same_file(output, image.path()) => {
-            let method = image.apply_to_copy(partition, writes, output)?;
-            let how = match method {
-                CopyMethod::Reflink => "sharing its blocks (reflink)",
-                CopyMethod::DataRanges => "copying its data and keeping holes as holes",
-            };
-            log::debug!("copied {} to {} by {how}", image.path().display(), output.display());
-            Ok(output.to_path_buf())
-        }
-        _ => {
-            image.apply(partition, writes)?;
-            Ok(image.path().to_path_buf())
-        }
-    }
+    commit_refs(image, &[(*partition, writes)], output, bmap)
 }
 
 /// Applies the planned writes of several partitions in place, or to a copy at `output`, in one
@@ -498,6 +471,17 @@ fn write_image(
 pub(super) fn commit_all(
     image: &DiskImage,
     changes: &[PartitionWrites],
+    output: Option<&Path>,
+    bmap: &BmapArgs,
+) -> anyhow::Result<PathBuf> {
+    let changes: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
+        changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
+    commit_refs(image, &changes, output, bmap)
+}
+
+fn commit_refs(
+    image: &DiskImage,
+    changes: &[(Partition, &BTreeMap<u64, Vec<u8>>)],
     output: Option<&Path>,
     bmap: &BmapArgs,
 ) -> anyhow::Result<PathBuf> {
@@ -510,14 +494,12 @@ pub(super) fn commit_all(
 
 fn write_all_partitions(
     image: &DiskImage,
-    changes: &[PartitionWrites],
+    changes: &[(Partition, &BTreeMap<u64, Vec<u8>>)],
     output: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    let changes: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
-        changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
     match output {
         Some(output) if !same_file(output, image.path()) => {
-            let method = image.apply_all_to_copy(&changes, output)?;
+            let method = image.apply_all_to_copy(changes, output)?;
             let how = match method {
                 CopyMethod::Reflink => "sharing its blocks (reflink)",
                 CopyMethod::DataRanges => "copying its data and keeping holes as holes",
@@ -526,7 +508,7 @@ fn write_all_partitions(
             Ok(output.to_path_buf())
         }
         _ => {
-            image.apply_all(&changes)?;
+            image.apply_all(changes)?;
             Ok(image.path().to_path_buf())
         }
     }
