@@ -147,11 +147,7 @@ pub(super) fn check_output_path(output: Option<&Path>, image: &Path) -> anyhow::
             Some(_) => "give another path, because a compressed image cannot be changed in place",
             None => "leave --output out to change IMAGE in place",
         };
-        return Err(UsageError(format!(
-            "{}: --output names the input image itself; {hint}",
-            output.display()
-        ))
-        .into());
+        bail!("{}: --output names the input image itself; {hint}", output.display());
     }
     if let Ok(metadata) = std::fs::metadata(output)
         && !metadata.is_file()
