@@ -501,8 +501,8 @@ fn cross_linked_entry_is_rejected() {
     let script = root_entry_offset(&content, start, b"MENDER~1TXT");
     let env_cluster = content[env + 0x1A..env + 0x1C].to_vec();
 
-    // The script's entry starts at the first cluster of uboot.env, as `fsck.vfat` finds after a
-    // cross-link; the second entry in on-disk order is the one reported.
+    // The script's entry starts at the first cluster of uboot.env, a cross-link as `fsck.vfat`
+    // reports it. The error names the second of the two entries in on-disk order.
     assert_damage_rejected(
         &image,
         work.path(),

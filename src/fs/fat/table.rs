@@ -63,17 +63,17 @@ pub struct Chains {
 }
 
 impl Chains {
-    /// The cluster after `cluster` in its chain, or `None` at the end of the chain.
+    /// Returns the cluster after `cluster` in its chain, or `None` at the end of the chain.
     pub fn next(&self, cluster: u32) -> Option<u32> {
         self.next.get(cluster as usize).copied().filter(|&next| next != 0)
     }
 
-    /// Whether another cluster links to `cluster`, which then cannot start a chain of its own.
+    /// Returns whether another cluster links to `cluster`, which then cannot start a chain of its own.
     pub fn is_linked_from(&self, cluster: u32) -> bool {
         self.linked_from.get(cluster as usize).copied().unwrap_or(false)
     }
 
-    /// Whether the FAT marks `cluster` free or bad, so that no file may start there.
+    /// Returns whether the FAT marks `cluster` free or bad, so that no file may start there.
     pub fn is_unused(&self, cluster: u32) -> bool {
         self.unused.get(cluster as usize).copied().unwrap_or(true)
     }

@@ -1,7 +1,7 @@
 //! A check of the directory tree before `fatfs` follows any entry. `fatfs` trusts the first
-//! cluster of every directory entry: a start past the last cluster makes it read and free
-//! clusters outside the volume, and two entries that share a chain make a write or removal
-//! through one of them damage the other. This walks every directory once from the root and
+//! cluster of every directory entry. A start past the last cluster makes it read and free
+//! clusters outside the volume. Two entries that share a chain let a write or removal through
+//! one of them damage the other. This walks every directory once from the root and
 //! checks that each entry starts at cluster 0 (an empty file) or at its own allocated chain.
 //! Entry layout follows "FAT: General Overview of On-Disk Format" (version 1.03), section 6.
 
@@ -133,7 +133,8 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// The first cluster of a short entry; FAT12 and FAT16 have no high half.
+    /// Returns the first cluster of a short entry. As in `fatfs` 0.3, the high half counts only
+    /// on FAT32, because FAT12 and FAT16 reserve those bytes.
     fn first_cluster(&self, raw: &[u8]) -> u32 {
         let low =
             u32::from(u16::from_le_bytes([raw[FIRST_CLUSTER_LOW_OFFSET], raw[FIRST_CLUSTER_LOW_OFFSET + 1]]));
@@ -251,13 +252,13 @@ impl DirectoryReader {
     }
 }
 
-/// The checksum of an 11-byte short name that its long-name entries carry (section 7).
+/// Computes the checksum of an 11-byte short name that its long-name entries carry (section 7).
 fn short_name_checksum(short: &[u8]) -> u8 {
     short.iter().fold(0u8, |sum, &byte| sum.rotate_right(1).wrapping_add(byte))
 }
 
-/// The 8.3 name of a short entry as `BASE.EXT`, lowered where its case flags say so. Bytes
-/// outside ASCII show as the Latin-1 character of the same value.
+/// Formats the 8.3 name of a short entry as `BASE.EXT`, in lower case where its case flags
+/// mark it so. Bytes outside ASCII show as the Latin-1 character of the same value.
 fn short_name(raw: &[u8]) -> String {
     let flags = raw[CASE_FLAGS_OFFSET];
     let mut base: Vec<u8> = raw[..8].to_vec();
