@@ -509,6 +509,18 @@ fn cross_linked_entry_is_rejected() {
         &[(script + 0x1A, &env_cluster)],
         &format!("cluster {}", u16::from_le_bytes([env_cluster[0], env_cluster[1]])),
     );
+
+    // mcopy writes the 70,000 bytes of uboot.env to consecutive clusters, so its first cluster
+    // plus one lies in the middle of its chain.
+    let inside = u16::from_le_bytes([env_cluster[0], env_cluster[1]]) + 1;
+    assert_damage_rejected(
+        &image,
+        work.path(),
+        &[(script + 0x1A, &inside.to_le_bytes())],
+        &format!(
+            "/Mender Boot Script.txt starts at cluster {inside}, inside the cluster chain of another entry"
+        ),
+    );
 }
 
 #[test]
