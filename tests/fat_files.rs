@@ -435,3 +435,124 @@ fn random_damage_never_panics() {
         }
     }
 }
+
+/// Byte offset in `image` of the root directory entry with the 11-byte short name `short`, found
+/// through the BPB of the boot partition.
+fn root_entry_offset(image: &[u8], start: usize, short: &[u8; 11]) -> usize {
+    let u16_at =
+        |offset: usize| usize::from(u16::from_le_bytes([image[start + offset], image[start + offset + 1]]));
+    let u32_at = |offset: usize| {
+        u32::from_le_bytes(image[start + offset..start + offset + 4].try_into().unwrap()) as usize
+    };
+    let bytes_per_sector = u16_at(0x0B);
+    let sectors_per_cluster = usize::from(image[start + 0x0D]);
+    let fat_sectors = if u16_at(0x16) != 0 { u16_at(0x16) } else { u32_at(0x24) };
+    let root_entries = u16_at(0x11);
+    let fats_end = (u16_at(0x0E) + usize::from(image[start + 0x10]) * fat_sectors) * bytes_per_sector;
+    let data = fats_end + root_entries * 32;
+    let root = if root_entries != 0 {
+        fats_end
+    } else {
+        data + (u32_at(0x2C) - 2) * sectors_per_cluster * bytes_per_sector
+    };
+    (0..bytes_per_sector * sectors_per_cluster / 32)
+        .map(|index| start + root + index * 32)
+        .find(|&offset| &image[offset..offset + 11] == short)
+        .unwrap_or_else(|| panic!("no root entry {:?}", String::from_utf8_lossy(short)))
+}
+
+/// Runs `ls`, `cat`, `rm` and `cp` on a damaged copy of `image` and asserts that each fails in
+/// one line containing `expected` and leaves the copy unchanged.
+fn assert_damage_rejected(image: &Path, work: &Path, damage: &[(usize, &[u8])], expected: &str) {
+    let mut content = std::fs::read(image).unwrap();
+    for (offset, bytes) in damage {
+        content[*offset..*offset + bytes.len()].copy_from_slice(bytes);
+    }
+    let damaged = work.join("damaged.sdimg");
+    std::fs::write(&damaged, &content).unwrap();
+    let before = sha256_file(&damaged);
+    let host = work.join("host.txt");
+    std::fs::write(&host, b"x\n").unwrap();
+    let commands: [Vec<String>; 4] = [
+        vec!["ls".into(), "-R".into(), image_arg(&damaged, "/uboot")],
+        vec!["cat".into(), image_arg(&damaged, "/uboot/uboot.env")],
+        vec!["rm".into(), image_arg(&damaged, "/uboot/uboot.env")],
+        vec!["cp".into(), host.to_str().unwrap().into(), image_arg(&damaged, "/uboot/new.txt")],
+    ];
+    for args in &commands {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+        let run = cli(&args);
+
+        assert_one_line_error(&run, &args, expected);
+        assert!(run.stderr.contains(&format!("partition {BOOT_PARTITION}:")), "{args:?}: {:?}", run.stderr);
+        assert_eq!(sha256_file(&damaged), before, "{args:?} changed the image");
+    }
+}
+
+#[test]
+fn cross_linked_entry_is_rejected() {
+    let test = "cross_linked_entry_is_rejected";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fat_fixture(work.path(), 16, test) else { return };
+    let start = partition(&image, BOOT_PARTITION).start_bytes as usize;
+    let content = std::fs::read(&image).unwrap();
+    let env = root_entry_offset(&content, start, b"UBOOT   ENV");
+    let script = root_entry_offset(&content, start, b"MENDER~1TXT");
+    let env_cluster = content[env + 0x1A..env + 0x1C].to_vec();
+
+    // The script's entry starts at the first cluster of uboot.env, a cross-link as `fsck.vfat`
+    // reports it. The error names the second of the two entries in on-disk order.
+    assert_damage_rejected(
+        &image,
+        work.path(),
+        &[(script + 0x1A, &env_cluster)],
+        &format!("cluster {}", u16::from_le_bytes([env_cluster[0], env_cluster[1]])),
+    );
+
+    // mcopy writes the 70,000 bytes of uboot.env to consecutive clusters, so its first cluster
+    // plus one lies in the middle of its chain.
+    let inside = u16::from_le_bytes([env_cluster[0], env_cluster[1]]) + 1;
+    assert_damage_rejected(
+        &image,
+        work.path(),
+        &[(script + 0x1A, &inside.to_le_bytes())],
+        &format!(
+            "/Mender Boot Script.txt starts at cluster {inside}, inside the cluster chain of another entry"
+        ),
+    );
+}
+
+#[test]
+fn start_cluster_beyond_volume_is_rejected() {
+    let test = "start_cluster_beyond_volume_is_rejected";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fat_fixture(work.path(), 16, test) else { return };
+    let start = partition(&image, BOOT_PARTITION).start_bytes as usize;
+    let content = std::fs::read(&image).unwrap();
+    let env = root_entry_offset(&content, start, b"UBOOT   ENV");
+
+    assert_damage_rejected(
+        &image,
+        work.path(),
+        &[(env + 0x1A, &0xFFF0u16.to_le_bytes())],
+        "/uboot.env starts at cluster 65520, outside clusters 2 to",
+    );
+}
+
+#[test]
+fn fat32_high_cluster_half_is_checked() {
+    let test = "fat32_high_cluster_half_is_checked";
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = fat_fixture(work.path(), 32, test) else { return };
+    let start = partition(&image, BOOT_PARTITION).start_bytes as usize;
+    let content = std::fs::read(&image).unwrap();
+    let env = root_entry_offset(&content, start, b"UBOOT   ENV");
+
+    assert_damage_rejected(
+        &image,
+        work.path(),
+        &[(env + 0x14, &[0, 1])],
+        "/uboot.env starts at cluster 1677",
+    );
+}

@@ -70,12 +70,23 @@ pub struct Geometry {
     /// First cluster of the root directory on FAT32, `None` on FAT12 and FAT16, where the root
     /// directory has a fixed region.
     pub root_cluster: Option<u32>,
+    /// Byte offset and length of the fixed root directory region of FAT12 and FAT16; the length
+    /// is 0 on FAT32.
+    pub root_dir_offset: u64,
+    pub root_dir_len: u64,
+    /// Byte offset of cluster 2, the first data cluster.
+    pub data_offset: u64,
 }
 
 impl Geometry {
     /// Bytes in one cluster.
     pub fn cluster_len(&self) -> u32 {
         self.bytes_per_sector * self.sectors_per_cluster
+    }
+
+    /// Byte offset of data cluster `cluster`, which lies in 2 to `cluster_count + 1`.
+    pub fn cluster_offset(&self, cluster: u32) -> u64 {
+        self.data_offset + u64::from(cluster - 2) * u64::from(self.cluster_len())
     }
 }
 
@@ -208,6 +219,8 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
 
     let active_fat_offset = (u64::from(reserved_sectors) + u64::from(active_fat) * u64::from(fat_sectors))
         * u64::from(bytes_per_sector);
+    let root_dir_offset = (u64::from(reserved_sectors) + u64::from(fat_count) * u64::from(fat_sectors))
+        * u64::from(bytes_per_sector);
     Ok(Geometry {
         fat_type,
         bytes_per_sector,
@@ -216,6 +229,9 @@ pub fn parse(sector: &[u8; BOOT_SECTOR_LEN], volume_len: u64) -> Result<Geometry
         fat_len,
         cluster_count,
         root_cluster,
+        root_dir_offset,
+        root_dir_len: u64::from(root_entries) * u64::from(DIR_ENTRY_LEN),
+        data_offset: u64::from(metadata_sectors) * u64::from(bytes_per_sector),
     })
 }
 

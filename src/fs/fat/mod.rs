@@ -9,6 +9,7 @@ mod boot_sector;
 mod error;
 mod table;
 mod time;
+mod tree;
 mod volume_io;
 
 use std::cell::RefCell;
@@ -67,8 +68,8 @@ pub struct Fat<V: VolumeMut> {
 }
 
 impl<V: VolumeMut> Fat<V> {
-    /// Checks the boot sector and the chains of the allocation table, then opens the
-    /// filesystem.
+    /// Checks the boot sector, the chains of the allocation table and the first cluster of
+    /// every directory entry, then opens the filesystem.
     pub fn open(volume: V) -> Result<Self, FatError> {
         let mut sector = [0u8; BOOT_SECTOR_LEN];
         volume.read_at(0, &mut sector)?;
@@ -79,7 +80,9 @@ impl<V: VolumeMut> Fat<V> {
         })?;
         let mut fat = vec![0u8; fat_len];
         volume.read_at(geometry.active_fat_offset, &mut fat)?;
-        table::check_chains(&fat, &geometry)?;
+        let chains = table::check_chains(&fat, &geometry)?;
+        tree::check_tree(&volume, &geometry, &chains)?;
+        drop((fat, chains));
 
         // NOTE: leaks one small clock per opened filesystem, because fatfs 0.3 takes its time
         // provider only as a `'static` reference.
