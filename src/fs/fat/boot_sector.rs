@@ -1,6 +1,6 @@
 //! The boot sector and its BIOS parameter block (BPB), checked before `fatfs` sees them. Field
 //! offsets and the arithmetic follow Microsoft's "FAT: General Overview of On-Disk Format"
-//! (version 1.03), sections 3.1 to 3.5. Every derived value is computed with checked arithmetic,
+//! (version 1.03), its boot sector and BPB description. Every derived value is computed with checked arithmetic,
 //! so that a hostile boot sector is rejected here instead of overflowing inside `fatfs`.
 
 use super::error::FatError;

@@ -214,8 +214,8 @@ impl<V: VolumeMut> Fat<V> {
     }
 
     /// Rewrites the `.` and `..` entries of a directory `fatfs` 0.3.6 has just created. It puts a
-    /// long-name entry before each of them, which the specification does not allow (section
-    /// 6.3: `.` and `..` are the first two entries) and `fsck.vfat` reports. It also points `..`
+    /// long-name entry before each of them, which the specification does not allow
+    /// (`.` and `..` are the first two entries) and `fsck.vfat` reports. It also points `..`
     /// of a directory in the root at the root's cluster, where the specification wants 0.
     fn fix_dot_entries(&mut self, path: &str, parent_is_root: bool) -> Result<(), FatError> {
         let writes = std::mem::take(&mut *self.dot_writes.borrow_mut());

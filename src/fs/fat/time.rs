@@ -1,5 +1,5 @@
 //! FAT timestamps: a date from 1980 to 2107 and a time of day in two-second steps, stored
-//! without a time zone ("FAT: General Overview of On-Disk Format" section 6.1). This module
+//! without a time zone ("FAT: General Overview of On-Disk Format", its date and time formats). This module
 //! reads and writes them as UTC, as Linux does when mounted with `tz=UTC` and as mtools does when
 //! `TZ` is unset.
 

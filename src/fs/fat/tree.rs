@@ -3,7 +3,8 @@
 //! clusters outside the volume. Two entries that share a chain let a write or removal through
 //! one of them damage the other. This walks every directory once from the root and
 //! checks that each entry starts at cluster 0 (an empty file) or at its own allocated chain.
-//! Entry layout follows "FAT: General Overview of On-Disk Format" (version 1.03), section 6.
+//! Entry layout follows "FAT: General Overview of On-Disk Format" (version 1.03), its
+//! directory entry description.
 
 use std::collections::HashMap;
 
@@ -252,7 +253,7 @@ impl DirectoryReader {
     }
 }
 
-/// Computes the checksum of an 11-byte short name that its long-name entries carry (section 7).
+/// Computes the checksum of an 11-byte short name that its long-name entries carry.
 fn short_name_checksum(short: &[u8]) -> u8 {
     short.iter().fold(0u8, |sum, &byte| sum.rotate_right(1).wrapping_add(byte))
 }
