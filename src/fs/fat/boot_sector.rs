@@ -1,7 +1,8 @@
 //! The boot sector and its BIOS parameter block (BPB), checked before `fatfs` sees them. Field
 //! offsets and the arithmetic follow Microsoft's "FAT: General Overview of On-Disk Format"
-//! (version 1.03), its boot sector and BPB description. Every derived value is computed with checked arithmetic,
-//! so that a hostile boot sector is rejected here instead of overflowing inside `fatfs`.
+//! (version 1.03), its boot sector and BPB description. Every derived value is computed with
+//! checked arithmetic, so that a hostile boot sector is rejected here instead of overflowing
+//! inside `fatfs`.
 
 use super::error::FatError;
 

@@ -1,8 +1,8 @@
 //! A check of the file allocation table before `fatfs` follows its chains. `fatfs` walks a chain
 //! until it ends and trusts every link, so a cluster linked to itself would make it loop forever
 //! and a link past the last cluster would make it read outside the data region. Entry values
-//! follow "FAT: General Overview of On-Disk Format" (its FAT entry values): 0 is free, the top values are
-//! "bad cluster" and "end of chain", anything else links to the next cluster.
+//! follow "FAT: General Overview of On-Disk Format": 0 is free, the top values are "bad
+//! cluster" and "end of chain", anything else links to the next cluster.
 
 use super::boot_sector::{FatType, Geometry};
 use super::error::FatError;
