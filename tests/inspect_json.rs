@@ -308,6 +308,31 @@ fn broken_mender_conf_warns_invalid() {
 }
 
 #[test]
+fn unreadable_mender_conf_warns_invalid() {
+    let test = "unreadable_mender_conf_warns_invalid";
+    let dir = tempfile::tempdir().unwrap();
+    let Some((image, _)) = provisioned(dir.path(), test) else { return };
+    let conf = "/etc/mender/mender.conf";
+    let symlink_loop = [format!("rm {conf}"), format!("symlink {conf} {conf}")];
+    debugfs_write_requests(&offset_path(&image, ROOTFS_A_PARTITION), &symlink_loop);
+    let directory = [format!("rm {conf}"), format!("mkdir {conf}")];
+    debugfs_write_requests(&offset_path(&image, ROOTFS_B_PARTITION), &directory);
+
+    let report = assert_warns(&image, dir.path(), "conf-invalid");
+
+    assert_eq!(warning_codes(&report), ["conf-invalid", "conf-invalid"]);
+    let files = &report["mender"]["config_files"];
+    for index in 0..2 {
+        assert_eq!(files[index]["path"], conf);
+        assert_eq!(files[index]["present"], false);
+        assert!(files[index]["error"].is_string(), "no error for {}", files[index]);
+    }
+    assert_eq!(files[0]["location"], "rootfs-a");
+    assert_eq!(files[1]["location"], "rootfs-b");
+    assert_eq!(files[1]["error"], "/etc/mender/mender.conf: not a regular file");
+}
+
+#[test]
 fn wrong_field_type_warns_invalid() {
     let test = "wrong_field_type_warns_invalid";
     let dir = tempfile::tempdir().unwrap();
