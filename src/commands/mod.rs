@@ -228,6 +228,7 @@ tenant token's value is printed.
 
 Warnings, in the text form as \"warning: MESSAGE [CODE]\" and in JSON as {code, message}:
   partition-table    damaged partition table worked around
+  boot-unreadable    a boot partition whose filesystem cannot be opened (a damaged FAT boot sector)
   no-data-partition  no data partition found
   key-missing        no device key on the data partition
   key-unparsable     a device key the client cannot parse
