@@ -181,25 +181,40 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// A failure of [`decompress_sparse`], split by the file at fault so that the message names it.
+#[derive(Debug)]
+pub enum SparseDecompressError {
+    /// Reading or decoding the compressed input failed.
+    Input(io::Error),
+    /// Writing the decompressed output failed, such as when its disk is full.
+    Output(io::Error),
+}
+
 /// Decompresses all of `input` into the empty file `output`, leaving holes where whole chunks
 /// are zero, and syncs it. Returns the decompressed length.
-pub fn decompress_sparse(input: &File, compression: Compression, output: &File) -> io::Result<u64> {
-    let mut decoder = compression.decoder(input.try_clone()?)?;
+pub fn decompress_sparse(
+    input: &File,
+    compression: Compression,
+    output: &File,
+) -> Result<u64, SparseDecompressError> {
+    let input = input.try_clone().map_err(SparseDecompressError::Input)?;
+    let mut decoder = compression.decoder(input).map_err(SparseDecompressError::Input)?;
     let mut chunk = vec![0u8; CHUNK_LEN];
     let mut offset = 0u64;
     loop {
-        let read = read_full(&mut decoder, &mut chunk).map_err(|error| decode_error(compression, error))?;
+        let read = read_full(&mut decoder, &mut chunk)
+            .map_err(|error| SparseDecompressError::Input(decode_error(compression, error)))?;
         if read == 0 {
             break;
         }
         let data = &chunk[..read];
         if !is_zero(data) {
-            output.write_all_at(data, offset)?;
+            output.write_all_at(data, offset).map_err(SparseDecompressError::Output)?;
         }
         offset += read as u64;
     }
-    output.set_len(offset)?;
-    output.sync_all()?;
+    output.set_len(offset).map_err(SparseDecompressError::Output)?;
+    output.sync_all().map_err(SparseDecompressError::Output)?;
     Ok(offset)
 }
 

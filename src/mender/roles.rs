@@ -332,7 +332,9 @@ fn assign_boot(partitions: &mut [ClassifiedPartition]) {
     let boot = partitions.iter_mut().filter(|partition| partition.role.is_none()).find_map(|partition| {
         let reason = match (&partition.filesystem, &partition.markers.boot_file) {
             (Filesystem::Vfat { .. }, _) => "vfat filesystem".to_string(),
-            (Filesystem::Unknown { reason: Some(reason) }, _) if reason.starts_with(FAT_UNOPENED) => reason.clone(),
+            (Filesystem::Unknown { reason: Some(reason) }, _) if reason.starts_with(FAT_UNOPENED) => {
+                reason.clone()
+            }
             (Filesystem::Ext { .. }, Some(file)) => format!("holds /{file}"),
             _ => return None,
         };
