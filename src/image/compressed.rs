@@ -113,7 +113,11 @@ impl Compression {
         Ok(match self {
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
             Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+            Compression::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                Box::new(decoder)
+            }
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
         })
     }
@@ -148,8 +152,26 @@ impl Compression {
     }
 }
 
+/// Base-2 logarithm of the largest zstd window decoded: 2^27 bytes (128 MiB), libzstd's default
+/// limit (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`), which `zstd -d` also keeps unless given `--long=N`.
+/// Frames written with `zstd --long=28` or more need more memory than this.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// The message libzstd gives (`ZSTD_getErrorName`) for a frame whose window exceeds the limit.
+const ZSTD_WINDOW_TOO_LARGE: &str = "Frame requires too much memory for decoding";
+
 /// Failure to decompress an image, with the format and the decoder's cause.
 fn decode_error(compression: Compression, source: io::Error) -> io::Error {
+    if compression == Compression::Zstd && source.to_string() == ZSTD_WINDOW_TOO_LARGE {
+        let max_mib = (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20;
+        return io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "zstd data needs a window larger than {max_mib} MiB (--long={ZSTD_WINDOW_LOG_MAX}), the \
+                 most this tool decodes; decompress it with `zstd -d --long=31` first"
+            ),
+        );
+    }
     let cause = if source.kind() == io::ErrorKind::UnexpectedEof {
         "the compressed data ends early (truncated file?)".to_string()
     } else {
