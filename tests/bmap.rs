@@ -266,7 +266,7 @@ fn version_1_3_becomes_2_0() {
     let Some(image) = fixture_with_map(work.path(), "version_1_3_becomes_2_0") else { return };
     let map = map_of(&image);
     // A 1.3 map as bmaptool 2.x wrote it: SHA-1 in BmapFileSHA1 and sha1= attributes. Its
-    // checksums are not checked, because only its version and block size are read.
+    // checksums are not checked, because only its version, block size and counts are read.
     let old_map = "<?xml version=\"1.0\" ?>\n<bmap version=\"1.3\">\n    <ImageSize> 1 </ImageSize>\n    \
         <BlockSize> 4096 </BlockSize>\n    <BlocksCount> 1 </BlocksCount>\n    \
         <MappedBlocksCount> 1 </MappedBlocksCount>\n    \
