@@ -266,7 +266,7 @@ fn version_1_3_becomes_2_0() {
     let Some(image) = fixture_with_map(work.path(), "version_1_3_becomes_2_0") else { return };
     let map = map_of(&image);
     // A 1.3 map as bmaptool 2.x wrote it: SHA-1 in BmapFileSHA1 and sha1= attributes. Its
-    // checksums are not checked, because only its version and block size are read.
+    // checksums are not checked, because only its version, block size and counts are read.
     let old_map = "<?xml version=\"1.0\" ?>\n<bmap version=\"1.3\">\n    <ImageSize> 1 </ImageSize>\n    \
         <BlockSize> 4096 </BlockSize>\n    <BlocksCount> 1 </BlocksCount>\n    \
         <MappedBlocksCount> 1 </MappedBlocksCount>\n    \
@@ -297,6 +297,39 @@ fn malformed_map_is_replaced_with_warning() {
     let warning = format!("{}: not a valid block map", map.display());
     assert!(run.stderr.contains(&warning), "no warning naming the map:\n{}", run.stderr);
     assert_map_verifies(&image, &map, work.path());
+}
+
+#[test]
+fn map_with_bad_counts_is_replaced_with_warning() {
+    let work = tempfile::tempdir().unwrap();
+    let test = "map_with_bad_counts_is_replaced_with_warning";
+    let Some(image) = fixture_with_map(work.path(), test) else { return };
+    let map = map_of(&image);
+    let made_by_bmaptool = std::fs::read_to_string(&map).unwrap();
+    let image_size = format!("<ImageSize> {} </ImageSize>", element(&made_by_bmaptool, "ImageSize"));
+    assert!(made_by_bmaptool.contains(&image_size), "no {image_size} in:\n{made_by_bmaptool}");
+    let host = work.path().join("host.txt");
+    std::fs::write(&host, b"host\n").unwrap();
+    let cases = [
+        ("unclosed", made_by_bmaptool.replace("</bmap>", ""), "no closing </bmap>"),
+        (
+            "negative",
+            made_by_bmaptool.replace(&image_size, "<ImageSize> -5 </ImageSize>"),
+            "invalid <ImageSize>",
+        ),
+    ];
+
+    for (name, text, cause) in cases {
+        std::fs::write(&map, &text).unwrap();
+
+        let run = run_cli(["cp", path_str(&host), &format!("{}:/etc/{name}.txt", image.display())]);
+
+        run.assert_success(name);
+        let warning = format!("{}: not a valid block map ({cause}", map.display());
+        assert!(run.stderr.contains(&warning), "{name}: no warning naming the map:\n{}", run.stderr);
+        assert_ne!(std::fs::read_to_string(&map).unwrap(), text, "{name}: the map was kept");
+        assert_map_verifies(&image, &map, work.path());
+    }
 }
 
 #[test]

@@ -463,6 +463,49 @@ fn damaged_archive_fails_with_one_line() {
     }
 }
 
+#[test]
+fn zstd_long_window_is_named_not_corrupt() {
+    let test = "zstd_long_window_is_named_not_corrupt";
+    if !require_all(test) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(work.path(), "device.sdimg", &[], test) else { return };
+    // Through standard input zstd does not know the size, so it keeps the whole window.
+    let long_27 = work.path().join("long27.sdimg.zst");
+    pipe("zstd", &["-q", "-c", "--long=27"], &image, &long_27);
+    let long_31 = work.path().join("long31.sdimg.zst");
+    pipe("zstd", &["-q", "-c", "--long=31"], &image, &long_31);
+    let output = work.path().join("out.sdimg");
+
+    let within = run_cli(["ls", &image_arg(&long_27, "/etc")]);
+    within.assert_success("ls on a --long=27 image");
+    assert_eq!(within.stdout, run_cli(["ls", &image_arg(&image, "/etc")]).stdout);
+
+    let read = run_cli(["inspect", long_31.to_str().unwrap()]);
+    let host = work.path().join("host.txt");
+    std::fs::write(&host, b"host\n").unwrap();
+    let write = run_cli([
+        "cp",
+        "--output",
+        output.to_str().unwrap(),
+        host.to_str().unwrap(),
+        &image_arg(&long_31, "/etc/host.txt"),
+    ]);
+    for (what, run) in [("inspect", &read), ("cp --output", &write)] {
+        assert_eq!(run.status.code(), Some(1), "{what}: {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{what}: {}", run.stderr);
+        assert!(run.stderr.contains(long_31.to_str().unwrap()), "{what}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("zstd data needs a window larger than 128 MiB (--long=27)"),
+            "{what}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("corrupt"), "{what}: {}", run.stderr);
+    }
+    assert!(!output.exists(), "a failed provision left {}", output.display());
+}
+
 impl Format {
     /// Name of the format in the tool's messages.
     fn name(&self) -> &'static str {

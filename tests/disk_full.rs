@@ -128,3 +128,62 @@ fn full_disk_rolls_back_at_once() {
     assert!(log_failures > 0, "no tmpfs size made writing the undo log fail");
     assert!(write_failures > 0, "no tmpfs size made writing the image fail");
 }
+
+/// Shell script run inside the namespace: mount a tmpfs of `$1` bytes on `$2` and run the rest
+/// of the arguments with `$2/out.sdimg` appended, leaving its status, stderr and the tmpfs's
+/// file names in `$3`. Exit status 99 means the mount was not permitted.
+const OUTPUT_ON_TMPFS: &str = r#"
+set -u
+size=$1 mount_point=$2 out=$3
+shift 3
+mount -t tmpfs -o "size=$size" tmpfs "$mount_point" || exit 99
+"$@" "$mount_point/out.sdimg" > "$out/stdout" 2> "$out/stderr"
+echo $? > "$out/status"
+ls -A "$mount_point" > "$out/files"
+"#;
+
+#[test]
+fn full_output_disk_names_output() {
+    let test = "full_output_disk_names_output";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(image) = make_fixture(dir.path(), "disk.sdimg", &[], test) else { return };
+    if require_tools(&["unshare", "openssl", "gzip"], test).is_none() {
+        return;
+    }
+    let key = dir.path().join("device.pem");
+    let mut openssl = Command::new("openssl");
+    openssl.args(["genpkey", "-algorithm", "ed25519", "-out"]).arg(&key);
+    assert!(run_with_timeout(&mut openssl, COMMAND_TIMEOUT).status.success());
+    let mut gzip = Command::new("gzip");
+    gzip.arg("-k").arg(&image);
+    assert!(run_with_timeout(&mut gzip, COMMAND_TIMEOUT).status.success());
+    let input = dir.path().join("disk.sdimg.gz");
+    let input_sha = sha256_file(&input);
+
+    let out = dir.path().join("run");
+    let mount_point = dir.path().join("mnt");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--map-root-user", "sh", "-c", OUTPUT_ON_TMPFS, "sh", "400k"]);
+    command.arg(&mount_point).arg(&out);
+    command.arg(env!("CARGO_BIN_EXE_mender-preauth")).args(["provision", "-k"]).arg(&key);
+    command.args(["-i", "mac=aa"]).arg(&input).arg("--output");
+    let output = run_with_timeout(&mut command, COMMAND_TIMEOUT);
+    if output.status.code() == Some(99) {
+        eprintln!("skipped {test}: mounting a tmpfs in a user and mount namespace is not permitted here");
+        return;
+    }
+    assert!(output.status.success(), "tmpfs script failed: {}", String::from_utf8_lossy(&output.stderr));
+
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let stderr = read("stderr");
+    assert_eq!(read("status").trim(), "1", "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    let destination = mount_point.join("out.sdimg");
+    assert!(stderr.contains(&format!("{}: ", destination.display())), "output not named: {stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains(input.to_str().unwrap()), "input named: {stderr}");
+    assert_eq!(read("files"), "", "files left on the full disk");
+    assert_eq!(sha256_file(&input), input_sha, "the input changed");
+}

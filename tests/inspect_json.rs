@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use common::{
-    CliRun, DATA_PARTITION, EXT4_JUDGES, ROOTFS_A_PARTITION, ROOTFS_B_PARTITION, debugfs_write_requests,
-    make_bare_data, make_fixture, offset_path, run_cli, run_judge,
+    BOOT_PARTITION, CliRun, DATA_PARTITION, EXT4_JUDGES, ROOTFS_A_PARTITION, ROOTFS_B_PARTITION,
+    debugfs_write_requests, make_bare_data, make_fixture, offset_path, partition, run_cli, run_judge,
+    sha256_file,
 };
 use mender_preauth::test_support::{find_program, require_tools};
 use serde_json::Value;
@@ -308,6 +309,31 @@ fn broken_mender_conf_warns_invalid() {
 }
 
 #[test]
+fn unreadable_mender_conf_warns_invalid() {
+    let test = "unreadable_mender_conf_warns_invalid";
+    let dir = tempfile::tempdir().unwrap();
+    let Some((image, _)) = provisioned(dir.path(), test) else { return };
+    let conf = "/etc/mender/mender.conf";
+    let symlink_loop = [format!("rm {conf}"), format!("symlink {conf} {conf}")];
+    debugfs_write_requests(&offset_path(&image, ROOTFS_A_PARTITION), &symlink_loop);
+    let directory = [format!("rm {conf}"), format!("mkdir {conf}")];
+    debugfs_write_requests(&offset_path(&image, ROOTFS_B_PARTITION), &directory);
+
+    let report = assert_warns(&image, dir.path(), "conf-invalid");
+
+    assert_eq!(warning_codes(&report), ["conf-invalid", "conf-invalid"]);
+    let files = &report["mender"]["config_files"];
+    for index in 0..2 {
+        assert_eq!(files[index]["path"], conf);
+        assert_eq!(files[index]["present"], false);
+        assert!(files[index]["error"].is_string(), "no error for {}", files[index]);
+    }
+    assert_eq!(files[0]["location"], "rootfs-a");
+    assert_eq!(files[1]["location"], "rootfs-b");
+    assert_eq!(files[1]["error"], "/etc/mender/mender.conf: not a regular file");
+}
+
+#[test]
 fn wrong_field_type_warns_invalid() {
     let test = "wrong_field_type_warns_invalid";
     let dir = tempfile::tempdir().unwrap();
@@ -319,6 +345,35 @@ fn wrong_field_type_warns_invalid() {
 
     assert_eq!(warning_codes(&report), ["conf-invalid"]);
     assert_eq!(report["mender"]["config_files"][2]["error"], "TenantToken is a number, not a string");
+}
+
+#[test]
+fn damaged_fat_boot_sector_warns_boot_unreadable() {
+    let test = "damaged_fat_boot_sector_warns_boot_unreadable";
+    let dir = tempfile::tempdir().unwrap();
+    let Some((image, _)) = provisioned(dir.path(), test) else { return };
+    // Zero the bytes per sector (0x0B), sectors per cluster (0x0D), number of FATs (0x10) and
+    // the 16-bit FAT size (0x16) of the boot sector, keeping its "FAT16" type string.
+    let boot_start = usize::try_from(partition(&image, BOOT_PARTITION).start_bytes).unwrap();
+    let mut bytes = std::fs::read(&image).unwrap();
+    for offset in [0x0B, 0x0C, 0x0D, 0x10, 0x16, 0x17] {
+        bytes[boot_start + offset] = 0;
+    }
+    std::fs::write(&image, &bytes).unwrap();
+    let before = sha256_file(&image);
+
+    let report = assert_warns(&image, dir.path(), "boot-unreadable");
+
+    assert_eq!(warning_codes(&report), ["boot-unreadable"]);
+    let boot = &report["partitions"][0];
+    assert_eq!(boot["number"], BOOT_PARTITION);
+    assert_eq!(boot["role"], "boot");
+    assert_eq!(boot["filesystem"], "unknown");
+    let reason = boot["role_reason"].as_str().unwrap();
+    assert!(reason.starts_with("FAT filesystem could not be opened: "), "{reason}");
+    let message = report["warnings"][0]["message"].as_str().unwrap();
+    assert_eq!(message, format!("partition 1, the boot partition: {reason}"));
+    assert_eq!(sha256_file(&image), before, "inspect changed the image");
 }
 
 #[test]
@@ -511,7 +566,7 @@ fn output_and_documentation_agree() {
         }
     }
     let documented_codes = documented_codes();
-    assert_eq!(documented_codes.len(), 12, "{documented_codes:?}");
+    assert_eq!(documented_codes.len(), 13, "{documented_codes:?}");
     for code in &codes {
         assert!(documented_codes.contains(code), "warning code {code} is not documented");
     }

@@ -228,6 +228,7 @@ tenant token's value is printed.
 
 Warnings, in the text form as \"warning: MESSAGE [CODE]\" and in JSON as {code, message}:
   partition-table    damaged partition table worked around
+  boot-unreadable    a boot partition whose filesystem cannot be opened (a damaged FAT boot sector)
   no-data-partition  no data partition found
   key-missing        no device key on the data partition
   key-unparsable     a device key the client cannot parse
@@ -235,7 +236,7 @@ Warnings, in the text form as \"warning: MESSAGE [CODE]\" and in JSON as {code, 
   key-owner          device key is not owned by 0:0
   store-layout       mender-store in another LMDB layout than the target's
   conf-invalid       a mender.conf the client cannot load (invalid JSON, wrong field type,
-                     Servers beside ServerURL)
+                     Servers beside ServerURL, a directory or symlink loop in its place)
   conf-key-path      mender.conf names another key file (Security.AuthPrivateKey, HttpsClient.Key)
   var-lib-mender     a rootfs whose /var/lib/mender does not lead to the data partition's mender/
   identity-script    a rootfs without an executable identity script

@@ -140,6 +140,7 @@ pub enum OldFormat {
 
 /// Reads the format of an old map. Returns the reason as `Err` when the text is not a block map.
 pub fn parse_format(text: &str) -> Result<OldFormat, String> {
+    let text = &strip_comments(text)?;
     let version = root_version(text).ok_or("no <bmap version=\"...\"> element")?;
     let (major, minor) = version
         .split_once('.')
@@ -151,6 +152,7 @@ pub fn parse_format(text: &str) -> Result<OldFormat, String> {
         .ok()
         .filter(|size| *size > 0 && *size <= MAX_BLOCK_SIZE && size % 512 == 0)
         .ok_or_else(|| format!("invalid <BlockSize>: expected a multiple of 512 up to {MAX_BLOCK_SIZE}"))?;
+    check_counts(text, block_size)?;
 
     let has_checksum_type = major >= 2 || (major, minor) == (1, 4);
     if !has_checksum_type {
@@ -178,6 +180,49 @@ pub fn parse_format(text: &str) -> Result<OldFormat, String> {
             block_size,
         }),
     }
+}
+
+/// Removes the XML comments, which in maps from bmaptool name elements such as
+/// `<MappedBlocksCount>` in their prose.
+fn strip_comments(text: &str) -> Result<String, String> {
+    let mut stripped = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<!--") {
+        stripped.push_str(&rest[..start]);
+        let end = rest[start..].find("-->").ok_or("a comment without its closing -->")?;
+        rest = &rest[start + end + "-->".len()..];
+    }
+    stripped.push_str(rest);
+    Ok(stripped)
+}
+
+/// Checks what bmaptool checks before it uses a map: the root element is closed, `<ImageSize>` is
+/// a byte count, and `<BlocksCount>` and `<MappedBlocksCount>`, where given, agree with it.
+fn check_counts(text: &str, block_size: u64) -> Result<(), String> {
+    if !text.trim_end().ends_with("</bmap>") {
+        return Err("no closing </bmap> at the end".to_string());
+    }
+    let count = |name: &str| -> Result<Option<u64>, String> {
+        let Some(value) = element_text(text, name) else { return Ok(None) };
+        let count = value.parse::<u64>().map_err(|_| {
+            format!("invalid <{name}> {:?}: expected a non-negative integer", escape_for_log(value))
+        })?;
+        Ok(Some(count))
+    };
+
+    let image_size = count("ImageSize")?.ok_or("no <ImageSize> element")?;
+    let blocks = image_size.div_ceil(block_size);
+    if let Some(blocks_count) = count("BlocksCount")?
+        && blocks_count != blocks
+    {
+        return Err(format!("<BlocksCount> {blocks_count} does not match <ImageSize> {image_size}"));
+    }
+    if let Some(mapped) = count("MappedBlocksCount")?
+        && mapped > blocks
+    {
+        return Err(format!("<MappedBlocksCount> {mapped} is more than the image's {blocks} blocks"));
+    }
+    Ok(())
 }
 
 /// Returns the value of the root element's `version` attribute.
@@ -541,7 +586,8 @@ mod tests {
     use super::*;
 
     const MAP_2_0: &str = "<?xml version=\"1.0\" ?>\n<bmap version=\"2.0\">\n    <ImageSize> 821752 </ImageSize>\n    \
-        <BlockSize> 4096 </BlockSize>\n    <ChecksumType> sha256 </ChecksumType>\n</bmap>\n";
+        <BlockSize> 4096 </BlockSize>\n    <BlocksCount> 201 </BlocksCount>\n    \
+        <MappedBlocksCount> 117 </MappedBlocksCount>\n    <ChecksumType> sha256 </ChecksumType>\n</bmap>\n";
 
     #[test]
     fn format_2_0_with_sha256_is_kept() {
@@ -585,6 +631,34 @@ mod tests {
         assert!(parse_format(&MAP_2_0.replace("4096", "0")).is_err());
         assert!(parse_format(&MAP_2_0.replace("<BlockSize>", "<Block>")).is_err());
         assert!(parse_format(&MAP_2_0.replace("ChecksumType", "Checksum")).is_err());
+    }
+
+    #[test]
+    fn elements_named_in_comments_are_skipped() {
+        let text = MAP_2_0.replace("<BlockSize>", "<!-- <MappedBlocksCount> blocks --> <BlockSize>");
+        assert_eq!(parse_format(&text), parse_format(MAP_2_0));
+        assert!(parse_format(MAP_2_0).is_ok());
+    }
+
+    #[test]
+    fn maps_with_bad_counts_are_rejected() {
+        let cases = [
+            (MAP_2_0.replace("</bmap>", ""), "no closing </bmap> at the end"),
+            (
+                MAP_2_0.replace(" 821752 ", " -5 "),
+                "invalid <ImageSize> \"-5\": expected a non-negative integer",
+            ),
+            (MAP_2_0.replace("<ImageSize>", "<Size>"), "no <ImageSize> element"),
+            (MAP_2_0.replace("<bmap ", "<!-- <bmap "), "a comment without its closing -->"),
+            (MAP_2_0.replace(" 201 ", " 200 "), "<BlocksCount> 200 does not match <ImageSize> 821752"),
+            (
+                MAP_2_0.replace(" 117 ", " 202 "),
+                "<MappedBlocksCount> 202 is more than the image's 201 blocks",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_format(&text), Err(expected.to_string()), "{text}");
+        }
     }
 
     #[test]

@@ -113,7 +113,11 @@ impl Compression {
         Ok(match self {
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
             Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+            Compression::Zstd => {
+                let mut decoder = zstd::stream::read::Decoder::with_buffer(input)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+                Box::new(decoder)
+            }
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
         })
     }
@@ -148,8 +152,26 @@ impl Compression {
     }
 }
 
+/// Base-2 logarithm of the largest zstd window decoded: 2^27 bytes (128 MiB), libzstd's default
+/// limit (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`), which `zstd -d` also keeps unless given `--long=N`.
+/// Frames written with `zstd --long=28` or more need more memory than this.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+/// The message libzstd gives (`ZSTD_getErrorName`) for a frame whose window exceeds the limit.
+const ZSTD_WINDOW_TOO_LARGE: &str = "Frame requires too much memory for decoding";
+
 /// Failure to decompress an image, with the format and the decoder's cause.
 fn decode_error(compression: Compression, source: io::Error) -> io::Error {
+    if compression == Compression::Zstd && source.to_string() == ZSTD_WINDOW_TOO_LARGE {
+        let max_mib = (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20;
+        return io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "zstd data needs a window larger than {max_mib} MiB (--long={ZSTD_WINDOW_LOG_MAX}), the \
+                 most this tool decodes; decompress it with `zstd -d --long=31` first"
+            ),
+        );
+    }
     let cause = if source.kind() == io::ErrorKind::UnexpectedEof {
         "the compressed data ends early (truncated file?)".to_string()
     } else {
@@ -181,25 +203,40 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// A failure of [`decompress_sparse`], split by the file at fault so that the message names it.
+#[derive(Debug)]
+pub enum SparseDecompressError {
+    /// Reading or decoding the compressed input failed.
+    Input(io::Error),
+    /// Writing the decompressed output failed, such as when its disk is full.
+    Output(io::Error),
+}
+
 /// Decompresses all of `input` into the empty file `output`, leaving holes where whole chunks
 /// are zero, and syncs it. Returns the decompressed length.
-pub fn decompress_sparse(input: &File, compression: Compression, output: &File) -> io::Result<u64> {
-    let mut decoder = compression.decoder(input.try_clone()?)?;
+pub fn decompress_sparse(
+    input: &File,
+    compression: Compression,
+    output: &File,
+) -> Result<u64, SparseDecompressError> {
+    let input = input.try_clone().map_err(SparseDecompressError::Input)?;
+    let mut decoder = compression.decoder(input).map_err(SparseDecompressError::Input)?;
     let mut chunk = vec![0u8; CHUNK_LEN];
     let mut offset = 0u64;
     loop {
-        let read = read_full(&mut decoder, &mut chunk).map_err(|error| decode_error(compression, error))?;
+        let read = read_full(&mut decoder, &mut chunk)
+            .map_err(|error| SparseDecompressError::Input(decode_error(compression, error)))?;
         if read == 0 {
             break;
         }
         let data = &chunk[..read];
         if !is_zero(data) {
-            output.write_all_at(data, offset)?;
+            output.write_all_at(data, offset).map_err(SparseDecompressError::Output)?;
         }
         offset += read as u64;
     }
-    output.set_len(offset)?;
-    output.sync_all()?;
+    output.set_len(offset).map_err(SparseDecompressError::Output)?;
+    output.sync_all().map_err(SparseDecompressError::Output)?;
     Ok(offset)
 }
 

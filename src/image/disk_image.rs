@@ -7,7 +7,9 @@ use std::io;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::image::compressed::{CompressedImage, Compression, compress_file, decompress_sparse};
+use crate::image::compressed::{
+    CompressedImage, Compression, SparseDecompressError, compress_file, decompress_sparse,
+};
 use crate::image::partition_table::{Partition, PartitionTable, PartitionTableError, SectorSize};
 use crate::image::sparse_copy::{CopyMethod, copy_sparse};
 use crate::image::undo_log::{self, Recovery, UndoError};
@@ -301,8 +303,14 @@ impl DiskImage {
 
         let method = match &self.compressed {
             Some(compressed) => {
-                decompress_sparse(&self.file, compressed.compression(), temporary.as_file())
-                    .map_err(|source| ImageError::Io { path: self.path.clone(), source })?;
+                decompress_sparse(&self.file, compressed.compression(), temporary.as_file()).map_err(
+                    |error| match error {
+                        SparseDecompressError::Input(source) => {
+                            ImageError::Io { path: self.path.clone(), source }
+                        }
+                        SparseDecompressError::Output(source) => io_error(source),
+                    },
+                )?;
                 CopyMethod::DataRanges
             }
             None => copy_sparse(&self.file, temporary.as_file()).map_err(io_error)?,

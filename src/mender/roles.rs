@@ -2,9 +2,10 @@
 //! the boot partition, rootfs A and B, and the data partition that holds `/mender`.
 
 use crate::fs::ext::{Ext, FileKind};
+use crate::fs::fat::Fat;
 use crate::image::partition_table::{EXT_MAGIC, EXT_MAGIC_OFFSET, Partition, PartitionTable};
 use crate::image::volume::ReadAt;
-use crate::image::volume::{FileVolume, Volume};
+use crate::image::volume::{FileVolume, Staged, Volume};
 
 /// Bytes read from the start of a partition to tell an unformatted one from unknown content.
 const EMPTY_PROBE_LEN: usize = 64 * 1024;
@@ -12,6 +13,8 @@ const EMPTY_PROBE_LEN: usize = 64 * 1024;
 /// Offsets in a FAT boot sector of the filesystem type strings for FAT12/16 and for FAT32.
 const FAT16_TYPE_OFFSET: usize = 0x36;
 const FAT32_TYPE_OFFSET: usize = 0x52;
+/// Start of the reason given for a FAT boot sector that was found but could not be opened.
+const FAT_UNOPENED: &str = "FAT filesystem could not be opened";
 /// Offsets of the 11-byte volume label for FAT12/16 and for FAT32.
 const FAT16_LABEL_OFFSET: usize = 0x2B;
 const FAT32_LABEL_OFFSET: usize = 0x47;
@@ -25,7 +28,7 @@ pub enum Filesystem {
     Vfat { label: String },
     /// The first 64 KiB are zeros: an unformatted partition, usually the inactive rootfs.
     Empty,
-    /// Something else, or an ext filesystem this tool could not open (the reason is kept).
+    /// Something else, or an ext or FAT filesystem this tool could not open (the reason is kept).
     Unknown { reason: Option<String> },
 }
 
@@ -153,7 +156,12 @@ fn probe(volume: &FileVolume) -> std::io::Result<(Filesystem, ExtMarkers)> {
     let mut start = vec![0u8; probe_len];
     volume.read_at(0, &mut start)?;
     if let Some(label) = fat_label(&start) {
-        return Ok((Filesystem::Vfat { label }, ExtMarkers::default()));
+        // Staging keeps anything the FAT library writes while opening in memory.
+        let filesystem = match Fat::open(Staged::new(volume)) {
+            Ok(_) => Filesystem::Vfat { label },
+            Err(error) => Filesystem::Unknown { reason: Some(format!("{FAT_UNOPENED}: {error}")) },
+        };
+        return Ok((filesystem, ExtMarkers::default()));
     }
     if start.iter().all(|&byte| byte == 0) {
         return Ok((Filesystem::Empty, ExtMarkers::default()));
@@ -285,7 +293,7 @@ pub fn describe_unopened_ext(partitions: &[ClassifiedPartition]) -> String {
     partitions
         .iter()
         .filter_map(|classified| match &classified.filesystem {
-            Filesystem::Unknown { reason: Some(reason) } => {
+            Filesystem::Unknown { reason: Some(reason) } if !reason.starts_with(FAT_UNOPENED) => {
                 Some(format!("; {}: {reason}", partition_name(&classified.partition)))
             }
             _ => None,
@@ -318,11 +326,15 @@ fn assign_rootfs_b(partitions: &mut [ClassifiedPartition]) {
 }
 
 /// Gives the boot role to the first partition left without a role that contains a FAT
-/// filesystem, or an ext filesystem with kernel or boot loader files at its root.
+/// filesystem (one that could not be opened too, so commands name why), or an ext filesystem
+/// with kernel or boot loader files at its root.
 fn assign_boot(partitions: &mut [ClassifiedPartition]) {
     let boot = partitions.iter_mut().filter(|partition| partition.role.is_none()).find_map(|partition| {
         let reason = match (&partition.filesystem, &partition.markers.boot_file) {
             (Filesystem::Vfat { .. }, _) => "vfat filesystem".to_string(),
+            (Filesystem::Unknown { reason: Some(reason) }, _) if reason.starts_with(FAT_UNOPENED) => {
+                reason.clone()
+            }
             (Filesystem::Ext { .. }, Some(file)) => format!("holds /{file}"),
             _ => return None,
         };

@@ -155,6 +155,7 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
         .iter()
         .map(|warning| Warning::new("partition-table", warning.clone()))
         .collect();
+    warnings.extend(boot_warning(partitions));
 
     let target = match roles::find_role(partitions, Role::RootfsA) {
         Some(rootfs) => {
@@ -209,6 +210,17 @@ fn build_report(image: &DiskImage, partitions: &[ClassifiedPartition]) -> anyhow
         mender,
         warnings,
     })
+}
+
+/// Warns when the boot partition was found but its filesystem cannot be opened, such as a FAT
+/// boot sector with a zero sector size or no FATs.
+fn boot_warning(partitions: &[ClassifiedPartition]) -> Option<Warning> {
+    let boot = roles::find_role(partitions, Role::Boot)?;
+    let Filesystem::Unknown { reason: Some(reason) } = &boot.filesystem else { return None };
+    Some(Warning::new(
+        "boot-unreadable",
+        format!("{}, the boot partition: {reason}", partition_name(&boot.partition)),
+    ))
 }
 
 fn partition_report(image: &DiskImage, classified: &ClassifiedPartition) -> PartitionReport {

@@ -352,11 +352,11 @@ fn parse_device_type(text: &[u8]) -> Option<String> {
         .map(|value| value.trim().to_string())
 }
 
-/// Warns about configuration files the client cannot load.
+/// Warns about configuration files the client cannot load: invalid ones, and ones that exist but
+/// cannot be read (a directory, a symlink loop), which the client fails on as well.
 fn config_warnings(config_files: &[ConfigFileFact]) -> Vec<Warning> {
     config_files
         .iter()
-        .filter(|file| file.present)
         .filter_map(|file| {
             let error = file.error.as_ref()?;
             Some(Warning::new(
