@@ -85,7 +85,7 @@ pub enum FilesError {
     NoPartition { path: String, mount: &'static str, detail: String },
     #[error("{path}: the {partition} is FAT, which has no {missing}")]
     FatHasNo { path: String, partition: String, missing: &'static str },
-    #[error("{path}: the {mount} ({partition}) holds no ext2/3/4 filesystem that can be opened: {reason}")]
+    #[error("{path}: the {mount} ({partition}) holds no filesystem that can be opened: {reason}")]
     Unusable { path: String, mount: &'static str, partition: String, reason: String },
     #[error("{path}: more than {limit} entries below it; stopped")]
     TooManyEntries { path: String, limit: usize },
