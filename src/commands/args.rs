@@ -420,7 +420,7 @@ pub struct StoreWriteArgs {
 }
 
 /// Whether to rewrite bmaptool's block map next to a changed image.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct BmapArgs {
     /// Leave IMAGE.bmap, bmaptool's block map, as it is. Without this option the map of a changed
     /// image is rewritten from the image after it was written (with --output, as NEW_IMAGE.bmap),

@@ -24,6 +24,9 @@ pub struct ImageWriteArgs {
     /// lies or at which size the MBR's partitions hold filesystems.
     #[arg(long, value_enum, value_name = "BYTES")]
     pub sector_size: Option<SectorSizeArg>,
+
+    #[command(flatten)]
+    pub bmap: BmapArgs,
 }
 
 /// Arguments of `ls`.
@@ -81,9 +84,6 @@ pub struct CpArgs {
     pub destination: OsString,
 
     #[command(flatten)]
-    pub bmap: BmapArgs,
-
-    #[command(flatten)]
     pub write: ImageWriteArgs,
 }
 
@@ -114,9 +114,6 @@ pub struct InstallArgs {
     pub paths: Vec<OsString>,
 
     #[command(flatten)]
-    pub bmap: BmapArgs,
-
-    #[command(flatten)]
     pub write: ImageWriteArgs,
 }
 
@@ -136,9 +133,6 @@ pub struct RmArgs {
     pub path: OsString,
 
     #[command(flatten)]
-    pub bmap: BmapArgs,
-
-    #[command(flatten)]
     pub write: ImageWriteArgs,
 }
 
@@ -156,9 +150,6 @@ pub struct MkdirArgs {
     /// Directory to create, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
-
-    #[command(flatten)]
-    pub bmap: BmapArgs,
 
     #[command(flatten)]
     pub write: ImageWriteArgs,
@@ -185,9 +176,6 @@ pub struct LnArgs {
     pub link: OsString,
 
     #[command(flatten)]
-    pub bmap: BmapArgs,
-
-    #[command(flatten)]
     pub write: ImageWriteArgs,
 }
 
@@ -206,9 +194,6 @@ pub struct ChmodArgs {
     /// File or directory to change, as IMAGE:/PATH; a symbolic link is followed.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
-
-    #[command(flatten)]
-    pub bmap: BmapArgs,
 
     #[command(flatten)]
     pub write: ImageWriteArgs,
@@ -234,9 +219,6 @@ pub struct ChownArgs {
     /// File or directory to change, as IMAGE:/PATH.
     #[arg(value_name = "IMAGE:/PATH")]
     pub path: OsString,
-
-    #[command(flatten)]
-    pub bmap: BmapArgs,
 
     #[command(flatten)]
     pub write: ImageWriteArgs,

@@ -450,7 +450,7 @@ pub(super) fn xattr_policy(arguments: &[XattrArg]) -> anyhow::Result<XattrPolicy
 }
 
 /// Applies the planned writes in place, or to a copy at `output`, then rewrites the block map
-/// next to the image unless `bmap` says not to, and returns the path written.
+/// next to the image unless `bmap` turns it off, and returns the path written.
 pub(super) fn commit(
     image: &DiskImage,
     partition: &Partition,

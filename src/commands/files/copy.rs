@@ -176,7 +176,7 @@ fn copy_in(args: &CpArgs) -> anyhow::Result<()> {
             format!("copied {count} entries to {destination}")
         }
     };
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }
 
 /// Copies the host tree `source` to `destination` in the image, merging into existing
@@ -437,5 +437,5 @@ pub fn run_install(args: &InstallArgs) -> anyhow::Result<()> {
             format!("installed {} (mode {mode:04o}, owner {uid}:{gid})", describe_targets(&targets))
         }
     };
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }

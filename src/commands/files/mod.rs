@@ -10,7 +10,6 @@ mod owners;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::path::Path;
 
 use anyhow::{Context, bail};
 
@@ -18,7 +17,7 @@ pub use copy::{run_cp, run_install};
 pub use listing::{run_cat, run_ls, run_stat};
 
 use crate::commands::UsageError;
-use crate::commands::args::{BmapArgs, SectorSizeArg};
+use crate::commands::args::SectorSizeArg;
 use crate::commands::file_args::{ChmodArgs, ChownArgs, ImageWriteArgs, LnArgs, MkdirArgs, RmArgs};
 use crate::commands::output::write_time;
 use crate::commands::provision::check_output_path;
@@ -63,17 +62,17 @@ fn image_files<'a>(image: &'a DiskImage, image_path: &ImagePath) -> anyhow::Resu
 }
 
 /// Writes every planned change to the image in one all-or-nothing step, or to a copy at
-/// `output` (written even when nothing changed), logs what changed, and then rewrites the block
-/// map next to the written image unless `bmap` says not to.
+/// `--output` (written even when nothing changed), logs what changed, and then rewrites the
+/// block map next to the written image unless `--no-bmap` is given.
 fn commit(
     image: &DiskImage,
     files: ImageFiles,
     image_path: &ImagePath,
     done: &str,
-    output: Option<&Path>,
-    bmap: &BmapArgs,
+    write: &ImageWriteArgs,
 ) -> anyhow::Result<()> {
-    if let Some(output) = output {
+    let bmap = &write.bmap;
+    if let Some(output) = write.output.as_deref() {
         let (changes, _) = files.into_writes().with_context(|| image_path.to_string())?;
         let refs: Vec<(Partition, &BTreeMap<u64, Vec<u8>>)> =
             changes.iter().map(|(partition, writes)| (*partition, writes)).collect();
@@ -137,16 +136,15 @@ pub fn run_rm(args: &RmArgs) -> anyhow::Result<()> {
     let image = open_for_change(&image_path, &args.write)?;
     let mut files = image_files(&image, &image_path)?;
     let time = write_time()?;
-    let output = args.write.output.as_deref();
     let targets = match files.remove(&image_path.path, args.recursive, time) {
         Ok(targets) => targets,
-        Err(FilesError::NotFound(_)) if args.force && output.is_none() => return Ok(()),
+        Err(FilesError::NotFound(_)) if args.force && args.write.output.is_none() => return Ok(()),
         Err(FilesError::NotFound(_)) if args.force => {
-            return commit(&image, files, &image_path, "nothing to remove", output, &args.bmap);
+            return commit(&image, files, &image_path, "nothing to remove", &args.write);
         }
         Err(error) => return Err(in_image(&image_path)(error)),
     };
-    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)), output, &args.bmap)
+    commit(&image, files, &image_path, &format!("removed {}", describe_targets(&targets)), &args.write)
 }
 
 /// `mkdir [-p] [-m MODE] IMAGE:/PATH`.
@@ -158,7 +156,7 @@ pub fn run_mkdir(args: &MkdirArgs) -> anyhow::Result<()> {
     let attrs = new_attrs(mode, 0, 0)?;
     let targets = files.create_dir(&image_path.path, &attrs, args.parents).map_err(in_image(&image_path))?;
     let done = format!("created {}", describe_targets(&targets));
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }
 
 /// `ln -s [-f] TARGET IMAGE:/LINK`.
@@ -173,7 +171,7 @@ pub fn run_ln(args: &LnArgs) -> anyhow::Result<()> {
         files.symlink(&image_path.path, target, &attrs, args.force).map_err(in_image(&image_path))?;
     let shown = String::from_utf8_lossy(target);
     let done = format!("linked {} to {shown}", describe_targets(&targets));
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }
 
 /// `chmod [-R] MODE IMAGE:/PATH`.
@@ -195,7 +193,7 @@ pub fn run_chmod(args: &ChmodArgs) -> anyhow::Result<()> {
     let targets =
         files.update_attrs(&image_path.path, true, args.recursive, &update).map_err(in_image(&image_path))?;
     let done = format!("changed the mode of {} ({})", describe_targets(&targets), args.mode);
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }
 
 /// `chown [--no-dereference] OWNER[:GROUP] IMAGE:/PATH`.
@@ -221,7 +219,7 @@ pub fn run_chown(args: &ChownArgs) -> anyhow::Result<()> {
         .update_attrs(&image_path.path, !args.no_dereference, args.recursive, &|_| attrs)
         .map_err(in_image(&image_path))?;
     let done = format!("changed the owner of {} to {}", describe_targets(&targets), args.owner);
-    commit(&image, files, &image_path, &done, args.write.output.as_deref(), &args.bmap)
+    commit(&image, files, &image_path, &done, &args.write)
 }
 
 #[cfg(test)]
